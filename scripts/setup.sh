@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything attnkit needs and builds it. Safe to run any number of times:
+# packages already present are skipped, the virtual environment is reused, the build is incremental.
+#   ATTNKIT_BUILD_DIR   build folder (default: build)
+#   ATTNKIT_SKIP_BUILD  set to 1 to only install dependencies
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+debs=(build-essential cmake pkg-config libhwy-dev libopenblas-dev googletest libgtest-dev
+      libbenchmark-dev libcli11-dev nlohmann-json3-dev libpng-dev bible-kjv bible-kjv-text
+      python3-venv)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+# Project-local Python environment (PyPI packages only live here).
+venv="$root/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements.sha"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+if [ "${ATTNKIT_SKIP_BUILD:-0}" != "1" ]; then
+  build="${ATTNKIT_BUILD_DIR:-$root/build}"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$venv/bin/python" >/dev/null
+  cmake --build "$build" -j"$(nproc)"
+fi
