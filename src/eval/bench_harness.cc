@@ -1,0 +1,342 @@
+// Benchmark harness: yardsticks, timing, the default suite and records (see bench_harness.h).
+#include "eval/bench_harness.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include "attnkit/attention.h"
+#include "attnkit/memory.h"
+
+namespace attnkit::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+float* alloc_floats(int64_t n) {
+  const size_t bytes = ((static_cast<size_t>(n) * 4 + 63) / 64) * 64;
+  return static_cast<float*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
+}
+
+}  // namespace
+
+bool quick_mode_from_env() {
+  const char* v = std::getenv("ATTNKIT_BENCH_QUICK");
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+}
+
+YardstickOptions yardstick_options_from_env() {
+  YardstickOptions o;
+  if (quick_mode_from_env()) {
+    o.sgemm_n = 256;
+    o.stream_bytes = int64_t{16} << 20;
+    o.repeats = 2;
+  }
+  return o;
+}
+
+TimingOptions timing_options_from_env() {
+  TimingOptions o;
+  if (quick_mode_from_env()) {
+    o.warmup_runs = 0;
+    o.min_runs = 1;
+    o.min_seconds = 0;
+    o.max_seconds = 0;
+  }
+  return o;
+}
+
+int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops) {
+  if (n < 1 || n > 32768) return Status::invalid_argument("sgemm_n " + std::to_string(n) + " is not supported; expected 1..32768");
+  if (repeats < 1) return Status::invalid_argument("repeats " + std::to_string(repeats) + " is not supported; expected >= 1");
+  std::unique_ptr<float, FreeDeleter> a(alloc_floats(n * n)), b(alloc_floats(n * n)), c(alloc_floats(n * n));
+  if (!a || !b || !c) return Status::out_of_range("cannot allocate sgemm yardstick matrices of n " + std::to_string(n));
+  for (int64_t i = 0; i < n * n; ++i) {
+    // Small deterministic values; the numbers do not matter, only that they are not denormal.
+    a.get()[i] = static_cast<float>((i * 7) % 13) * 0.01f + 0.5f;
+    b.get()[i] = static_cast<float>((i * 5) % 11) * 0.01f + 0.5f;
+    c.get()[i] = 0.0f;
+  }
+  const int previous = openblas_get_num_threads();
+  openblas_set_num_threads(resolve_threads(threads));
+  const int ni = static_cast<int>(n);
+  auto call = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.get(), ni, b.get(), ni, 0.0f, c.get(), ni);
+  };
+  call();  // warmup: OpenBLAS thread start-up and page faults of C
+  double best = 1e300;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    call();
+    best = std::min(best, seconds_since(t0));
+  }
+  openblas_set_num_threads(previous);
+  *gflops = 2.0 * static_cast<double>(n) * n * n / best / 1e9;
+  return Status::ok_status();
+}
+
+Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps) {
+  constexpr int64_t kLanes = 32;  // independent accumulators, so adds never wait on each other
+  const int64_t n = (bytes / 4 / kLanes) * kLanes;
+  if (n < kLanes) return Status::invalid_argument("stream_bytes " + std::to_string(bytes) + " is too small; expected >= 128");
+  if (repeats < 1) return Status::invalid_argument("repeats " + std::to_string(repeats) + " is not supported; expected >= 1");
+  std::unique_ptr<float, FreeDeleter> buf(alloc_floats(n));
+  if (!buf) return Status::out_of_range("cannot allocate stream yardstick buffer of " + std::to_string(bytes) + " bytes");
+  float* p = buf.get();
+  const int t = resolve_threads(threads);
+  // First touch by the same threads and schedule as the sum, so pages are local to their reader.
+#pragma omp parallel for num_threads(t) schedule(static)
+  for (int64_t blk = 0; blk < n / kLanes; ++blk) {
+    for (int64_t l = 0; l < kLanes; ++l) p[blk * kLanes + l] = 1.0f;
+  }
+  double best = 1e300;
+  volatile float sink = 0.0f;  // keeps the sum alive
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = Clock::now();
+    float total = 0.0f;
+#pragma omp parallel num_threads(t) reduction(+ : total)
+    {
+      float acc[kLanes] = {};
+#pragma omp for schedule(static)
+      for (int64_t blk = 0; blk < n / kLanes; ++blk) {
+        const float* q = p + blk * kLanes;
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) acc[l] += q[l];
+      }
+      for (int64_t l = 0; l < kLanes; ++l) total += acc[l];
+    }
+    best = std::min(best, seconds_since(t0));
+    sink = total;
+  }
+  (void)sink;
+  *gbps = static_cast<double>(n) * 4.0 / best / 1e9;
+  return Status::ok_status();
+}
+
+Status measure_yardsticks(int threads, const YardstickOptions& options, Yardsticks* out) {
+  Yardsticks y;
+  y.threads = resolve_threads(threads);
+  y.sgemm_n = options.sgemm_n;
+  y.stream_bytes = options.stream_bytes;
+  ATTNKIT_RETURN_IF_ERROR(measure_sgemm_gflops(y.threads, options.sgemm_n, options.repeats, &y.sgemm_gflops));
+  ATTNKIT_RETURN_IF_ERROR(measure_stream_gbps(y.threads, options.stream_bytes, options.repeats, &y.stream_gbps));
+  *out = y;
+  return Status::ok_status();
+}
+
+Status YardstickCache::get(int threads, Yardsticks* out) {
+  const int t = resolve_threads(threads);
+  auto it = by_threads_.find(t);
+  if (it == by_threads_.end()) {
+    Yardsticks y;
+    ATTNKIT_RETURN_IF_ERROR(measure_yardsticks(t, options_, &y));
+    it = by_threads_.emplace(t, y).first;
+  }
+  *out = it->second;
+  return Status::ok_status();
+}
+
+double median(std::vector<double> samples) {
+  if (samples.empty()) return 0.0;
+  std::sort(samples.begin(), samples.end());
+  const size_t m = samples.size() / 2;
+  return samples.size() % 2 ? samples[m] : 0.5 * (samples[m - 1] + samples[m]);
+}
+
+Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out) {
+  for (int i = 0; i < options.warmup_runs; ++i) ATTNKIT_RETURN_IF_ERROR(run.run());
+  TimingResult r;
+  double total = 0.0;
+  while (true) {
+    const bool enough = r.runs >= options.min_runs && total >= options.min_seconds;
+    const bool too_long = r.runs >= 1 && total >= options.max_seconds;
+    if (enough || too_long) break;
+    const auto t0 = Clock::now();
+    ATTNKIT_RETURN_IF_ERROR(run.run());
+    const double s = seconds_since(t0);
+    r.samples.push_back(s);
+    total += s;
+    ++r.runs;
+  }
+  r.median_seconds = median(r.samples);
+  r.min_seconds = *std::min_element(r.samples.begin(), r.samples.end());
+  *out = std::move(r);
+  return Status::ok_status();
+}
+
+// Default suite sizes, chosen so the whole suite takes a few minutes on the 2-core target:
+//  - prefill uses heads 8 / kv 2 (GQA 4), batch 1. Non-causal seq 16384 at head_dim 128 is
+//    1.1 TFLOP per run, i.e. ~10-20 s at the expected 60-100 GFLOP/s; more heads would only
+//    repeat the same per-head work. The timing policy gives such cases warmup + 1 timed run.
+//  - decode uses heads 32 / kv 8, head_dim 128 (a Llama-3-8B-like layer): at kv 131072 the f32
+//    K and V are 1 GiB, far beyond the 32 MiB L3, so decode is a real memory-bandwidth test, and
+//    the bf16 rows show the halved traffic.
+std::vector<BenchCase> default_suite(const std::string& mechanism_spec, int threads) {
+  std::vector<BenchCase> cases;
+  for (int64_t d : {64, 128}) {
+    for (bool causal : {true, false}) {
+      for (int64_t s : {1024, 2048, 4096, 8192, 16384}) {
+        BenchCase c;
+        c.mechanism_spec = mechanism_spec;
+        c.shape.batch = 1;
+        c.shape.seq_q = s;
+        c.shape.seq_kv = s;
+        c.shape.heads_q = 8;
+        c.shape.heads_kv = 2;
+        c.shape.head_dim = d;
+        c.shape.causal = causal;
+        c.shape.dtype = DType::kF32;
+        c.shape.threads = threads;
+        cases.push_back(c);
+      }
+    }
+  }
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (int64_t kv : {4096, 16384, 65536, 131072}) {
+      BenchCase c;
+      c.mechanism_spec = mechanism_spec;
+      c.shape.batch = 1;
+      c.shape.seq_q = 1;
+      c.shape.seq_kv = kv;
+      c.shape.heads_q = 32;
+      c.shape.heads_kv = 8;
+      c.shape.head_dim = 128;
+      c.shape.causal = true;
+      c.shape.dtype = dt;
+      c.shape.threads = threads;
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
+void finish_record(Record* r) {
+  r->gflops = r->seconds > 0 ? r->flops / r->seconds / 1e9 : 0.0;
+  r->gbps = r->seconds > 0 ? r->bytes / r->seconds / 1e9 : 0.0;
+  r->gflops_vs_sgemm = r->sgemm_gflops > 0 ? r->gflops / r->sgemm_gflops : 0.0;
+  r->gbps_vs_stream = r->stream_gbps > 0 ? r->gbps / r->stream_gbps : 0.0;
+}
+
+nlohmann::json record_to_json(const Record& r) {
+  nlohmann::json j;
+  j["mechanism"] = r.mechanism;
+  j["family"] = r.family;
+  j["phase"] = r.phase;
+  j["batch"] = r.batch;
+  j["seq_q"] = r.seq_q;
+  j["seq_kv"] = r.seq_kv;
+  j["heads_q"] = r.heads_q;
+  j["heads_kv"] = r.heads_kv;
+  j["head_dim"] = r.head_dim;
+  j["causal"] = r.causal;
+  j["dtype"] = r.dtype;
+  j["threads"] = r.threads;
+  j["seconds"] = r.seconds;
+  j["min_seconds"] = r.min_seconds;
+  j["runs"] = r.runs;
+  j["flops"] = r.flops;
+  j["bytes"] = r.bytes;
+  j["gflops"] = r.gflops;
+  j["gbps"] = r.gbps;
+  j["peak_extra_bytes"] = r.peak_extra_bytes;
+  j["sgemm_gflops"] = r.sgemm_gflops;
+  j["stream_gbps"] = r.stream_gbps;
+  j["gflops_vs_sgemm"] = r.gflops_vs_sgemm;
+  j["gbps_vs_stream"] = r.gbps_vs_stream;
+  j["simd_target"] = r.simd_target;
+  return j;
+}
+
+Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache* yardsticks, Record* out) {
+  const Mechanism* mech = nullptr;
+  MechanismParams params;
+  ATTNKIT_RETURN_IF_ERROR(parse_mechanism_spec(c.mechanism_spec, &mech, &params));
+  ProblemShape shape = c.shape;
+  shape.threads = resolve_threads(shape.threads);
+  // Yardsticks first, so their buffers are freed before the case allocates its inputs.
+  Yardsticks y;
+  ATTNKIT_RETURN_IF_ERROR(yardsticks->get(shape.threads, &y));
+  std::unique_ptr<PreparedRun> run;
+  ATTNKIT_RETURN_IF_ERROR(mech->prepare(shape, params, &run));
+  if (!run) return Status::internal("mechanism '" + mech->name + "' prepared no run");
+  // The harness also watches the tracked scratch counters, for mechanisms that do not report
+  // extra_bytes() themselves; the larger of the two is recorded.
+  const int64_t held_before = scratch_current_bytes();
+  scratch_reset_peak();
+  TimingResult t;
+  ATTNKIT_RETURN_IF_ERROR(time_runs(*run, timing, &t));
+  const int64_t watched = scratch_peak_bytes() - held_before;
+
+  Record r;
+  r.mechanism = c.mechanism_spec;
+  r.family = mech->family;
+  r.phase = shape.seq_q == 1 ? "decode" : "prefill";
+  r.batch = shape.batch;
+  r.seq_q = shape.seq_q;
+  r.seq_kv = shape.seq_kv;
+  r.heads_q = shape.heads_q;
+  r.heads_kv = shape.heads_kv;
+  r.head_dim = shape.head_dim;
+  r.causal = shape.causal;
+  r.dtype = dtype_name(shape.dtype);
+  r.threads = shape.threads;
+  r.seconds = t.median_seconds;
+  r.min_seconds = t.min_seconds;
+  r.runs = t.runs;
+  r.flops = run->flops();
+  r.bytes = run->bytes();
+  r.peak_extra_bytes = std::max(run->extra_bytes(), watched);
+  r.sgemm_gflops = y.sgemm_gflops;
+  r.stream_gbps = y.stream_gbps;
+  r.simd_target = simd_target_name();
+  finish_record(&r);
+  *out = r;
+  return Status::ok_status();
+}
+
+std::string table_header() {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2s %6s %7s %5s %4s %-3s %-4s %3s %10s %8s %7s %6s %6s %9s",
+                "mechanism", "phase", "B", "Sq", "Skv", "Hq/kv", "D", "cau", "dt", "thr", "median_ms", "GFLOP/s",
+                "GB/s", "xsgemm", "xstrm", "extraMiB");
+  return buf;
+}
+
+std::string table_row(const Record& r) {
+  char heads[32];
+  std::snprintf(heads, sizeof(heads), "%lld/%lld", static_cast<long long>(r.heads_q), static_cast<long long>(r.heads_kv));
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2lld %6lld %7lld %5s %4lld %-3s %-4s %3d %10.3f %8.2f %7.2f %6.3f %6.3f %9.2f",
+                r.mechanism.c_str(), r.phase.c_str(), static_cast<long long>(r.batch),
+                static_cast<long long>(r.seq_q), static_cast<long long>(r.seq_kv), heads,
+                static_cast<long long>(r.head_dim), r.causal ? "yes" : "no", r.dtype.c_str(), r.threads,
+                r.seconds * 1e3, r.gflops, r.gbps, r.gflops_vs_sgemm, r.gbps_vs_stream,
+                static_cast<double>(r.peak_extra_bytes) / (1 << 20));
+  return buf;
+}
+
+std::string yardstick_line(const Yardsticks& y) {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "yardsticks (%d threads): OpenBLAS sgemm n=%lld %.2f GFLOP/s; stream read %lld MiB %.2f GB/s",
+                y.threads, static_cast<long long>(y.sgemm_n), y.sgemm_gflops,
+                static_cast<long long>(y.stream_bytes >> 20), y.stream_gbps);
+  return buf;
+}
+
+}  // namespace attnkit::bench

@@ -1,0 +1,136 @@
+// The benchmark harness shared by `attnkit bench` (tools/cli) and bench/ (Google Benchmark).
+//
+// For every case it reports time, GFLOP/s from the mechanism's flops() (exact attention:
+// attention_flops), GB/s from its bytes() (attention_bytes), peak extra memory, and the ratio of
+// those rates to the machine's own limits measured in the same process with the same thread
+// count ("yardsticks"):
+//   - sgemm: OpenBLAS cblas_sgemm on square n x n matrices, 2 n^3 FLOPs, best of several calls;
+//   - stream: an OpenMP sum over a buffer far larger than the last-level cache, best of several.
+// The machines are shared and noisy, so ratios, not absolute times, are what results compare.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "attnkit/registry.h"
+#include "attnkit/status.h"
+
+namespace attnkit::bench {
+
+// ---- yardsticks ----
+
+struct YardstickOptions {
+  int64_t sgemm_n = 2048;                   // 17.2 GFLOP per call
+  int64_t stream_bytes = int64_t{512} << 20;  // 512 MiB: 16x the 32 MiB L3 of the target machine
+  int repeats = 5;                          // best of
+};
+// Defaults, or small sizes (sgemm 256, stream 16 MiB, 2 repeats) when the environment variable
+// ATTNKIT_BENCH_QUICK is set to a non-empty value other than "0" (tests use this).
+YardstickOptions yardstick_options_from_env();
+bool quick_mode_from_env();
+
+struct Yardsticks {
+  int threads = 0;
+  double sgemm_gflops = 0;
+  int64_t sgemm_n = 0;
+  double stream_gbps = 0;
+  int64_t stream_bytes = 0;
+};
+
+// OpenBLAS sgemm GFLOP/s with `threads` threads (openblas_set_num_threads; restored afterwards).
+Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops);
+// Streaming read GB/s (1e9 bytes/s): sum of a `bytes`-sized f32 buffer with `threads` OpenMP threads.
+Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps);
+Status measure_yardsticks(int threads, const YardstickOptions& options, Yardsticks* out);
+
+// Measures each thread count once per process and then reuses the result.
+class YardstickCache {
+ public:
+  explicit YardstickCache(YardstickOptions options) : options_(options) {}
+  Status get(int threads, Yardsticks* out);
+
+ private:
+  YardstickOptions options_;
+  std::map<int, Yardsticks> by_threads_;
+};
+
+// 0 -> omp_get_max_threads(); anything else unchanged.
+int resolve_threads(int threads);
+
+// ---- timing ----
+
+struct TimingOptions {
+  int warmup_runs = 1;
+  int min_runs = 3;           // at least this many timed runs...
+  double min_seconds = 0.5;   // ...and at least this much timed time,
+  double max_seconds = 3.0;   // unless the timed runs already took this long (big cases: >= 1 run)
+};
+// Quick options for tests: no warmup, one timed run.
+TimingOptions timing_options_from_env();
+
+struct TimingResult {
+  double median_seconds = 0;
+  double min_seconds = 0;
+  int runs = 0;
+  std::vector<double> samples;
+};
+
+// Median of the samples (mean of the two middle ones for an even count); 0 for none.
+double median(std::vector<double> samples);
+
+// Times run->run() under the options. A failed run stops timing and returns its Status.
+Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out);
+
+// ---- cases and records ----
+
+struct BenchCase {
+  std::string mechanism_spec = "exact";  // NAME[:key=value,...]
+  ProblemShape shape;
+};
+
+// The default suite (see bench_harness.cc for the reasoning behind the sizes):
+//   prefill: seq 1024..16384 (x2), head_dim 64 and 128, causal and non-causal, heads 8 / kv 2,
+//            batch 1, f32;
+//   decode:  seq_q 1, kv 4096, 16384, 65536, 131072, heads 32 / kv 8, head_dim 128, f32 and bf16.
+std::vector<BenchCase> default_suite(const std::string& mechanism_spec, int threads);
+
+struct Record {
+  std::string mechanism;  // the full spec string as given
+  std::string family;
+  std::string phase;      // "prefill" or "decode" (seq_q == 1)
+  int64_t batch = 0, seq_q = 0, seq_kv = 0, heads_q = 0, heads_kv = 0, head_dim = 0;
+  bool causal = false;
+  std::string dtype;
+  int threads = 0;
+  double seconds = 0;      // median of the timed runs
+  double min_seconds = 0;
+  int runs = 0;
+  double flops = 0;        // per run
+  double bytes = 0;        // per run
+  double gflops = 0;       // flops / seconds / 1e9
+  double gbps = 0;         // bytes / seconds / 1e9
+  int64_t peak_extra_bytes = 0;
+  double sgemm_gflops = 0;
+  double stream_gbps = 0;
+  double gflops_vs_sgemm = 0;  // gflops / sgemm_gflops
+  double gbps_vs_stream = 0;   // gbps / stream_gbps
+  std::string simd_target;
+};
+
+// Fills the rate and ratio fields from seconds, flops, bytes and the yardsticks.
+void finish_record(Record* r);
+nlohmann::json record_to_json(const Record& r);
+
+// Parses the spec, prepares the case, times it and fills a record.
+Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache* yardsticks, Record* out);
+
+// Human-readable table.
+std::string table_header();
+std::string table_row(const Record& r);
+std::string yardstick_line(const Yardsticks& y);
+
+}  // namespace attnkit::bench
