@@ -1,0 +1,70 @@
+// The `attnkit` executable: builds the CLI11 app from the registered subcommands (commands.h).
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <iostream>
+#include <map>
+#include <mutex>
+
+#include "commands.h"
+
+namespace attnkit::cli {
+namespace {
+
+// Function-local static: registrars in other translation units may run before this one's globals.
+std::map<std::string, CommandSetup>& command_table() {
+  static std::map<std::string, CommandSetup> table;
+  return table;
+}
+
+}  // namespace
+
+CommandRegistrar::CommandRegistrar(const char* name, CommandSetup setup) {
+  auto& table = command_table();
+  if (table.count(name)) {
+    std::fprintf(stderr, "attnkit: CLI command '%s' registered twice\n", name);
+    std::abort();
+  }
+  table[name] = setup;
+}
+
+std::vector<CommandEntry> registered_commands() {
+  std::vector<CommandEntry> out;
+  for (const auto& [name, setup] : command_table()) out.push_back({name, setup});
+  return out;
+}
+
+void fail(const std::string& message, int exit_code) {
+  std::cerr << "attnkit: error: " << message << std::endl;
+  throw CLI::RuntimeError(exit_code);
+}
+
+void check(const Status& status) {
+  if (!status.ok()) fail(status.message());
+}
+
+}  // namespace attnkit::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"attnkit: attention mechanisms for long-context transformers (CPU engine, benchmarks, evaluation)",
+               "attnkit"};
+  app.require_subcommand(1);
+  app.fallthrough(false);
+  try {
+    for (const auto& entry : attnkit::cli::registered_commands()) entry.setup(app);
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help requests exit 0; bad options print CLI11's message and exit non-zero.
+    return app.exit(e);
+  } catch (const attnkit::Error& e) {
+    std::cerr << "attnkit: error: " << e.what() << std::endl;
+    return attnkit::cli::kExitFailure;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "attnkit: error: out of memory" << std::endl;
+    return attnkit::cli::kExitFailure;
+  } catch (const std::exception& e) {
+    std::cerr << "attnkit: error: " << e.what() << std::endl;
+    return attnkit::cli::kExitFailure;
+  }
+  return 0;
+}
