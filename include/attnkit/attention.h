@@ -33,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "attnkit/status.h"
@@ -73,7 +74,7 @@ struct AttentionParams {
   CustomMask mask;
 
   // ---- logits hooks ----
-  float scale = std::numeric_limits<float>::quiet_NaN();  // NaN = 1/sqrt(head_dim)
+  std::optional<float> scale;                            // unset = 1/sqrt(head_dim)
   float softcap = 0.0f;                                  // 0 = off
   const float* maybe_alibi_slopes = nullptr;             // [heads_q]
   float ssmax_s = 0.0f;                                  // 0 = off; Scalable-Softmax s
@@ -81,7 +82,7 @@ struct AttentionParams {
 
   // ---- normalization variant ----
   Normalization normalization = Normalization::kSoftmax;
-  float sigmoid_bias = std::numeric_limits<float>::quiet_NaN();  // NaN = -ln(seq_kv)
+  std::optional<float> sigmoid_bias;  // unset = -ln(seq_kv of the sequence)
 
   // ---- variable length ----
   const int32_t* maybe_cu_seqlens_q = nullptr;  // [n_seqs + 1]

@@ -56,7 +56,9 @@ Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, 
                  float* maybe_lse, const AttentionParams& params, Call* call);
 
 // A run of key positions [begin, end) to visit (or, with kv_indices, a run of entries of the
-// index list). full = every (row, key) pair in it is visible and needs no element mask.
+// index list). The kernel always applies the call's own masks (causal, window, sinks, custom) and
+// finds by itself where it can skip them; full = the job's extra ElementMask is true on every
+// (row, key) pair of the span, so the kernel does not evaluate it there.
 struct KvSpan {
   int64_t begin = 0, end = 0;
   bool full = false;
@@ -76,9 +78,12 @@ struct PartialOut {
   float* lse = nullptr;
 };
 
+// Rows of a job: for each head in [head_q, head_q + n_heads) (all in one kv group), for each query
+// row i in [row_begin, row_end): head-major. Partial outputs use the same row order.
 struct BlockJob {
   int64_t seq = 0;       // sequence index (Call::seq)
   int64_t head_q = 0;
+  int64_t n_heads = 1;
   int64_t row_begin = 0, row_end = 0;  // query rows within the sequence
   const KvSpan* spans = nullptr;
   int n_spans = 0;
@@ -91,6 +96,7 @@ struct BlockJob {
 // Per-thread scratch, reused across jobs; its size is O(tile), never O(sequence).
 struct Workspace {
   ScratchArray<float> buf;
+  ScratchArray<int64_t> ibuf;
 };
 
 // Runs one block job (dispatches to the best SIMD target).
@@ -100,9 +106,24 @@ void attend_block(const Call& call, const BlockJob& job, Workspace* ws);
 inline constexpr int64_t kTileQ = 64;
 inline constexpr int64_t kTileK = 64;
 
-// The dense spans of one query block under the call's causal/window/sink masks. Writes at most
-// 3 spans per tile boundary case; spans are tile-aligned runs marked full where no element of them
-// is masked. Returns the number written into `out` (sized by the caller, max_spans_for(call)).
-int dense_spans(const Call& call, const SeqRange& r, int64_t row_begin, int64_t row_end, std::vector<KvSpan>* out);
+// The key spans that rows [row_begin, row_end) of sequence r can see under the call's causal,
+// window and sink masks (one span, or two when the sink prefix is disjoint from the window).
+void dense_spans(const Call& call, const SeqRange& r, int64_t row_begin, int64_t row_end, std::vector<KvSpan>* out);
+
+// Split-KV decode: attends every query row of sequence `seq` (all heads) to keys [key_begin,
+// key_end), walking the keys once in tiles and visiting all kv heads per tile so K/V stream
+// through memory in order. Writes partial states (normalized o and LSE without the sink logit)
+// into partial, laid out [heads_q, q_len, head_dim_v] and lse [heads_q, q_len].
+void attend_keys_all_heads(const Call& call, int64_t seq, int64_t key_begin, int64_t key_end, PartialOut partial,
+                           Workspace* ws);
+
+// Writes one finished row (o normalized, lse, both without the sink logit) to out / lse,
+// adding the call's sink logit if it has one and add_sink is set. Shared by every path that
+// merges partial states.
+void write_final_row(const Call& call, const SeqRange& r, int64_t head, int64_t i, const float* o, float lse,
+                     bool add_sink = true);
+
+// Name of the Highway target attend_block dispatches to.
+const char* dispatched_target_name();
 
 }  // namespace attnkit::core

@@ -1,0 +1,663 @@
+// core/tile_kernel.cc: the tiled online-softmax attention kernel (Highway, compiled per target).
+//
+// Structure (FlashAttention-2 order, Rabe & Staats' online softmax):
+//   a RowBlock holds up to kTileQ query rows (f32 copies of q pre-multiplied by their logit
+//   multiplier, and the running max m, denominator l and unnormalized output O of each row);
+//   process_tile() visits one tile of up to kTileK keys:
+//     S = Q K^T            register-blocked microkernel on a transposed K tile (many rows), or
+//                          one dot product per (row, key) when the block has <= 8 rows (decode)
+//     hooks and masks      softcap, ALiBi, additive mask, then -inf for invisible keys; only on
+//                          tiles that need them
+//     variant              softmax: rescale by e^{m_old - m_new}, P = e^{S - m_new}
+//                          others (sigmoid, relu): P = weight(S), no running statistics
+//     O += P V             register-blocked microkernel reading V rows in place when possible
+//   finish() divides by l, adds the sink logit to the denominator and writes out/LSE.
+//
+// Versions measured while writing it (2 threads, f32, d=128, seq 8192 causal; see docs/benchmarks.md
+// for the current numbers): v1 per-row dot products for every block; v2 transposed-K microkernel for
+// blocks of many rows, which is what makes prefill compute-bound instead of shuffle-bound.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "core/tile_kernel.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/tile_kernel.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit::core::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Lanes per vector and the microkernel shape: R rows x NV vectors of accumulators. With 32
+// registers (AVX-512) a 4x4 block uses 16 accumulators; narrower targets use 4x2.
+constexpr size_t kLanes = hn::MaxLanes(DF());
+constexpr int kNV = kLanes >= 16 ? 4 : 2;
+constexpr int kR = 4;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------------------
+// Normalization variants. A variant says whether it is softmax (running max and denominator) and,
+// if not, how a logit becomes a weight. Adding one (e.g. softplus) is a struct with Weight().
+
+struct SoftmaxVariant {
+  static constexpr bool kUseSoftmax = true;
+  VF Weight(DF, VF s) const { return s; }  // unused
+};
+
+// FlashSigmoid (Ramapuram et al., "Theory, Analysis, and Best Practices for Sigmoid
+// Self-Attention"): weight = sigmoid(s + b), no normalization.
+struct SigmoidVariant {
+  static constexpr bool kUseSoftmax = false;
+  float bias;
+  VF Weight(DF d, VF s) const {
+    const VF one = hn::Set(d, 1.0f);
+    // e^{-(s+b)} is +inf for masked keys (s = -inf), giving weight 0.
+    return hn::Div(one, hn::Add(one, hn::Exp(d, hn::Neg(hn::Add(s, hn::Set(d, bias))))));
+  }
+};
+
+// ReLU attention: weight = relu(s) / Sk.
+struct ReluVariant {
+  static constexpr bool kUseSoftmax = false;
+  float inv_len;
+  VF Weight(DF d, VF s) const { return hn::Mul(hn::Max(s, hn::Zero(d)), hn::Set(d, inv_len)); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Source element access.
+
+template <typename T>
+inline float to_f32(T x);
+template <>
+inline float to_f32<float>(float x) { return x; }
+template <>
+inline float to_f32<hwy::bfloat16_t>(hwy::bfloat16_t x) {
+  uint16_t b;
+  std::memcpy(&b, &x, 2);
+  return bf16_to_f32(b);
+}
+template <>
+inline float to_f32<hwy::float16_t>(hwy::float16_t x) {
+  uint16_t b;
+  std::memcpy(&b, &x, 2);
+  return f16_to_f32(b);
+}
+
+// Loads n elements with element stride `stride` as f32 into dst, zero-padding to n_pad.
+template <typename T>
+inline void load_row_f32(const T* src, int64_t stride, int64_t n, int64_t n_pad, float mul, float* HWY_RESTRICT dst) {
+  const DF df;
+  int64_t i = 0;
+  if (stride == 1) {
+    const hn::Rebind<T, DF> dt;
+    for (; i + static_cast<int64_t>(kLanes) <= n; i += kLanes) {
+      VF v;
+      if constexpr (std::is_same_v<T, float>) {
+        v = hn::LoadU(df, src + i);
+      } else {
+        v = hn::PromoteTo(df, hn::LoadU(dt, src + i));
+      }
+      hn::StoreU(hn::Mul(v, hn::Set(df, mul)), df, dst + i);
+    }
+  }
+  for (; i < n; ++i) dst[i] = to_f32(src[i * stride]) * mul;
+  for (; i < n_pad; ++i) dst[i] = 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-call constants for one sequence, shared by all row blocks of that sequence.
+
+struct SeqCtx {
+  const Call* c;
+  SeqRange r;
+  int64_t seq;
+  int64_t diag;          // causal diagonal offset
+  int64_t d, dv, dp, dvp;  // head dims and their padded sizes
+  bool direct_k, direct_v;  // K/V rows usable in place as f32
+  bool has_hooks;            // softcap, ALiBi or additive mask
+  bool has_custom;           // any custom mask
+};
+
+template <typename T>
+inline const T* k_row(const SeqCtx& s, int64_t hk, int64_t j) {
+  const TensorView& k = s.c->k;
+  return static_cast<const T*>(k.data) + k.offset(s.r.batch, s.r.k_begin + j, hk, 0);
+}
+template <typename T>
+inline const T* v_row(const SeqCtx& s, int64_t hk, int64_t j) {
+  const TensorView& v = s.c->v;
+  return static_cast<const T*>(v.data) + v.offset(s.r.batch, s.r.k_begin + j, hk, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A block of query rows and its running state. All pointers point into a Workspace.
+
+struct RowBlock {
+  int M = 0;            // rows
+  int64_t hk = 0;       // kv head shared by all rows
+  int64_t head[kTileQ];  // query head of each row
+  int64_t pos[kTileQ];   // query index within the sequence
+  int64_t lo[kTileQ], hi[kTileQ], sink_hi[kTileQ];  // visible keys: [lo, hi) U [0, sink_hi)
+  int64_t min_lo, max_lo, min_hi, max_hi, min_sink_hi, max_sink_hi;
+  float* q;   // [M][dp], pre-multiplied
+  float* m;   // [M]
+  float* l;   // [M]
+  float* o;   // [M][dvp]
+};
+
+// Scratch layout of one Workspace (floats). Tiles: S [kTileQ][kTileK], K^T [d][kTileK],
+// converted K rows [kTileK][dp], converted V rows [kTileK][dvp].
+struct Scratch {
+  float* s;
+  float* kt;
+  float* kbuf;
+  float* vbuf;
+  float* rows;  // row blocks start here
+  int64_t row_block_floats;
+};
+
+inline int64_t row_block_floats(int64_t dp, int64_t dvp) { return kTileQ * (dp + dvp + 2); }
+
+inline Scratch carve(Workspace* ws, int64_t dp, int64_t dvp, int64_t n_row_blocks) {
+  const int64_t d_pad = dp;
+  const int64_t rb = row_block_floats(dp, dvp);
+  const int64_t need = kTileQ * kTileK + d_pad * kTileK + kTileK * dp + kTileK * dvp + rb * n_row_blocks + 64;
+  ws->buf.ensure(static_cast<size_t>(need));
+  Scratch sc;
+  float* p = ws->buf.data();
+  sc.s = p; p += kTileQ * kTileK;
+  sc.kt = p; p += d_pad * kTileK;
+  sc.kbuf = p; p += kTileK * dp;
+  sc.vbuf = p; p += kTileK * dvp;
+  sc.rows = p;
+  sc.row_block_floats = rb;
+  return sc;
+}
+
+// Sets up rows (head-major over heads [h0, h0+nh), queries [i0, i1)) of a row block.
+template <typename T>
+void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh, int64_t i0, int64_t i1) {
+  const Call& c = *s.c;
+  b->M = static_cast<int>(nh * (i1 - i0));
+  ATTNKIT_ASSERT(b->M <= kTileQ);
+  b->hk = c.kv_head(h0);
+  b->q = mem;
+  b->o = mem + kTileQ * s.dp;
+  b->m = b->o + kTileQ * s.dvp;
+  b->l = b->m + kTileQ;
+  b->min_lo = b->min_hi = b->min_sink_hi = std::numeric_limits<int64_t>::max();
+  b->max_lo = b->max_hi = b->max_sink_hi = std::numeric_limits<int64_t>::min();
+  const TensorView& q = c.q;
+  int r = 0;
+  for (int64_t h = h0; h < h0 + nh; ++h) {
+    for (int64_t i = i0; i < i1; ++i, ++r) {
+      b->head[r] = h;
+      b->pos[r] = i;
+      int64_t lo, hi;
+      c.key_range(s.r, i, i + 1, &lo, &hi);
+      const int64_t causal_hi = c.p.causal ? std::min<int64_t>(s.r.k_len, i + s.diag + 1) : s.r.k_len;
+      const int64_t shi = std::max<int64_t>(0, std::min<int64_t>(c.p.n_sink_tokens, causal_hi));
+      b->lo[r] = lo;
+      b->hi[r] = hi;
+      b->sink_hi[r] = shi;
+      b->min_lo = std::min(b->min_lo, lo);
+      b->max_lo = std::max(b->max_lo, lo);
+      b->min_hi = std::min(b->min_hi, hi);
+      b->max_hi = std::max(b->max_hi, hi);
+      b->min_sink_hi = std::min(b->min_sink_hi, shi);
+      b->max_sink_hi = std::max(b->max_sink_hi, shi);
+      // Logit multiplier folded into q: scale * temperature[h] * Scalable-Softmax factor.
+      float mul = c.scale;
+      if (c.p.maybe_head_temperature) mul *= c.p.maybe_head_temperature[h];
+      if (c.p.ssmax_s > 0.0f) {
+        const int64_t n = c.visible_count(s.r, i);
+        if (n > 1) mul *= c.p.ssmax_s * std::log(static_cast<float>(n));
+        else if (n == 1) mul = 0.0f;  // ln 1 = 0: the single visible key gets weight 1 anyway
+      }
+      const T* src = static_cast<const T*>(q.data) + q.offset(s.r.batch, s.r.q_begin + i, h, 0);
+      load_row_f32<T>(src, q.stride[3], s.d, s.dp, mul, b->q + r * s.dp);
+      b->m[r] = kNegInf;
+      b->l[r] = 0.0f;
+      std::memset(b->o + r * s.dvp, 0, sizeof(float) * s.dvp);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microkernels.
+
+// S[r][0..kTileK) = sum_k Q[r][k] * Kt[k][0..kTileK) for R rows starting at row r0.
+template <int R>
+HWY_INLINE void qk_rows(const float* HWY_RESTRICT q, int64_t dp, const float* HWY_RESTRICT kt, int64_t d,
+                        float* HWY_RESTRICT s) {
+  const DF df;
+  constexpr int64_t kGroup = kNV * kLanes;
+  for (int64_t cg = 0; cg < kTileK; cg += kGroup) {
+    VF acc[R][kNV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kNV; ++v) acc[r][v] = hn::Zero(df);
+    const float* kp = kt + cg;
+    for (int64_t k = 0; k < d; ++k, kp += kTileK) {
+      VF kv[kNV];
+      for (int v = 0; v < kNV; ++v) kv[v] = hn::Load(df, kp + v * kLanes);
+      for (int r = 0; r < R; ++r) {
+        const VF qb = hn::Set(df, q[r * dp + k]);
+        for (int v = 0; v < kNV; ++v) acc[r][v] = hn::MulAdd(qb, kv[v], acc[r][v]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < kNV; ++v) hn::Store(acc[r][v], df, s + r * kTileK + cg + v * kLanes);
+  }
+}
+
+// O[r][cols] += sum_j P[r][j] * V_j[cols] for R rows, over NV-vector column groups.
+template <int R, int NV>
+HWY_INLINE void pv_cols(const float* HWY_RESTRICT p, const float* const* vrow, int64_t kc, float* HWY_RESTRICT o,
+                        int64_t dvp, int64_t c0) {
+  const DF df;
+  VF acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
+  for (int64_t j = 0; j < kc; ++j) {
+    VF vv[NV];
+    for (int v = 0; v < NV; ++v) vv[v] = hn::LoadU(df, vrow[j] + c0 + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const VF pb = hn::Set(df, p[r * kTileK + j]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = hn::MulAdd(pb, vv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) hn::Store(acc[r][v], df, o + r * dvp + c0 + v * kLanes);
+}
+
+template <int R>
+HWY_INLINE void pv_rows(const float* p, const float* const* vrow, int64_t kc, float* o, int64_t dvp) {
+  constexpr int64_t kGroup = kNV * kLanes;
+  int64_t c0 = 0;
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(p, vrow, kc, o, dvp, c0);
+  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(p, vrow, kc, o, dvp, c0);
+}
+
+inline float dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
+  const DF df;
+  VF a0 = hn::Zero(df), a1 = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + 2 * static_cast<int64_t>(kLanes) <= n; i += 2 * kLanes) {
+    a0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), a0);
+    a1 = hn::MulAdd(hn::LoadU(df, a + i + kLanes), hn::LoadU(df, b + i + kLanes), a1);
+  }
+  for (; i < n; i += kLanes) a0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), a0);
+  return hn::GetLane(hn::SumOfLanes(df, hn::Add(a0, a1)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// One tile of keys against one row block.
+
+struct TileKeys {
+  int64_t kc;              // keys in the tile (<= kTileK)
+  int64_t pos[kTileK];     // key position of each column
+  bool contiguous;         // pos[c] = pos[0] + c
+  bool extra_needed;       // the job's extra mask must be evaluated
+  const ElementMask* extra;
+};
+
+template <typename T, class Variant>
+void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch& sc, const Variant& var) {
+  const Call& c = *s.c;
+  const int M = b->M;
+  const int64_t kc = t.kc;
+  const int64_t j0 = t.pos[0], j1 = t.pos[kc - 1] + 1;
+
+  // Can any row see any key of the tile? Is every key visible to every row?
+  bool all_visible = false;
+  if (t.contiguous) {
+    const bool any = (j0 < b->max_hi && j1 > b->min_lo) || j0 < b->max_sink_hi;
+    if (!any) return;
+    all_visible = (j0 >= b->max_lo && j1 <= b->min_hi) || j1 <= b->min_sink_hi;
+  }
+  const bool need_mask = !all_visible || s.has_custom || t.extra_needed;
+
+  // Key and value rows as f32 pointers (in place when possible, else converted into scratch).
+  const float* krow[kTileK];
+  const float* vrow[kTileK];
+  for (int64_t cidx = 0; cidx < kc; ++cidx) {
+    const int64_t j = t.pos[cidx];
+    const T* kp = k_row<T>(s, b->hk, j);
+    const T* vp = v_row<T>(s, b->hk, j);
+    if (s.direct_k) {
+      krow[cidx] = reinterpret_cast<const float*>(kp);
+    } else {
+      float* dst = sc.kbuf + cidx * s.dp;
+      load_row_f32<T>(kp, c.k.stride[3], s.d, s.dp, 1.0f, dst);
+      krow[cidx] = dst;
+    }
+    if (s.direct_v) {
+      vrow[cidx] = reinterpret_cast<const float*>(vp);
+    } else {
+      float* dst = sc.vbuf + cidx * s.dvp;
+      load_row_f32<T>(vp, c.v.stride[3], s.dv, s.dvp, 1.0f, dst);
+      vrow[cidx] = dst;
+    }
+  }
+
+  // S = Q K^T.
+  float* S = sc.s;
+  if (M <= 8) {
+    for (int r = 0; r < M; ++r) {
+      const float* qr = b->q + r * s.dp;
+      for (int64_t cidx = 0; cidx < kc; ++cidx) S[r * kTileK + cidx] = dot(qr, krow[cidx], s.dp);
+    }
+  } else {
+    // Transpose K into kt[k][c] so the microkernel broadcasts q and loads contiguous keys.
+    float* kt = sc.kt;
+    for (int64_t cidx = 0; cidx < kc; ++cidx) {
+      const float* kr = krow[cidx];
+      for (int64_t k = 0; k < s.d; ++k) kt[k * kTileK + cidx] = kr[k];
+    }
+    if (kc < kTileK) {
+      for (int64_t k = 0; k < s.d; ++k) std::memset(kt + k * kTileK + kc, 0, sizeof(float) * (kTileK - kc));
+    }
+    int r = 0;
+    for (; r + kR <= M; r += kR) qk_rows<kR>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
+    for (; r + 2 <= M; r += 2) qk_rows<2>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
+    for (; r < M; ++r) qk_rows<1>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
+  }
+  // Padding columns never count.
+  for (int r = 0; r < M; ++r)
+    for (int64_t cidx = kc; cidx < kTileK; ++cidx) S[r * kTileK + cidx] = kNegInf;
+
+  // Logit hooks, in the order of attention.h: softcap, ALiBi, additive mask.
+  if (s.has_hooks) {
+    const float cap = c.p.softcap;
+    for (int r = 0; r < M; ++r) {
+      float* sr = S + r * kTileK;
+      const int64_t h = b->head[r];
+      if (cap > 0.0f) {
+        const DF df;
+        const VF vcap = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap);
+        for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) {
+          const VF x = hn::Load(df, sr + cidx);
+          hn::Store(hn::Mul(vcap, hn::Tanh(df, hn::Mul(x, inv))), df, sr + cidx);
+        }
+        for (int64_t cidx = kc; cidx < kTileK; ++cidx) sr[cidx] = kNegInf;  // tanh(-inf) is finite
+      }
+      if (c.p.maybe_alibi_slopes) {
+        const float slope = c.p.maybe_alibi_slopes[h];
+        const int64_t qpos = b->pos[r] + s.diag;
+        for (int64_t cidx = 0; cidx < kc; ++cidx)
+          sr[cidx] -= slope * static_cast<float>(std::llabs(qpos - t.pos[cidx]));
+      }
+      if (c.p.mask.kind == MaskKind::kAdditive) {
+        const CustomMask& mk = c.p.mask;
+        const float* base = static_cast<const float*>(mk.data) + s.seq * mk.stride_batch + h * mk.stride_head +
+                            b->pos[r] * mk.stride_q;
+        for (int64_t cidx = 0; cidx < kc; ++cidx) sr[cidx] += base[t.pos[cidx] * mk.stride_k];
+      }
+    }
+  }
+
+  // Masks: -inf for invisible keys.
+  if (need_mask) {
+    const CustomMask& mk = c.p.mask;
+    for (int r = 0; r < M; ++r) {
+      float* sr = S + r * kTileK;
+      const int64_t lo = b->lo[r], hi = b->hi[r], shi = b->sink_hi[r];
+      const uint8_t* mrow = nullptr;
+      if (mk.kind == MaskKind::kBoolean) {
+        mrow = static_cast<const uint8_t*>(mk.data) + s.seq * mk.stride_batch + b->head[r] * mk.stride_head +
+               b->pos[r] * mk.stride_q;
+      }
+      for (int64_t cidx = 0; cidx < kc; ++cidx) {
+        const int64_t j = t.pos[cidx];
+        bool vis = (j >= lo && j < hi) || j < shi;
+        if (vis && mrow) vis = mrow[j * mk.stride_k] != 0;
+        if (vis && t.extra_needed) vis = t.extra->fn(t.extra->ctx, s.seq, b->head[r], b->pos[r], j);
+        if (!vis) sr[cidx] = kNegInf;
+      }
+    }
+  }
+
+  // Normalization variant.
+  const DF df;
+  if constexpr (Variant::kUseSoftmax) {
+    for (int r = 0; r < M; ++r) {
+      float* sr = S + r * kTileK;
+      VF vmax = hn::Set(df, kNegInf);
+      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) vmax = hn::Max(vmax, hn::Load(df, sr + cidx));
+      const float tile_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
+      const float m_old = b->m[r];
+      const float m_new = std::max(m_old, tile_max);
+      if (m_new == kNegInf) {  // nothing visible to this row yet: contributes zero
+        std::memset(sr, 0, sizeof(float) * kTileK);
+        continue;
+      }
+      const VF vm = hn::Set(df, m_new);
+      VF vsum = hn::Zero(df);
+      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) {
+        const VF p = hn::Exp(df, hn::Sub(hn::Load(df, sr + cidx), vm));
+        vsum = hn::Add(vsum, p);
+        hn::Store(p, df, sr + cidx);
+      }
+      const float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+      if (m_new != m_old) {
+        // e^{-inf} = 0 when this is the row's first visible tile (l and O are still zero).
+        const float alpha = std::exp(m_old - m_new);
+        b->l[r] = b->l[r] * alpha + sum;
+        float* orow = b->o + r * s.dvp;
+        const VF va = hn::Set(df, alpha);
+        for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
+        b->m[r] = m_new;
+      } else {
+        b->l[r] += sum;
+      }
+    }
+  } else {
+    for (int r = 0; r < M; ++r) {
+      float* sr = S + r * kTileK;
+      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes)
+        hn::Store(var.Weight(df, hn::Load(df, sr + cidx)), df, sr + cidx);
+    }
+  }
+
+  // O += P V.
+  int r = 0;
+  for (; r + kR <= M; r += kR) pv_rows<kR>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
+  for (; r + 2 <= M; r += 2) pv_rows<2>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
+  for (; r < M; ++r) pv_rows<1>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
+}
+
+// Row r's state as a partial result: o normalized by its own denominator, LSE without sinks.
+// Non-softmax variants have no denominator: o is the weighted sum and lse is 0 (parts add).
+template <class Variant>
+inline float row_partial(const RowBlock& b, int r, int64_t dvp) {
+  float* o = b.o + r * dvp;
+  if constexpr (!Variant::kUseSoftmax) {
+    return 0.0f;
+  } else {
+    if (b.l[r] == 0.0f) {
+      std::memset(o, 0, sizeof(float) * dvp);
+      return kNegInf;
+    }
+    const float inv = 1.0f / b.l[r];
+    for (int64_t k = 0; k < dvp; ++k) o[k] *= inv;
+    return b.m[r] + std::log(b.l[r]);
+  }
+}
+
+template <typename T, class Variant>
+void run_job(const SeqCtx& s, const BlockJob& job, Workspace* ws, const Variant& var) {
+  const int64_t nrows_q = job.row_end - job.row_begin;
+  if (nrows_q <= 0) return;
+  const Scratch sc = carve(ws, s.dp, s.dvp, 1);
+  const bool extra = job.maybe_extra_mask && job.maybe_extra_mask->fn;
+  // Row blocks of at most kTileQ rows: split queries, keep heads together when they fit.
+  const int64_t q_per_block = std::max<int64_t>(1, kTileQ / job.n_heads);
+  const int64_t heads_per_block = job.n_heads <= kTileQ ? job.n_heads : kTileQ;
+  TileKeys t;
+  t.extra = job.maybe_extra_mask;
+  for (int64_t h0 = job.head_q; h0 < job.head_q + job.n_heads; h0 += heads_per_block) {
+    const int64_t nh = std::min(heads_per_block, job.head_q + job.n_heads - h0);
+    for (int64_t i0 = job.row_begin; i0 < job.row_end; i0 += q_per_block) {
+      const int64_t i1 = std::min(job.row_end, i0 + q_per_block);
+      RowBlock b;
+      init_rows<T>(s, &b, sc.rows, h0, nh, i0, i1);
+      for (int sp = 0; sp < job.n_spans; ++sp) {
+        const KvSpan& span = job.spans[sp];
+        t.extra_needed = extra && !span.full;
+        for (int64_t t0 = span.begin; t0 < span.end; t0 += kTileK) {
+          t.kc = std::min<int64_t>(kTileK, span.end - t0);
+          if (job.maybe_kv_indices) {
+            t.contiguous = false;
+            for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = job.maybe_kv_indices[t0 + cidx];
+          } else {
+            t.contiguous = true;
+            for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
+          }
+          process_tile<T>(s, &b, t, sc, var);
+        }
+      }
+      for (int r = 0; r < b.M; ++r) {
+        const int64_t h = b.head[r], i = b.pos[r];
+        const float lse = row_partial<Variant>(b, r, s.dvp);
+        if (job.maybe_partial) {
+          const int64_t row = (h - job.head_q) * nrows_q + (i - job.row_begin);
+          std::memcpy(job.maybe_partial->o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
+          if (job.maybe_partial->lse) job.maybe_partial->lse[row] = lse;
+        } else {
+          write_final_row(*s.c, s.r, h, i, b.o + r * s.dvp, lse, job.include_sink_logit);
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+SeqCtx make_seq_ctx(const Call& c, int64_t seq) {
+  SeqCtx s;
+  s.c = &c;
+  s.seq = seq;
+  s.r = c.seq(seq);
+  s.diag = c.diag_offset(s.r);
+  s.d = c.head_dim;
+  s.dv = c.head_dim_v;
+  s.dp = round_up(s.d, kLanes);
+  s.dvp = round_up(s.dv, kLanes);
+  const bool f32 = std::is_same_v<T, float>;
+  s.direct_k = f32 && c.k.stride[3] == 1 && s.d == s.dp;
+  s.direct_v = f32 && c.v.stride[3] == 1 && s.dv == s.dvp;
+  s.has_custom = c.p.mask.kind != MaskKind::kNone;
+  s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive;
+  return s;
+}
+
+// Calls f(variant) with the call's normalization variant.
+template <class F>
+void with_variant(const Call& c, const SeqRange& r, F&& f) {
+  switch (c.p.normalization) {
+    case Normalization::kSoftmax: f(SoftmaxVariant{}); break;
+    case Normalization::kSigmoid: f(SigmoidVariant{c.sigmoid_bias(r)}); break;
+    case Normalization::kRelu: f(ReluVariant{r.k_len > 0 ? 1.0f / static_cast<float>(r.k_len) : 0.0f}); break;
+  }
+}
+
+template <typename T>
+void attend_block_t(const Call& c, const BlockJob& job, Workspace* ws) {
+  const SeqCtx s = make_seq_ctx<T>(c, job.seq);
+  with_variant(c, s.r, [&](const auto& var) { run_job<T>(s, job, ws, var); });
+}
+
+void AttendBlock(const Call& c, const BlockJob& job, Workspace* ws) {
+  switch (c.q.dtype) {
+    case DType::kF32: attend_block_t<float>(c, job, ws); break;
+    case DType::kBF16: attend_block_t<hwy::bfloat16_t>(c, job, ws); break;
+    case DType::kF16: attend_block_t<hwy::float16_t>(c, job, ws); break;
+  }
+}
+
+// Split-KV decode over all heads of one sequence: tiles of keys outermost, kv heads inside, so
+// the K/V rows of all heads at a position (adjacent in BSHD memory) are read together, once.
+template <typename T, class Variant>
+void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut out, Workspace* ws,
+                 const Variant& var) {
+  const Call& c = *s.c;
+  const int64_t nq = s.r.q_len;
+  // Row blocks: per kv head, its group's heads x queries, cut into blocks of <= kTileQ rows.
+  struct BlockDef { int64_t h0, nh, i0, i1; };
+  std::vector<BlockDef> defs;
+  const int64_t g = c.group;
+  const int64_t q_per_block = std::max<int64_t>(1, kTileQ / g);
+  const int64_t heads_per_block = std::min<int64_t>(g, kTileQ);
+  for (int64_t hk = 0; hk < c.heads_kv; ++hk)
+    for (int64_t h0 = hk * g; h0 < (hk + 1) * g; h0 += heads_per_block)
+      for (int64_t i0 = 0; i0 < nq; i0 += q_per_block)
+        defs.push_back({h0, std::min(heads_per_block, (hk + 1) * g - h0), i0, std::min(nq, i0 + q_per_block)});
+  const Scratch sc = carve(ws, s.dp, s.dvp, static_cast<int64_t>(defs.size()));
+  std::vector<RowBlock> blocks(defs.size());
+  for (size_t bi = 0; bi < defs.size(); ++bi)
+    init_rows<T>(s, &blocks[bi], sc.rows + bi * sc.row_block_floats, defs[bi].h0, defs[bi].nh, defs[bi].i0,
+                 defs[bi].i1);
+  TileKeys t;
+  t.contiguous = true;
+  t.extra_needed = false;
+  t.extra = nullptr;
+  for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
+    t.kc = std::min<int64_t>(kTileK, key_end - t0);
+    for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
+    for (auto& b : blocks) process_tile<T>(s, &b, t, sc, var);
+  }
+  for (auto& b : blocks) {
+    for (int r = 0; r < b.M; ++r) {
+      const int64_t row = b.head[r] * nq + b.pos[r];
+      const float lse = row_partial<Variant>(b, r, s.dvp);
+      std::memcpy(out.o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
+      out.lse[row] = lse;
+    }
+  }
+}
+
+template <typename T>
+void decode_t(const Call& c, int64_t seq, int64_t kb, int64_t ke, PartialOut out, Workspace* ws) {
+  const SeqCtx s = make_seq_ctx<T>(c, seq);
+  with_variant(c, s.r, [&](const auto& var) { decode_keys<T>(s, kb, ke, out, ws, var); });
+}
+
+void AttendKeysAllHeads(const Call& c, int64_t seq, int64_t kb, int64_t ke, PartialOut out, Workspace* ws) {
+  switch (c.q.dtype) {
+    case DType::kF32: decode_t<float>(c, seq, kb, ke, out, ws); break;
+    case DType::kBF16: decode_t<hwy::bfloat16_t>(c, seq, kb, ke, out, ws); break;
+    case DType::kF16: decode_t<hwy::float16_t>(c, seq, kb, ke, out, ws); break;
+  }
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace attnkit::core::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attnkit::core {
+HWY_EXPORT(AttendBlock);
+HWY_EXPORT(AttendKeysAllHeads);
+HWY_EXPORT(TargetName);
+
+void attend_block(const Call& call, const BlockJob& job, Workspace* ws) {
+  HWY_DYNAMIC_DISPATCH(AttendBlock)(call, job, ws);
+}
+void attend_keys_all_heads(const Call& call, int64_t seq, int64_t key_begin, int64_t key_end, PartialOut partial,
+                           Workspace* ws) {
+  HWY_DYNAMIC_DISPATCH(AttendKeysAllHeads)(call, seq, key_begin, key_end, partial, ws);
+}
+const char* dispatched_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+}  // namespace attnkit::core
+#endif
