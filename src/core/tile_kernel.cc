@@ -43,6 +43,8 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr size_t kLanes = hn::MaxLanes(DF());
 constexpr int kNV = kLanes >= 16 ? 4 : 2;
 constexpr int kR = 4;
+// Row blocks with at most this many rows (decode) use one dot product per (row, key).
+constexpr int kDotRows = 8;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -150,34 +152,32 @@ struct RowBlock {
   int64_t pos[kTileQ];   // query index within the sequence
   int64_t lo[kTileQ], hi[kTileQ], sink_hi[kTileQ];  // visible keys: [lo, hi) U [0, sink_hi)
   int64_t min_lo, max_lo, min_hi, max_hi, min_sink_hi, max_sink_hi;
-  float* q;   // [M][dp], pre-multiplied
-  float* m;   // [M]
-  float* l;   // [M]
-  float* o;   // [M][dvp]
+  float* q;   // [kTileQ][dp], pre-multiplied (rows >= M are zero)
+  float* qt;  // [d][kTileQ]: q transposed, built when M > kDotRows
+  float* m;   // [kTileQ] running max (padding rows stay -inf)
+  float* l;   // [kTileQ] running denominator
+  float* o;   // [kTileQ][dvp] unnormalized output
 };
 
-// Scratch layout of one Workspace (floats). Tiles: S [kTileQ][kTileK], K^T [d][kTileK],
-// converted K rows [kTileK][dp], converted V rows [kTileK][dvp].
+// Scratch layout of one Workspace (floats). Tiles: S^T [kTileK][kTileQ], converted K rows
+// [kTileK][dp], converted V rows [kTileK][dvp].
 struct Scratch {
   float* s;
-  float* kt;
   float* kbuf;
   float* vbuf;
   float* rows;  // row blocks start here
   int64_t row_block_floats;
 };
 
-inline int64_t row_block_floats(int64_t dp, int64_t dvp) { return kTileQ * (dp + dvp + 2); }
+inline int64_t row_block_floats(int64_t dp, int64_t dvp) { return kTileQ * (2 * dp + dvp + 2); }
 
 inline Scratch carve(Workspace* ws, int64_t dp, int64_t dvp, int64_t n_row_blocks) {
-  const int64_t d_pad = dp;
   const int64_t rb = row_block_floats(dp, dvp);
-  const int64_t need = kTileQ * kTileK + d_pad * kTileK + kTileK * dp + kTileK * dvp + rb * n_row_blocks + 64;
+  const int64_t need = kTileQ * kTileK + kTileK * dp + kTileK * dvp + rb * n_row_blocks + 64;
   ws->buf.ensure(static_cast<size_t>(need));
   Scratch sc;
   float* p = ws->buf.data();
   sc.s = p; p += kTileQ * kTileK;
-  sc.kt = p; p += d_pad * kTileK;
   sc.kbuf = p; p += kTileK * dp;
   sc.vbuf = p; p += kTileK * dvp;
   sc.rows = p;
@@ -193,9 +193,15 @@ void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh,
   ATTNKIT_ASSERT(b->M <= kTileQ);
   b->hk = c.kv_head(h0);
   b->q = mem;
-  b->o = mem + kTileQ * s.dp;
+  b->qt = mem + kTileQ * s.dp;
+  b->o = b->qt + kTileQ * s.dp;
   b->m = b->o + kTileQ * s.dvp;
   b->l = b->m + kTileQ;
+  for (int r = 0; r < kTileQ; ++r) {
+    b->m[r] = kNegInf;
+    b->l[r] = 0.0f;
+    b->lo[r] = b->hi[r] = b->sink_hi[r] = 0;  // padding rows see nothing
+  }
   b->min_lo = b->min_hi = b->min_sink_hi = std::numeric_limits<int64_t>::max();
   b->max_lo = b->max_hi = b->max_sink_hi = std::numeric_limits<int64_t>::min();
   const TensorView& q = c.q;
@@ -227,9 +233,15 @@ void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh,
       }
       const T* src = static_cast<const T*>(q.data) + q.offset(s.r.batch, s.r.q_begin + i, h, 0);
       load_row_f32<T>(src, q.stride[3], s.d, s.dp, mul, b->q + r * s.dp);
-      b->m[r] = kNegInf;
-      b->l[r] = 0.0f;
       std::memset(b->o + r * s.dvp, 0, sizeof(float) * s.dvp);
+    }
+  }
+  if (b->M > kDotRows) {
+    // q transposed once per row block, so the QK microkernel loads contiguous query vectors
+    // and broadcasts key elements read in place (no per-tile transposition of K).
+    for (int64_t k = 0; k < s.d; ++k) {
+      float* dst = b->qt + k * kTileQ;
+      for (int r2 = 0; r2 < kTileQ; ++r2) dst[r2] = r2 < b->M ? b->q[r2 * s.dp + k] : 0.0f;
     }
   }
 }
@@ -237,56 +249,72 @@ void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh,
 // ---------------------------------------------------------------------------------------------
 // Microkernels.
 
-// S[r][0..kTileK) = sum_k Q[r][k] * Kt[k][0..kTileK) for R rows starting at row r0.
-template <int R>
-HWY_INLINE void qk_rows(const float* HWY_RESTRICT q, int64_t dp, const float* HWY_RESTRICT kt, int64_t d,
-                        float* HWY_RESTRICT s) {
+// Score tiles are stored transposed, st[c * kTileQ + r] for key c and query row r: softmax
+// statistics of a query row are then lane-wise over key rows (no horizontal reductions).
+
+// st[c..c+R)[rows] = K_c . Q^T for R keys, over NG query vectors starting at row group g0.
+template <int R, int NG>
+HWY_INLINE void qk_keys(const float* const* krow, const float* HWY_RESTRICT qt, int64_t d, int64_t g0,
+                        float* HWY_RESTRICT st) {
   const DF df;
-  constexpr int64_t kGroup = kNV * kLanes;
-  for (int64_t cg = 0; cg < kTileK; cg += kGroup) {
-    VF acc[R][kNV];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kNV; ++v) acc[r][v] = hn::Zero(df);
-    const float* kp = kt + cg;
-    for (int64_t k = 0; k < d; ++k, kp += kTileK) {
-      VF kv[kNV];
-      for (int v = 0; v < kNV; ++v) kv[v] = hn::Load(df, kp + v * kLanes);
-      for (int r = 0; r < R; ++r) {
-        const VF qb = hn::Set(df, q[r * dp + k]);
-        for (int v = 0; v < kNV; ++v) acc[r][v] = hn::MulAdd(qb, kv[v], acc[r][v]);
-      }
+  VF acc[R][NG];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NG; ++v) acc[r][v] = hn::Zero(df);
+  const float* qp = qt + g0;
+  for (int64_t k = 0; k < d; ++k, qp += kTileQ) {
+    VF qv[NG];
+#pragma GCC unroll 16
+    for (int v = 0; v < NG; ++v) qv[v] = hn::Load(df, qp + v * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const VF kb = hn::Set(df, krow[r][k]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NG; ++v) acc[r][v] = hn::MulAdd(kb, qv[v], acc[r][v]);
     }
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < kNV; ++v) hn::Store(acc[r][v], df, s + r * kTileK + cg + v * kLanes);
   }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NG; ++v) hn::Store(acc[r][v], df, st + r * kTileQ + g0 + v * kLanes);
 }
 
-// O[r][cols] += sum_j P[r][j] * V_j[cols] for R rows, over NV-vector column groups.
+// O[r][c0 .. c0 + NV*L) += sum_j P[j][r] * V_j[...] for R rows (P is the transposed tile).
 template <int R, int NV>
-HWY_INLINE void pv_cols(const float* HWY_RESTRICT p, const float* const* vrow, int64_t kc, float* HWY_RESTRICT o,
+HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const float* const* vrow, int64_t kc, float* HWY_RESTRICT o,
                         int64_t dvp, int64_t c0) {
   const DF df;
   VF acc[R][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
   for (int64_t j = 0; j < kc; ++j) {
     VF vv[NV];
-    for (int v = 0; v < NV; ++v) vv[v] = hn::LoadU(df, vrow[j] + c0 + v * kLanes);
+    const float* vr = vrow[j] + c0;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) vv[v] = hn::LoadU(df, vr + v * kLanes);
+    const float* pj = pt + j * kTileQ;
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const VF pb = hn::Set(df, p[r * kTileK + j]);
+      const VF pb = hn::Set(df, pj[r]);
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = hn::MulAdd(pb, vv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) hn::Store(acc[r][v], df, o + r * dvp + c0 + v * kLanes);
 }
 
 template <int R>
-HWY_INLINE void pv_rows(const float* p, const float* const* vrow, int64_t kc, float* o, int64_t dvp) {
+HWY_INLINE void pv_rows(const float* pt, const float* const* vrow, int64_t kc, float* o, int64_t dvp) {
   constexpr int64_t kGroup = kNV * kLanes;
   int64_t c0 = 0;
-  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(p, vrow, kc, o, dvp, c0);
-  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(p, vrow, kc, o, dvp, c0);
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(pt, vrow, kc, o, dvp, c0);
+  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0);
 }
 
 inline float dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
@@ -351,67 +379,59 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
     }
   }
 
-  // S = Q K^T.
-  float* S = sc.s;
-  if (M <= 8) {
-    for (int r = 0; r < M; ++r) {
-      const float* qr = b->q + r * s.dp;
-      for (int64_t cidx = 0; cidx < kc; ++cidx) S[r * kTileK + cidx] = dot(qr, krow[cidx], s.dp);
-    }
+  // S^T = K Q^T, stored st[c * kTileQ + r].
+  float* st = sc.s;
+  const int64_t n_groups = (M + kLanes - 1) / kLanes;  // query vectors holding the M rows
+  if (M <= kDotRows) {
+    for (int64_t cidx = 0; cidx < kc; ++cidx)
+      for (int r = 0; r < M; ++r) st[cidx * kTileQ + r] = dot(b->q + r * s.dp, krow[cidx], s.dp);
   } else {
-    // Transpose K into kt[k][c] so the microkernel broadcasts q and loads contiguous keys.
-    float* kt = sc.kt;
-    for (int64_t cidx = 0; cidx < kc; ++cidx) {
-      const float* kr = krow[cidx];
-      for (int64_t k = 0; k < s.d; ++k) kt[k * kTileK + cidx] = kr[k];
+    constexpr int64_t kGroups = kTileQ / kLanes;  // query vectors in a full row block
+    constexpr int kNG = kGroups < kNV ? static_cast<int>(kGroups) : kNV;
+    for (int64_t g0 = 0; g0 < n_groups * static_cast<int64_t>(kLanes); g0 += kNG * kLanes) {
+      int64_t cidx = 0;
+      for (; cidx + kR <= kc; cidx += kR) qk_keys<kR, kNG>(krow + cidx, b->qt, s.d, g0, st + cidx * kTileQ);
+      for (; cidx < kc; ++cidx) qk_keys<1, kNG>(krow + cidx, b->qt, s.d, g0, st + cidx * kTileQ);
     }
-    if (kc < kTileK) {
-      for (int64_t k = 0; k < s.d; ++k) std::memset(kt + k * kTileK + kc, 0, sizeof(float) * (kTileK - kc));
-    }
-    int r = 0;
-    for (; r + kR <= M; r += kR) qk_rows<kR>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
-    for (; r + 2 <= M; r += 2) qk_rows<2>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
-    for (; r < M; ++r) qk_rows<1>(b->q + r * s.dp, s.dp, kt, s.d, S + r * kTileK);
   }
-  // Padding columns never count.
-  for (int r = 0; r < M; ++r)
-    for (int64_t cidx = kc; cidx < kTileK; ++cidx) S[r * kTileK + cidx] = kNegInf;
 
   // Logit hooks, in the order of attention.h: softcap, ALiBi, additive mask.
   if (s.has_hooks) {
     const float cap = c.p.softcap;
-    for (int r = 0; r < M; ++r) {
-      float* sr = S + r * kTileK;
-      const int64_t h = b->head[r];
-      if (cap > 0.0f) {
-        const DF df;
-        const VF vcap = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap);
-        for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) {
-          const VF x = hn::Load(df, sr + cidx);
-          hn::Store(hn::Mul(vcap, hn::Tanh(df, hn::Mul(x, inv))), df, sr + cidx);
+    if (cap > 0.0f) {
+      const DF df;
+      const VF vcap = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap);
+      for (int64_t cidx = 0; cidx < kc; ++cidx)
+        for (int64_t g = 0; g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
+          float* p = st + cidx * kTileQ + g;
+          hn::Store(hn::Mul(vcap, hn::Tanh(df, hn::Mul(hn::Load(df, p), inv))), df, p);
         }
-        for (int64_t cidx = kc; cidx < kTileK; ++cidx) sr[cidx] = kNegInf;  // tanh(-inf) is finite
-      }
+    }
+    for (int r = 0; r < M; ++r) {
+      const int64_t h = b->head[r];
       if (c.p.maybe_alibi_slopes) {
         const float slope = c.p.maybe_alibi_slopes[h];
         const int64_t qpos = b->pos[r] + s.diag;
         for (int64_t cidx = 0; cidx < kc; ++cidx)
-          sr[cidx] -= slope * static_cast<float>(std::llabs(qpos - t.pos[cidx]));
+          st[cidx * kTileQ + r] -= slope * static_cast<float>(std::llabs(qpos - t.pos[cidx]));
       }
       if (c.p.mask.kind == MaskKind::kAdditive) {
         const CustomMask& mk = c.p.mask;
         const float* base = static_cast<const float*>(mk.data) + s.seq * mk.stride_batch + h * mk.stride_head +
                             b->pos[r] * mk.stride_q;
-        for (int64_t cidx = 0; cidx < kc; ++cidx) sr[cidx] += base[t.pos[cidx] * mk.stride_k];
+        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * kTileQ + r] += base[t.pos[cidx] * mk.stride_k];
       }
     }
   }
 
-  // Masks: -inf for invisible keys.
+  // Masks: -inf for invisible keys (padding rows see nothing).
   if (need_mask) {
     const CustomMask& mk = c.p.mask;
-    for (int r = 0; r < M; ++r) {
-      float* sr = S + r * kTileK;
+    for (int r = 0; r < static_cast<int>(n_groups * kLanes); ++r) {
+      if (r >= M) {
+        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * kTileQ + r] = kNegInf;
+        continue;
+      }
       const int64_t lo = b->lo[r], hi = b->hi[r], shi = b->sink_hi[r];
       const uint8_t* mrow = nullptr;
       if (mk.kind == MaskKind::kBoolean) {
@@ -423,58 +443,55 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
         bool vis = (j >= lo && j < hi) || j < shi;
         if (vis && mrow) vis = mrow[j * mk.stride_k] != 0;
         if (vis && t.extra_needed) vis = t.extra->fn(t.extra->ctx, s.seq, b->head[r], b->pos[r], j);
-        if (!vis) sr[cidx] = kNegInf;
+        if (!vis) st[cidx * kTileQ + r] = kNegInf;
       }
     }
   }
 
-  // Normalization variant.
+  // Normalization variant, lane-wise over query rows.
   const DF df;
-  if constexpr (Variant::kUseSoftmax) {
-    for (int r = 0; r < M; ++r) {
-      float* sr = S + r * kTileK;
+  for (int64_t g = 0; g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
+    if constexpr (Variant::kUseSoftmax) {
       VF vmax = hn::Set(df, kNegInf);
-      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) vmax = hn::Max(vmax, hn::Load(df, sr + cidx));
-      const float tile_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
-      const float m_old = b->m[r];
-      const float m_new = std::max(m_old, tile_max);
-      if (m_new == kNegInf) {  // nothing visible to this row yet: contributes zero
-        std::memset(sr, 0, sizeof(float) * kTileK);
-        continue;
-      }
-      const VF vm = hn::Set(df, m_new);
+      for (int64_t cidx = 0; cidx < kc; ++cidx) vmax = hn::Max(vmax, hn::Load(df, st + cidx * kTileQ + g));
+      const VF m_old = hn::Load(df, b->m + g);
+      const VF m_new = hn::Max(m_old, vmax);
+      // Rows with nothing visible yet keep m = -inf; subtracting 0 instead gives e^{-inf} = 0
+      // (never -inf - -inf).
+      const VF m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(df, kNegInf)), m_new);
       VF vsum = hn::Zero(df);
-      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes) {
-        const VF p = hn::Exp(df, hn::Sub(hn::Load(df, sr + cidx), vm));
-        vsum = hn::Add(vsum, p);
-        hn::Store(p, df, sr + cidx);
+      for (int64_t cidx = 0; cidx < kc; ++cidx) {
+        float* p = st + cidx * kTileQ + g;
+        const VF e = hn::Exp(df, hn::Sub(hn::Load(df, p), m_use));
+        vsum = hn::Add(vsum, e);
+        hn::Store(e, df, p);
       }
-      const float sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-      if (m_new != m_old) {
-        // e^{-inf} = 0 when this is the row's first visible tile (l and O are still zero).
-        const float alpha = std::exp(m_old - m_new);
-        b->l[r] = b->l[r] * alpha + sum;
+      const VF alpha = hn::Exp(df, hn::Sub(m_old, m_use));
+      hn::Store(hn::MulAdd(hn::Load(df, b->l + g), alpha, vsum), df, b->l + g);
+      hn::Store(m_new, df, b->m + g);
+      // Rescale the output rows whose max moved (alpha < 1).
+      alignas(64) float a[kLanes];
+      hn::Store(alpha, df, a);
+      for (size_t lane = 0; lane < kLanes; ++lane) {
+        const int64_t r = g + static_cast<int64_t>(lane);
+        if (r >= M || a[lane] == 1.0f) continue;
         float* orow = b->o + r * s.dvp;
-        const VF va = hn::Set(df, alpha);
+        const VF va = hn::Set(df, a[lane]);
         for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
-        b->m[r] = m_new;
-      } else {
-        b->l[r] += sum;
       }
-    }
-  } else {
-    for (int r = 0; r < M; ++r) {
-      float* sr = S + r * kTileK;
-      for (int64_t cidx = 0; cidx < kTileK; cidx += kLanes)
-        hn::Store(var.Weight(df, hn::Load(df, sr + cidx)), df, sr + cidx);
+    } else {
+      for (int64_t cidx = 0; cidx < kc; ++cidx) {
+        float* p = st + cidx * kTileQ + g;
+        hn::Store(var.Weight(df, hn::Load(df, p)), df, p);
+      }
     }
   }
 
   // O += P V.
   int r = 0;
-  for (; r + kR <= M; r += kR) pv_rows<kR>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
-  for (; r + 2 <= M; r += 2) pv_rows<2>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
-  for (; r < M; ++r) pv_rows<1>(S + r * kTileK, vrow, kc, b->o + r * s.dvp, s.dvp);
+  for (; r + kR <= M; r += kR) pv_rows<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
+  for (; r + 2 <= M; r += 2) pv_rows<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
+  for (; r < M; ++r) pv_rows<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
 }
 
 // Row r's state as a partial result: o normalized by its own denominator, LSE without sinks.
