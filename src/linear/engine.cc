@@ -1,0 +1,653 @@
+// The linear attention engine: validation, the per-(sequence, head) task loop and the three forms
+// (parallel, chunked, recurrent) of attnkit/linear.h.
+//
+// Numerics. b_i denotes the running sum of log-decays. Every exponential taken here is of a
+// difference b_i - b_j with j <= i (so <= 0) or of b inside one chunk (also <= 0): decays can be
+// arbitrarily strong and sequences arbitrarily long without overflow; contributions that decay
+// below f32 range underflow to 0, which is their correct value to working precision. The vector
+// gate (GLA) splits a chunk into sub-blocks of kSub tokens: between sub-blocks the query side is
+// rescaled by e^{b_i - r} and the key side by e^{r - b_j} with r the log-decay at the sub-block
+// boundary (both factors <= 1; fla's secondary chunking), inside a sub-block the pairwise factor
+// e^{b_i - b_j} is taken per feature.
+//
+// Versions of the chunked scalar path (H100 host not used; 2-core AVX-512 VM, d = 128, C = 64):
+//   1. plain loops for QK^T, AV, QS, K^T V: ~4 GFLOP/s.
+//   2. cblas_sgemm (OpenBLAS pinned to one thread inside the OpenMP region): see docs/linear.md.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "attnkit/linear.h"
+#include "linear/features.h"
+
+extern "C" {
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+}
+
+namespace attnkit {
+namespace linear_internal {
+namespace {
+
+constexpr int64_t kSub = 16;  // sub-block of the vector-gate chunk path
+
+inline bool has(const TensorView& t) { return t.data != nullptr; }
+
+std::string shape_str(const TensorView& t) {
+  return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) +
+         ", " + std::to_string(t.shape[3]) + "]";
+}
+
+// Reads n consecutive head_dim elements of (b, s, h) as f32.
+inline void load_row(const TensorView& t, int64_t b, int64_t s, int64_t h, int64_t n, float* dst) {
+  const int64_t off = t.offset(b, s, h, 0);
+  if (t.dtype == DType::kF32 && t.stride[3] == 1) {
+    std::memcpy(dst, static_cast<const float*>(t.data) + off, sizeof(float) * n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = load_as_f32(t.data, t.dtype, off + i * t.stride[3]);
+}
+
+inline void store_row(const TensorView& t, int64_t b, int64_t s, int64_t h, int64_t n, const float* src) {
+  const int64_t off = t.offset(b, s, h, 0);
+  if (t.dtype == DType::kF32 && t.stride[3] == 1) {
+    std::memcpy(static_cast<float*>(t.data) + off, src, sizeof(float) * n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) store_from_f32(t.data, t.dtype, off + i * t.stride[3], src[i]);
+}
+
+// Row-major C (m x n) = alpha op(A) op(B) + beta C.
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b, static_cast<int>(ldb),
+              beta, c, static_cast<int>(ldc));
+}
+
+// One (sequence, head) problem: where its tokens are and how to turn them into features.
+struct Task {
+  int64_t batch = 0, t0 = 0, len = 0, h = 0, start_pos = 0, state_index = 0;
+};
+
+struct Io {
+  const TensorView *q, *k, *v, *out;
+};
+
+// Per-thread scratch of the chunk and recurrent paths.
+struct Scratch {
+  std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr;
+  void ensure(const Resolved& r, int64_t c) {
+    const int64_t f = r.f, dvp = r.dvp;
+    auto grow = [](std::vector<float>& v, int64_t n) {
+      if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+    };
+    grow(qf, c * f);
+    grow(kf, c * f);
+    grow(qd, c * f);
+    grow(kd, c * f);
+    grow(kr, c * f);
+    grow(vp, c * dvp);
+    grow(y, c * dvp);
+    grow(ks, c * dvp);
+    grow(a, c * c);
+    grow(g, c * f);
+    grow(bsum, c * f);
+    grow(beta, c);
+    grow(tmp, std::max<int64_t>({r.d, 2 * r.p.feature_proj_dim, r.f, r.dv}) + 8);
+    grow(row, std::max(r.d, r.dv) + 8);
+  }
+};
+
+bool vector_gate(const Resolved& r) { return r.p.decay == DecayKind::kVectorGate; }
+int64_t gate_cols(const Resolved& r) { return vector_gate(r) ? r.f : 1; }
+
+// Loads n tokens [s0, s0 + n) of a task into features, value columns (with the ones column of the
+// denominator) and log-decays (g: n x gate_cols, 0 when there is no decay).
+void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, Scratch& w) {
+  const int64_t kvh = t.h / r.group;
+  const int64_t gc = gate_cols(r);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = t.t0 + s0 + i;
+    const int64_t pos = t.start_pos + s0 + i;
+    load_row(*io.q, t.batch, s, t.h, r.d, w.row.data());
+    feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
+    // Gates first: HGRN2 derives the key from them.
+    float* gi = &w.g[i * gc];
+    switch (r.p.decay) {
+      case DecayKind::kNone: gi[0] = 0.0f; break;
+      case DecayKind::kPerHead: gi[0] = r.p.maybe_head_log_decay[t.h]; break;
+      case DecayKind::kScalarGate: gi[0] = r.p.gate.get(t.batch, s, t.h, 0); break;
+      case DecayKind::kVectorGate: load_row(r.p.gate, t.batch, s, t.h, r.f, gi); break;
+    }
+    if (r.p.tie_key_to_gate) {
+      for (int64_t j = 0; j < r.f; ++j) w.kf[i * r.f + j] = -std::expm1(gi[j]);  // 1 - e^g, exact for small g
+    } else {
+      load_row(*io.k, t.batch, s, kvh, r.d, w.row.data());
+      feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
+    }
+    float* vr = &w.vp[i * r.dvp];
+    load_row(*io.v, t.batch, s, kvh, r.dv, vr);
+    if (r.dvp > r.dv) vr[r.dv] = 1.0f;
+    if (r.p.update == UpdateRule::kDelta) w.beta[i] = r.p.beta.get(t.batch, s, t.h, 0);
+  }
+}
+
+// y (Dv' values of one token) -> normalization -> out.
+void finish_row(const Resolved& r, const Io& io, const Task& t, int64_t s_local, const float* y, float* tmp) {
+  const int64_t dv = r.dv;
+  switch (r.p.norm) {
+    case LinearNorm::kNone:
+      for (int64_t i = 0; i < dv; ++i) tmp[i] = y[i] * r.scale;
+      break;
+    case LinearNorm::kDenominator: {
+      // The readout scale cancels in the ratio; eps guards an all-zero feature row.
+      const float inv = 1.0f / (y[dv] + r.p.norm_eps);
+      for (int64_t i = 0; i < dv; ++i) tmp[i] = y[i] * inv;
+      break;
+    }
+    case LinearNorm::kOutputRms: {
+      double ss = 0;
+      for (int64_t i = 0; i < dv; ++i) ss += static_cast<double>(y[i]) * y[i];
+      // RMSNorm is invariant to the readout scale except through eps; apply it for consistency.
+      const double sc = r.scale;
+      const float inv = static_cast<float>(sc / std::sqrt(sc * sc * ss / static_cast<double>(dv) + r.p.norm_eps));
+      for (int64_t i = 0; i < dv; ++i) tmp[i] = y[i] * inv;
+      break;
+    }
+  }
+  store_row(*io.out, t.batch, t.t0 + s_local, t.h, dv, tmp);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurrent form: one token at a time, state S [F, Dv'].
+void run_recurrent(const Resolved& r, const Io& io, const Task& t, float* S, Scratch& w) {
+  const int64_t f = r.f, dvp = r.dvp, gc = gate_cols(r);
+  std::vector<float> y(static_cast<size_t>(dvp)), u(static_cast<size_t>(dvp));
+  for (int64_t s = 0; s < t.len; ++s) {
+    load_tokens(r, io, t, s, 1, w);
+    const float* qf = w.qf.data();
+    const float* kf = w.kf.data();
+    const float* vp = w.vp.data();
+    if (r.p.update == UpdateRule::kAdditive) {
+      for (int64_t i = 0; i < f; ++i) {
+        const float a = r.p.decay == DecayKind::kNone ? 1.0f : std::exp(w.g[gc == 1 ? 0 : i]);
+        const float ki = kf[i];
+        float* Si = S + i * dvp;
+        for (int64_t j = 0; j < dvp; ++j) Si[j] = a * Si[j] + ki * vp[j];
+      }
+    } else {
+      const float a = r.p.decay == DecayKind::kNone ? 1.0f : std::exp(w.g[0]);
+      std::fill(u.begin(), u.end(), 0.0f);
+      for (int64_t i = 0; i < f; ++i) {
+        float* Si = S + i * dvp;
+        for (int64_t j = 0; j < dvp; ++j) {
+          Si[j] *= a;
+          u[j] += Si[j] * kf[i];
+        }
+      }
+      const float bt = w.beta[0];
+      for (int64_t j = 0; j < dvp; ++j) u[j] = bt * (vp[j] - u[j]);
+      for (int64_t i = 0; i < f; ++i) {
+        float* Si = S + i * dvp;
+        for (int64_t j = 0; j < dvp; ++j) Si[j] += kf[i] * u[j];
+      }
+    }
+    std::fill(y.begin(), y.end(), 0.0f);
+    for (int64_t i = 0; i < f; ++i) {
+      const float qi = qf[i];
+      const float* Si = S + i * dvp;
+      for (int64_t j = 0; j < dvp; ++j) y[j] += qi * Si[j];
+    }
+    finish_row(r, io, t, s, y.data(), w.tmp.data());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunked form.
+//
+// Per chunk of n tokens with inclusive in-chunk log-decay sums b_i (S_prev the state before it):
+//   A_ij = (qf_i . kf_j) e^{b_i - b_j} for j <= i (per feature for vector gates), else 0
+//   additive: Y = A Vp + (Qf * e^{b}) S_prev;  S = e^{b_n} S_prev + (Kf * e^{b_n - b})^T Vp
+//   delta:    U solves (I + L) U = diag(beta) (Vp - (Kf * e^{b}) S_prev), with the strictly lower
+//             L_jl = beta_j e^{b_j - b_l} kf_j . kf_l (the UT transform of the WY representation,
+//             Yang et al. 2024), then Y = A U + (Qf * e^b) S_prev, S = e^{b_n} S_prev + (Kf * e^{b_n - b})^T U.
+void build_decay_sums(const Resolved& r, int64_t n, Scratch& w) {
+  const int64_t gc = gate_cols(r);
+  for (int64_t c = 0; c < gc; ++c) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      acc += w.g[i * gc + c];
+      w.bsum[i * gc + c] = acc;
+    }
+  }
+}
+
+// A (n x n, ld n) with decays; only j <= i is meaningful, the rest is set to 0.
+void build_intra(const Resolved& r, int64_t n, Scratch& w) {
+  const int64_t f = r.f;
+  float* A = w.a.data();
+  if (!vector_gate(r)) {
+    gemm(false, true, n, n, f, 1.0f, w.qf.data(), f, w.kf.data(), f, 0.0f, A, n);
+    const bool decays = r.p.decay != DecayKind::kNone;
+    for (int64_t i = 0; i < n; ++i) {
+      float* Ai = A + i * n;
+      if (decays) {
+        const float bi = w.bsum[i];
+        for (int64_t j = 0; j <= i; ++j) Ai[j] *= std::exp(bi - w.bsum[j]);
+      }
+      for (int64_t j = i + 1; j < n; ++j) Ai[j] = 0.0f;
+    }
+    return;
+  }
+  // Vector gate: sub-blocks of kSub rows.
+  const float* B = w.bsum.data();
+  for (int64_t i0 = 0; i0 < n; i0 += kSub) {
+    const int64_t i1 = std::min(n, i0 + kSub), ni = i1 - i0;
+    // Reference r = b_{i0 - 1} (0 before the chunk): rows scaled by e^{b_i - r}, keys by e^{r - b_j}.
+    const float* rr = i0 > 0 ? B + (i0 - 1) * f : nullptr;
+    if (i0 > 0) {
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t c = 0; c < f; ++c) w.qd[(i - i0) * f + c] = w.qf[i * f + c] * std::exp(B[i * f + c] - rr[c]);
+      for (int64_t j = 0; j < i0; ++j)
+        for (int64_t c = 0; c < f; ++c) w.kr[j * f + c] = w.kf[j * f + c] * std::exp(rr[c] - B[j * f + c]);
+      gemm(false, true, ni, i0, f, 1.0f, w.qd.data(), f, w.kr.data(), f, 0.0f, A + i0 * n, n);
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      float* Ai = A + i * n;
+      const float* qi = &w.qf[i * f];
+      const float* bi = B + i * f;
+      for (int64_t j = i0; j <= i; ++j) {
+        const float* kj = &w.kf[j * f];
+        const float* bj = B + j * f;
+        float acc = 0.0f;
+        for (int64_t c = 0; c < f; ++c) acc += qi[c] * kj[c] * std::exp(bi[c] - bj[c]);
+        Ai[j] = acc;
+      }
+      for (int64_t j = i + 1; j < n; ++j) Ai[j] = 0.0f;
+    }
+  }
+}
+
+void run_chunked(const Resolved& r, const Io& io, const Task& t, float* S, Scratch& w) {
+  const int64_t f = r.f, dvp = r.dvp, gc = gate_cols(r), C = r.p.chunk_size;
+  const bool delta = r.p.update == UpdateRule::kDelta;
+  for (int64_t s0 = 0; s0 < t.len; s0 += C) {
+    const int64_t n = std::min(C, t.len - s0);
+    load_tokens(r, io, t, s0, n, w);
+    build_decay_sums(r, n, w);
+    const float* B = w.bsum.data();
+    const float* bn = B + (n - 1) * gc;
+    build_intra(r, n, w);  // first: the vector-gate path uses qd/kr as scratch
+    // Qd = Qf * e^{b_i};  Kd = Kf * e^{b_n - b_j}  (both factors <= 1).
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t c = 0; c < f; ++c) {
+        const int64_t gi = gc == 1 ? 0 : c;
+        w.qd[i * f + c] = w.qf[i * f + c] * std::exp(B[i * gc + gi]);
+        w.kd[i * f + c] = w.kf[i * f + c] * std::exp(bn[gi] - B[i * gc + gi]);
+      }
+    }
+    const float* vals = w.vp.data();
+    if (delta) {
+      // KS = (Kf * e^{b}) S_prev, then R = diag(beta) (Vp - KS), then forward substitution.
+      float* U = w.ks.data();
+      for (int64_t i = 0; i < n; ++i) {
+        const float e = std::exp(B[i]);
+        for (int64_t c = 0; c < f; ++c) w.kr[i * f + c] = w.kf[i * f + c] * e;
+      }
+      gemm(false, false, n, dvp, f, -1.0f, w.kr.data(), f, S, dvp, 0.0f, U, dvp);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < dvp; ++j) U[i * dvp + j] = w.beta[i] * (w.vp[i * dvp + j] + U[i * dvp + j]);
+      // L = Kf Kf^T (into y as n x n scratch: y holds n * dvp >= ... use qd? qd is needed later).
+      std::vector<float>& L = w.g;  // g is free after build_decay_sums for scalar gates (gc == 1)
+      if (static_cast<int64_t>(L.size()) < n * n) L.resize(static_cast<size_t>(n * n));
+      gemm(false, true, n, n, f, 1.0f, w.kf.data(), f, w.kf.data(), f, 0.0f, L.data(), n);
+      for (int64_t i = 1; i < n; ++i) {
+        float* Ui = U + i * dvp;
+        for (int64_t l = 0; l < i; ++l) {
+          const float coef = w.beta[i] * std::exp(B[i] - B[l]) * L[i * n + l];
+          const float* Ul = U + l * dvp;
+          for (int64_t j = 0; j < dvp; ++j) Ui[j] -= coef * Ul[j];
+        }
+      }
+      vals = U;
+    }
+    float* Y = w.y.data();
+    gemm(false, false, n, dvp, n, 1.0f, w.a.data(), n, vals, dvp, 0.0f, Y, dvp);
+    gemm(false, false, n, dvp, f, 1.0f, w.qd.data(), f, S, dvp, 1.0f, Y, dvp);
+    // S = e^{b_n} S + Kd^T vals.
+    for (int64_t c = 0; c < f; ++c) {
+      const float e = std::exp(bn[gc == 1 ? 0 : c]);
+      if (e != 1.0f)
+        for (int64_t j = 0; j < dvp; ++j) S[c * dvp + j] *= e;
+    }
+    gemm(true, false, f, dvp, n, 1.0f, w.kd.data(), f, vals, dvp, 1.0f, S, dvp);
+    for (int64_t i = 0; i < n; ++i) finish_row(r, io, t, s0 + i, Y + i * dvp, w.tmp.data());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parallel (quadratic) form, for checking: the whole sequence at once with pairwise decays.
+void run_parallel(const Resolved& r, const Io& io, const Task& t, float* S, Scratch& w) {
+  const int64_t T = t.len, f = r.f, dvp = r.dvp, gc = gate_cols(r);
+  if (T == 0) return;
+  Scratch all;
+  all.ensure(r, T);
+  load_tokens(r, io, t, 0, T, all);
+  // Global running sums of log-decays (double: T can be long and the differences must stay exact).
+  std::vector<double> b(static_cast<size_t>(T * gc));
+  for (int64_t c = 0; c < gc; ++c) {
+    double acc = 0;
+    for (int64_t i = 0; i < T; ++i) b[i * gc + c] = (acc += all.g[i * gc + c]);
+  }
+  auto decay = [&](int64_t i, int64_t j, int64_t c) {  // e^{b_i - b_j}; j = -1 means before the sequence
+    const double bj = j < 0 ? 0.0 : b[j * gc + (gc == 1 ? 0 : c)];
+    return std::exp(b[i * gc + (gc == 1 ? 0 : c)] - bj);
+  };
+  std::vector<double> vals(static_cast<size_t>(T * dvp));
+  for (int64_t i = 0; i < T * dvp; ++i) vals[i] = all.vp[i];
+  if (r.p.update == UpdateRule::kDelta) {
+    // U = (I + L)^{-1} diag(beta) (Vp - e^{b} Kf S0) over the whole sequence.
+    for (int64_t i = 0; i < T; ++i) {
+      const double e = decay(i, -1, 0);
+      for (int64_t j = 0; j < dvp; ++j) {
+        double ks = 0;
+        for (int64_t c = 0; c < f; ++c) ks += static_cast<double>(all.kf[i * f + c]) * S[c * dvp + j];
+        vals[i * dvp + j] = all.beta[i] * (all.vp[i * dvp + j] - e * ks);
+      }
+      for (int64_t l = 0; l < i; ++l) {
+        double kk = 0;
+        for (int64_t c = 0; c < f; ++c) kk += static_cast<double>(all.kf[i * f + c]) * all.kf[l * f + c];
+        const double coef = all.beta[i] * decay(i, l, 0) * kk;
+        for (int64_t j = 0; j < dvp; ++j) vals[i * dvp + j] -= coef * vals[l * dvp + j];
+      }
+    }
+  }
+  std::vector<float> y(static_cast<size_t>(dvp));
+  std::vector<double> acc(static_cast<size_t>(dvp));
+  for (int64_t i = 0; i < T; ++i) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t c = 0; c < f; ++c) {
+      const double qc = all.qf[i * f + c] * decay(i, -1, c);
+      for (int64_t j = 0; j < dvp; ++j) acc[j] += qc * S[c * dvp + j];
+    }
+    for (int64_t l = 0; l <= i; ++l) {
+      double wgt = 0;
+      for (int64_t c = 0; c < f; ++c) wgt += static_cast<double>(all.qf[i * f + c]) * all.kf[l * f + c] * decay(i, l, c);
+      for (int64_t j = 0; j < dvp; ++j) acc[j] += wgt * vals[l * dvp + j];
+    }
+    for (int64_t j = 0; j < dvp; ++j) y[j] = static_cast<float>(acc[j]);
+    finish_row(r, io, t, i, y.data(), all.tmp.data());
+  }
+  // Final state: e^{b_T} S0 + sum_l e^{b_T - b_l} kf_l vals_l^T.
+  std::vector<double> Sn(static_cast<size_t>(f * dvp));
+  for (int64_t c = 0; c < f; ++c) {
+    const double e = decay(T - 1, -1, c);
+    for (int64_t j = 0; j < dvp; ++j) Sn[c * dvp + j] = e * S[c * dvp + j];
+  }
+  for (int64_t l = 0; l < T; ++l)
+    for (int64_t c = 0; c < f; ++c) {
+      const double kc = all.kf[l * f + c] * decay(T - 1, l, c);
+      for (int64_t j = 0; j < dvp; ++j) Sn[c * dvp + j] += kc * vals[l * dvp + j];
+    }
+  for (int64_t i = 0; i < f * dvp; ++i) S[i] = static_cast<float>(Sn[i]);
+}
+
+Status check_view(const TensorView& t, const char* name) {
+  if (t.data == nullptr) return Status::invalid_argument(std::string(name) + " has a null data pointer");
+  for (int i = 0; i < 4; ++i)
+    if (t.shape[i] < 0) return Status::invalid_argument(std::string(name) + " shape " + shape_str(t) + " has a negative extent");
+  return Status::ok_status();
+}
+
+Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const LinearAttentionParams& p, Resolved* r) {
+  ATTNKIT_RETURN_IF_ERROR(check_view(q, "q"));
+  if (!p.tie_key_to_gate) ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
+  ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
+  ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
+  const int64_t d = q.head_dim(), dv = v.head_dim();
+  if (d < 1 || d > 512) return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1..512");
+  if (dv < 1 || dv > 1024) return Status::invalid_argument("head_dim_v " + std::to_string(dv) + " is not supported; expected 1..1024");
+  const TensorView& kk = p.tie_key_to_gate ? v : k;
+  if (!p.tie_key_to_gate && (k.head_dim() != d))
+    return Status::invalid_argument("k head_dim " + std::to_string(k.head_dim()) + " differs from q head_dim " + std::to_string(d));
+  if (kk.batch() != q.batch() || kk.seq() != q.seq() || v.batch() != q.batch() || v.seq() != q.seq())
+    return Status::invalid_argument("k/v shape " + shape_str(kk) + " / " + shape_str(v) + " does not match q " + shape_str(q) +
+                                    " in batch and seq");
+  if (!p.tie_key_to_gate && k.heads() != v.heads())
+    return Status::invalid_argument("k heads " + std::to_string(k.heads()) + " differ from v heads " + std::to_string(v.heads()));
+  if (v.heads() < 1 || q.heads() % v.heads() != 0)
+    return Status::invalid_argument("heads_q " + std::to_string(q.heads()) + " is not a multiple of heads_kv " +
+                                    std::to_string(v.heads()));
+  if (out.batch() != q.batch() || out.seq() != q.seq() || out.heads() != q.heads() || out.head_dim() != dv)
+    return Status::invalid_argument("out shape " + shape_str(out) + " must be [batch, seq, heads_q, head_dim_v] = [" +
+                                    std::to_string(q.batch()) + ", " + std::to_string(q.seq()) + ", " +
+                                    std::to_string(q.heads()) + ", " + std::to_string(dv) + "]");
+  if (p.chunk_size < 1 || p.chunk_size > 1024)
+    return Status::invalid_argument("chunk_size " + std::to_string(p.chunk_size) + " is not supported; expected 1..1024");
+  if (!(p.norm_eps >= 0.0f)) return Status::invalid_argument("norm_eps " + std::to_string(p.norm_eps) + " must be >= 0");
+
+  r->p = p;
+  r->d = d;
+  r->dv = dv;
+  r->heads_q = q.heads();
+  r->group = q.heads() / v.heads();
+  // Feature map parameters.
+  switch (p.feature_map) {
+    case FeatureMap::kPerformer:
+      if (p.performer_features < 0 || p.performer_features > 16384)
+        return Status::invalid_argument("performer_features " + std::to_string(p.performer_features) +
+                                        " is not supported; expected 0 (= d ln d) .. 16384");
+      break;
+    case FeatureMap::kHedgehog:
+      if (p.maybe_feature_weight == nullptr)
+        return Status::invalid_argument("hedgehog feature map needs maybe_feature_weight [heads_q, head_dim, feature_proj_dim]");
+      if (p.feature_proj_dim < 1 || p.feature_proj_dim > 4096)
+        return Status::invalid_argument("feature_proj_dim " + std::to_string(p.feature_proj_dim) + " is not supported; expected 1..4096");
+      break;
+    case FeatureMap::kCosformer:
+      if (!(p.cosformer_max_len > 0))
+        return Status::invalid_argument("cosformer_max_len " + std::to_string(p.cosformer_max_len) +
+                                        " must be > 0 (the horizon M; positions must stay below it)");
+      break;
+    case FeatureMap::kTaylor2:
+      if (d > 64) return Status::invalid_argument("taylor2 feature map head_dim " + std::to_string(d) +
+                                                  " is not supported; expected 1..64 (F = 1 + d + d(d+1)/2)");
+      break;
+    default:
+      break;
+  }
+  r->f = feature_dim_of(p, d);
+  r->dvp = dv + (p.norm == LinearNorm::kDenominator ? 1 : 0);
+  r->stabilize_query = p.norm == LinearNorm::kDenominator;
+  if (std::isnan(p.scale)) {
+    const bool self_normalized = p.feature_map == FeatureMap::kPerformer || p.feature_map == FeatureMap::kCosformer ||
+                                 p.feature_map == FeatureMap::kTaylor2 || p.feature_map == FeatureMap::kHedgehog ||
+                                 p.feature_map == FeatureMap::kLogNormal;
+    r->scale = self_normalized ? 1.0f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  } else {
+    r->scale = p.scale;
+  }
+  const float temp = std::isnan(p.taylor_temperature) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)))
+                                                      : p.taylor_temperature;
+  if (p.feature_map == FeatureMap::kTaylor2 && !(temp > 0))
+    return Status::invalid_argument("taylor_temperature " + std::to_string(temp) + " must be > 0");
+  r->taylor_c = std::sqrt(temp);
+  if (p.feature_map == FeatureMap::kPerformer) {
+    if (p.maybe_feature_weight) {
+      r->feature_w = p.maybe_feature_weight;
+    } else {
+      r->performer_w.resize(static_cast<size_t>(r->f * d));
+      make_performer_projection(d, r->f, p.performer_seed, r->performer_w.data());
+      r->feature_w = r->performer_w.data();
+    }
+  } else if (p.feature_map == FeatureMap::kHedgehog) {
+    r->feature_w = p.maybe_feature_weight;
+  }
+  // Decay.
+  switch (p.decay) {
+    case DecayKind::kNone: break;
+    case DecayKind::kPerHead:
+      if (p.maybe_head_log_decay == nullptr) return Status::invalid_argument("decay kPerHead needs maybe_head_log_decay [heads_q]");
+      for (int64_t h = 0; h < q.heads(); ++h)
+        if (!(p.maybe_head_log_decay[h] <= 0.0f))
+          return Status::invalid_argument("maybe_head_log_decay[" + std::to_string(h) + "] = " +
+                                          std::to_string(p.maybe_head_log_decay[h]) + " must be <= 0 (a log-decay)");
+      break;
+    case DecayKind::kScalarGate:
+    case DecayKind::kVectorGate: {
+      const int64_t want = p.decay == DecayKind::kScalarGate ? 1 : r->f;
+      if (!has(p.gate)) return Status::invalid_argument("decay gate needs params.gate [batch, seq, heads_q, " + std::to_string(want) + "]");
+      if (p.gate.dtype != DType::kF32) return Status::invalid_argument(std::string("gate dtype ") + dtype_name(p.gate.dtype) + " is not supported; expected f32");
+      if (p.gate.batch() != q.batch() || p.gate.seq() != q.seq() || p.gate.heads() != q.heads() || p.gate.head_dim() != want)
+        return Status::invalid_argument("gate shape " + shape_str(p.gate) + " must be [" + std::to_string(q.batch()) + ", " +
+                                        std::to_string(q.seq()) + ", " + std::to_string(q.heads()) + ", " + std::to_string(want) + "]");
+      break;
+    }
+  }
+  if (p.tie_key_to_gate && p.decay != DecayKind::kVectorGate)
+    return Status::invalid_argument("tie_key_to_gate (HGRN2) needs decay kVectorGate");
+  if (p.tie_key_to_gate && p.feature_map != FeatureMap::kIdentity)
+    return Status::invalid_argument(std::string("tie_key_to_gate (HGRN2) needs the identity feature map, not ") + feature_map_name(p.feature_map));
+  // Update rule.
+  if (p.update == UpdateRule::kDelta) {
+    if (p.decay == DecayKind::kVectorGate) return Status::unsupported("the delta rule with a vector gate is not supported; use a scalar gate");
+    if (p.norm == LinearNorm::kDenominator) return Status::unsupported("the delta rule with the denominator normalization is not supported");
+    if (!has(p.beta)) return Status::invalid_argument("the delta rule needs params.beta [batch, seq, heads_q, 1]");
+    if (p.beta.dtype != DType::kF32) return Status::invalid_argument(std::string("beta dtype ") + dtype_name(p.beta.dtype) + " is not supported; expected f32");
+    if (p.beta.batch() != q.batch() || p.beta.seq() != q.seq() || p.beta.heads() != q.heads() || p.beta.head_dim() != 1)
+      return Status::invalid_argument("beta shape " + shape_str(p.beta) + " must be [batch, seq, heads_q, 1]");
+  }
+  // Variable length.
+  if (p.maybe_cu_seqlens) {
+    if (q.batch() != 1) return Status::invalid_argument("with cu_seqlens the batch must be 1, got " + std::to_string(q.batch()));
+    if (p.n_seqs < 1) return Status::invalid_argument("n_seqs " + std::to_string(p.n_seqs) + " must be >= 1 with cu_seqlens");
+    if (p.maybe_cu_seqlens[0] != 0) return Status::invalid_argument("cu_seqlens[0] = " + std::to_string(p.maybe_cu_seqlens[0]) + " must be 0");
+    for (int64_t i = 0; i < p.n_seqs; ++i)
+      if (p.maybe_cu_seqlens[i + 1] < p.maybe_cu_seqlens[i])
+        return Status::invalid_argument("cu_seqlens is not non-decreasing at index " + std::to_string(i + 1));
+    if (p.maybe_cu_seqlens[p.n_seqs] != q.seq())
+      return Status::invalid_argument("cu_seqlens[n_seqs] = " + std::to_string(p.maybe_cu_seqlens[p.n_seqs]) +
+                                      " must equal the total tokens " + std::to_string(q.seq()));
+  }
+  if (p.feature_map == FeatureMap::kCosformer) {
+    const int64_t n_states = p.maybe_cu_seqlens ? p.n_seqs : q.batch();
+    for (int64_t i = 0; i < n_states; ++i) {
+      const int64_t len = p.maybe_cu_seqlens ? p.maybe_cu_seqlens[i + 1] - p.maybe_cu_seqlens[i] : q.seq();
+      const int64_t last = (p.maybe_start_positions ? p.maybe_start_positions[i] : 0) + len - 1;
+      if (static_cast<double>(last) >= p.cosformer_max_len)
+        return Status::out_of_range("cosformer position " + std::to_string(last) + " reaches cosformer_max_len " +
+                                    std::to_string(p.cosformer_max_len));
+    }
+  }
+  return Status::ok_status();
+}
+
+}  // namespace
+
+}  // namespace linear_internal
+
+using namespace linear_internal;
+
+Status linear_feature_dim(const LinearAttentionParams& params, int64_t head_dim, int64_t* out) {
+  if (head_dim < 1 || head_dim > 512)
+    return Status::invalid_argument("head_dim " + std::to_string(head_dim) + " is not supported; expected 1..512");
+  if (params.feature_map == FeatureMap::kHedgehog && params.feature_proj_dim < 1)
+    return Status::invalid_argument("feature_proj_dim " + std::to_string(params.feature_proj_dim) + " must be >= 1 for hedgehog");
+  *out = feature_dim_of(params, head_dim);
+  return Status::ok_status();
+}
+
+Status linear_state_floats(const LinearAttentionParams& params, int64_t head_dim, int64_t head_dim_v, int64_t* out) {
+  int64_t f = 0;
+  ATTNKIT_RETURN_IF_ERROR(linear_feature_dim(params, head_dim, &f));
+  *out = f * (head_dim_v + (params.norm == LinearNorm::kDenominator ? 1 : 0));
+  return Status::ok_status();
+}
+
+Status validate_linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                                 const LinearAttentionParams& params) {
+  Resolved r;
+  return resolve(q, k, v, out, params, &r);
+}
+
+double linear_chunked_flops(int64_t batch, int64_t seq, int64_t heads, int64_t feature_dim, int64_t dv_cols,
+                            int64_t chunk, bool delta_rule) {
+  const double F = static_cast<double>(feature_dim), D = static_cast<double>(dv_cols);
+  double per_seq = 0;
+  for (int64_t s0 = 0; s0 < seq; s0 += chunk) {
+    const double n = static_cast<double>(std::min(chunk, seq - s0));
+    per_seq += 2 * n * n * F + 2 * n * n * D + 4 * n * F * D;
+    if (delta_rule) per_seq += 2 * n * n * F + n * n * D + 2 * n * F * D;  // K K^T, UT solve, K S
+  }
+  return per_seq * static_cast<double>(batch) * static_cast<double>(heads);
+}
+
+Status linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                        const LinearAttentionParams& params) {
+  Resolved r;
+  ATTNKIT_RETURN_IF_ERROR(resolve(q, k, v, out, params, &r));
+  const int64_t n_states = params.maybe_cu_seqlens ? params.n_seqs : q.batch();
+  const int64_t heads = q.heads();
+  const int64_t state_floats = r.f * r.dvp;
+  LinearForm form = params.form;
+  if (form == LinearForm::kAuto) form = q.seq() <= 8 ? LinearForm::kRecurrent : LinearForm::kChunked;
+  const Io io{&q, &k, &v, &out};
+  const int64_t n_tasks = n_states * heads;
+  const int nt = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  // OpenBLAS runs inside our OpenMP tasks: keep it on one thread there (restored afterwards) so the
+  // machine is not oversubscribed; the parallelism is over (sequence, head).
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt)
+  {
+    Scratch w;
+    w.ensure(r, form == LinearForm::kChunked ? params.chunk_size : 1);
+    std::vector<float> S(static_cast<size_t>(state_floats));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+      Task t;
+      const int64_t si = task / heads;
+      t.h = task % heads;
+      t.state_index = si;
+      if (params.maybe_cu_seqlens) {
+        t.batch = 0;
+        t.t0 = params.maybe_cu_seqlens[si];
+        t.len = params.maybe_cu_seqlens[si + 1] - t.t0;
+      } else {
+        t.batch = si;
+        t.t0 = 0;
+        t.len = q.seq();
+      }
+      t.start_pos = params.maybe_start_positions ? params.maybe_start_positions[si] : 0;
+      const int64_t soff = (si * heads + t.h) * state_floats;
+      if (params.maybe_initial_state) {
+        std::memcpy(S.data(), params.maybe_initial_state + soff, sizeof(float) * state_floats);
+      } else {
+        std::fill(S.begin(), S.end(), 0.0f);
+      }
+      switch (form) {
+        case LinearForm::kParallel: run_parallel(r, io, t, S.data(), w); break;
+        case LinearForm::kRecurrent: run_recurrent(r, io, t, S.data(), w); break;
+        default: run_chunked(r, io, t, S.data(), w); break;
+      }
+      if (params.maybe_final_state) std::memcpy(params.maybe_final_state + soff, S.data(), sizeof(float) * state_floats);
+    }
+  }
+  openblas_set_num_threads(blas_threads);
+  return Status::ok_status();
+}
+
+}  // namespace attnkit

@@ -1,0 +1,32 @@
+// Internal: per-token feature maps and resolved parameters of one linear_attention call.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attnkit/linear.h"
+
+namespace attnkit {
+namespace linear_internal {
+
+// Everything a (sequence, head) task needs, resolved once per call.
+struct Resolved {
+  LinearAttentionParams p;
+  int64_t d = 0, dv = 0, f = 0, dvp = 0;  // head dims, feature dim, value columns incl. denominator
+  int64_t heads_q = 0, group = 1;
+  float scale = 1.0f;
+  float taylor_c = 1.0f;                 // sqrt(taylor_temperature)
+  std::vector<float> performer_w;        // [m, d] when generated here
+  const float* feature_w = nullptr;      // performer [m, d] or hedgehog [heads, d, p]
+  bool stabilize_query = false;          // subtract a per-query max (only valid with a denominator)
+};
+
+// Fills out[0..f) with phi(x) for query (is_query) or key x[0..d) of head h at absolute position
+// pos. tmp must hold at least max(d, 2 * feature_proj_dim, m) floats.
+void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool is_query, float* out, float* tmp);
+
+// Feature dimension of a map (no validation beyond the map's own parameters).
+int64_t feature_dim_of(const LinearAttentionParams& p, int64_t d);
+
+}  // namespace linear_internal
+}  // namespace attnkit
