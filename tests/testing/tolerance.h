@@ -1,0 +1,58 @@
+// testing/tolerance.h: the one tolerance policy of attnkit's tests.
+//
+// FlashAttention's rule (Dao et al., 2022, tests/test_flash_attn.py): compare the optimized
+// result and a plain implementation in the same working precision (f32 here, see
+// plain_attention.h) against a double-precision reference; the optimized error may be at most
+// `factor` times the plain error, plus a small absolute floor (so a plain error of exactly 0 does
+// not demand bit-exactness). On top of that the normalized mean squared error
+// NMSE = sum (x - ref)^2 / sum ref^2 is bounded the same way (ggml's test-backend-ops measure).
+// A NaN or Inf where the reference is finite always fails; where the reference is +-Inf the
+// result must be the same infinity; where the reference is NaN the result must be NaN.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attnkit/tensor.h"
+
+namespace attnkit::testing {
+
+struct Tolerance {
+  double factor = 4.0;       // allowed multiple of the plain f32 implementation's error
+  double abs_floor = 0.0;    // 0 = pick from the output dtype and the reference's magnitude
+  double nmse_floor = 0.0;   // 0 = pick from the output dtype
+};
+
+// Unit roundoff of a storage dtype (2^-24 f32, 2^-11 f16, 2^-8 bf16).
+double unit_roundoff(DType t);
+
+struct ErrorStats {
+  double max_abs = 0.0;   // max |x - ref| over finite reference entries
+  int64_t worst = -1;     // index of max_abs
+  double nmse = 0.0;
+  int64_t bad_nonfinite = 0;  // entries whose finiteness disagrees with the reference
+  int64_t first_nonfinite = -1;
+};
+
+struct CheckResult {
+  bool ok = true;
+  ErrorStats got, baseline;
+  double abs_bound = 0.0, nmse_bound = 0.0;
+  std::string message;  // readable summary; explains the failure when !ok
+};
+
+ErrorStats error_stats(const std::vector<double>& ref, const std::vector<float>& x);
+
+// Checks `got` against `ref`, using `baseline` (the plain f32 result, already rounded to the
+// output dtype when the output is f16/bf16) as the yardstick. `what` names the quantity in the
+// message; `index_name` (optional) turns a flat index into a readable position.
+CheckResult check_close(const std::vector<double>& ref, const std::vector<float>& got,
+                        const std::vector<float>& baseline, DType out_dtype, const std::string& what,
+                        const Tolerance& tol = {}, std::string (*index_name)(int64_t, const void*) = nullptr,
+                        const void* index_ctx = nullptr);
+
+// Rounds every value to the dtype and back (identity for f32).
+void round_to_dtype(std::vector<float>* values, DType t);
+
+}  // namespace attnkit::testing
