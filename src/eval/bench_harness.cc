@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <thread>
 
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
@@ -133,8 +134,12 @@ Status measure_yardsticks(int threads, const YardstickOptions& options, Yardstic
   y.threads = resolve_threads(threads);
   y.sgemm_n = options.sgemm_n;
   y.stream_bytes = options.stream_bytes;
-  ATTNKIT_RETURN_IF_ERROR(measure_sgemm_gflops(y.threads, options.sgemm_n, options.repeats, &y.sgemm_gflops));
+  // Stream first: OpenBLAS worker threads keep spinning for a while after a call and would
+  // steal cores from the OpenMP threads of the stream sum.
   ATTNKIT_RETURN_IF_ERROR(measure_stream_gbps(y.threads, options.stream_bytes, options.repeats, &y.stream_gbps));
+  ATTNKIT_RETURN_IF_ERROR(measure_sgemm_gflops(y.threads, options.sgemm_n, options.repeats, &y.sgemm_gflops));
+  // ...and for the same reason give them time to go to sleep before the case itself runs.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   *out = y;
   return Status::ok_status();
 }

@@ -51,7 +51,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough(false);
   try {
-    for (const auto& entry : attnkit::cli::registered_commands()) entry.setup(app);
+    std::string names;
+    bool known = false;
+    for (const auto& entry : attnkit::cli::registered_commands()) {
+      entry.setup(app);
+      names += (names.empty() ? "" : ", ") + entry.name;
+      known = known || (argc > 1 && entry.name == argv[1]);
+    }
+    // CLI11 alone would only say "A subcommand is required" for a mistyped command.
+    if (argc > 1 && argv[1][0] != '-' && !known) {
+      std::cerr << "attnkit: error: unknown command '" << argv[1] << "'; commands: " << names << std::endl;
+      return attnkit::cli::kExitFailure;
+    }
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // Help requests exit 0; bad options print CLI11's message and exit non-zero.

@@ -1,0 +1,175 @@
+// Runs the built `attnkit` executable: the CLI contract of issue 2 (list --json, bench --json,
+// clear errors with a non-zero exit for bad options).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "attnkit/attention.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The binary is <build>/tools/cli/attnkit and this test <build>/tests/attnkit_cli_tests;
+// ATTNKIT_CLI overrides.
+std::string cli_path() {
+  if (const char* p = std::getenv("ATTNKIT_CLI")) return p;
+  const fs::path self = fs::read_symlink("/proc/self/exe");
+  return (self.parent_path().parent_path() / "tools" / "cli" / "attnkit").string();
+}
+
+struct Result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Result run_cli(const std::string& args) {
+  // Quick yardsticks and a single timed run keep each call well under a second.
+  const std::string cmd = "ATTNKIT_BENCH_QUICK=1 '" + cli_path() + "' " + args + " 2>&1";
+  Result r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  return r;
+}
+
+class CliBinary : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(cli_path())) << cli_path() << " is missing; build the attnkit_cli target";
+  }
+  std::string temp_json(const char* tag) {
+    return (fs::temp_directory_path() / ("attnkit_cli_test_" + std::to_string(getpid()) + "_" + tag + ".json")).string();
+  }
+};
+
+TEST_F(CliBinary, ListJsonParsesAndIncludesExact) {
+  const Result r = run_cli("list --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  ASSERT_TRUE(j.is_array());
+  bool found = false;
+  for (const auto& m : j) {
+    if (m["name"] != "exact") continue;
+    found = true;
+    EXPECT_EQ(m["family"], "exact");
+    EXPECT_FALSE(m["description"].get<std::string>().empty());
+    bool has_window = false;
+    for (const auto& p : m["params"]) {
+      if (p["name"] == "window_left") {
+        has_window = true;
+        EXPECT_EQ(p["default"], "-1");
+      }
+    }
+    EXPECT_TRUE(has_window);
+  }
+  EXPECT_TRUE(found) << r.output;
+}
+
+TEST_F(CliBinary, ListTextShowsParametersWithDefaults) {
+  const Result r = run_cli("list");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("exact"), std::string::npos);
+  EXPECT_NE(r.output.find("normalization=softmax"), std::string::npos) << r.output;
+}
+
+TEST_F(CliBinary, BenchOneCaseWritesAValidRecord) {
+  const std::string path = temp_json("one");
+  const Result r = run_cli("bench --seq-q 64 --seq-kv 64 --heads-q 2 --heads-kv 1 --head-dim 16 --threads 1 --json " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("GFLOP/s"), std::string::npos) << r.output;  // the table
+  EXPECT_NE(r.output.find("sgemm"), std::string::npos) << r.output;    // the yardstick line
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good());
+  const nlohmann::json j = nlohmann::json::parse(f);
+  fs::remove(path);
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), 1u);
+  const auto& rec = j[0];
+  EXPECT_EQ(rec["mechanism"], "exact");
+  EXPECT_EQ(rec["batch"], 1);
+  EXPECT_EQ(rec["seq_q"], 64);
+  EXPECT_EQ(rec["seq_kv"], 64);
+  EXPECT_EQ(rec["heads_q"], 2);
+  EXPECT_EQ(rec["heads_kv"], 1);
+  EXPECT_EQ(rec["head_dim"], 16);
+  EXPECT_EQ(rec["causal"], true);
+  EXPECT_EQ(rec["dtype"], "f32");
+  EXPECT_EQ(rec["threads"], 1);
+  const double seconds = rec["seconds"];
+  ASSERT_GT(seconds, 0.0);
+  const double flops = attnkit::attention_flops(1, 64, 64, 2, 16, 16, true);
+  EXPECT_DOUBLE_EQ(rec["flops"].get<double>(), flops);
+  EXPECT_NEAR(rec["gflops"].get<double>(), flops / seconds / 1e9, 1e-9 * flops / seconds / 1e9);
+  const double bytes = attnkit::attention_bytes(1, 64, 64, 2, 1, 16, 16, 4, 4);
+  EXPECT_NEAR(rec["gbps"].get<double>(), bytes / seconds / 1e9, 1e-9 * bytes / seconds / 1e9);
+  EXPECT_GE(rec["peak_extra_bytes"].get<int64_t>(), 0);
+  EXPECT_GT(rec["sgemm_gflops"].get<double>(), 0.0);
+  EXPECT_GT(rec["stream_gbps"].get<double>(), 0.0);
+  EXPECT_TRUE(rec.contains("gflops_vs_sgemm"));
+  EXPECT_TRUE(rec.contains("gbps_vs_stream"));
+  EXPECT_FALSE(rec["simd_target"].get<std::string>().empty());
+}
+
+TEST_F(CliBinary, BenchDecodeBf16WithMechanismParameters) {
+  const std::string path = temp_json("decode");
+  const Result r = run_cli(
+      "bench --mechanism exact:window_left=31,sinks=2 --seq-q 1 --seq-kv 200 --heads-q 4 --heads-kv 1 --head-dim 32 "
+      "--dtype bf16 --no-causal --json " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream f(path);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  fs::remove(path);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["mechanism"], "exact:window_left=31,sinks=2");
+  EXPECT_EQ(j[0]["phase"], "decode");
+  EXPECT_EQ(j[0]["dtype"], "bf16");
+  EXPECT_EQ(j[0]["causal"], false);
+  // Query position 199 sees keys 168..199 (32) and the 2 sinks: 34 pairs x 4 heads x 4 x 32.
+  EXPECT_DOUBLE_EQ(j[0]["flops"].get<double>(), 34.0 * 4 * 4 * 32);
+}
+
+void expect_failure(const Result& r, const std::vector<std::string>& fragments) {
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.output;
+  for (const auto& f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << r.output << " lacks " << f;
+}
+
+TEST_F(CliBinary, BadOptionsFailWithAMessage) {
+  expect_failure(run_cli("bench --seq-q 64 --bogus"), {"--bogus"});
+  expect_failure(run_cli("bench --seq-q abc"), {"--seq-q"});
+  expect_failure(run_cli("bench --seq-q 64 --dtype f64"), {"f64"});
+  expect_failure(run_cli("bench --seq-q 0"), {"seq_q 0"});
+  expect_failure(run_cli("bench --seq-q 8 --heads-q 3 --heads-kv 2"), {"heads_q 3"});
+  expect_failure(run_cli("bench --seq-q 8 --head-dim 1000"), {"head_dim 1000"});
+  expect_failure(run_cli("bench --seq-q 8 --threads -1"), {"threads -1"});
+  expect_failure(run_cli("bench --mechanism nope --seq-q 8"), {"'nope'", "exact"});
+  expect_failure(run_cli("bench --mechanism exact:windw=3 --seq-q 8"), {"'windw'", "window_left"});
+  expect_failure(run_cli("bench --mechanism exact:normalization=tanh --seq-q 8"), {"normalization=tanh"});
+  expect_failure(run_cli("bench --seq-q 8 --json /nonexistent_dir/x.json"), {"/nonexistent_dir/x.json"});
+  expect_failure(run_cli("frobnicate"), {"frobnicate"});
+  expect_failure(run_cli(""), {"subcommand"});
+}
+
+TEST_F(CliBinary, HelpExitsZero) {
+  const Result r = run_cli("bench --help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--seq-kv"), std::string::npos);
+  EXPECT_NE(r.output.find("--no-causal"), std::string::npos);
+}
+
+}  // namespace
