@@ -67,7 +67,8 @@ struct TimingOptions {
   int warmup_runs = 1;
   int min_runs = 3;           // at least this many timed runs...
   double min_seconds = 0.5;   // ...and at least this much timed time,
-  double max_seconds = 3.0;   // unless the timed runs already took this long (big cases: >= 1 run)
+  double max_seconds = 3.0;   // unless the timed runs already took this long (big cases: >= 1 run);
+                              // a warmup run this long is kept as the only sample (0 = never)
 };
 // Quick options for tests: no warmup, one timed run.
 TimingOptions timing_options_from_env();

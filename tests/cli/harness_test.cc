@@ -151,6 +151,21 @@ TEST(Harness, TimingStopsAtMaximumTime) {
   EXPECT_LE(t.runs, 3);  // 3 runs of >= 20 ms pass 0.05 s
 }
 
+TEST(Harness, LongWarmupRunIsKeptAsTheSample) {
+  CountingRun run(0.03);
+  bench::TimingOptions o{1, 3, 0.0, 0.02};
+  bench::TimingResult t;
+  ASSERT_TRUE(bench::time_runs(run, o, &t).ok());
+  EXPECT_EQ(run.calls, 1);
+  EXPECT_EQ(t.runs, 1);
+  EXPECT_GE(t.median_seconds, 0.03);
+  // A short warmup is not kept.
+  CountingRun quick;
+  ASSERT_TRUE(bench::time_runs(quick, {1, 2, 0.0, 10.0}, &t).ok());
+  EXPECT_EQ(quick.calls, 3);
+  EXPECT_EQ(t.runs, 2);
+}
+
 TEST(Harness, TimingReportsAFailedRun) {
   CountingRun run(0, 2);
   bench::TimingOptions o{1, 3, 0.0, 100.0};
