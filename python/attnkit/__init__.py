@@ -1,0 +1,77 @@
+"""attnkit: CPU attention kernels for long-context transformers.
+
+Tensors use the layout [batch, seq, heads, head_dim] (BSHD), as the C++ API does
+(include/attnkit/attention.h). Inputs may be numpy arrays, torch CPU tensors or any other CPU
+DLPack producer (a JAX CPU array, ...), in float32, float16 or bfloat16 (``ml_dtypes.bfloat16``
+for numpy, ``torch.bfloat16`` for torch), with any strides: the kernels read them in place,
+without copies. Outputs are numpy arrays, or torch tensors when ``q`` is a torch tensor; pass
+``out=`` to write into an array of your own. The GIL is released while a kernel runs, so calls
+from several Python threads run in parallel.
+
+Errors raise ``ValueError`` (bad shapes, values or options) or ``TypeError`` (unsupported
+dtypes or objects), carrying the C++ message that names the parameter and its value.
+
+Functions:
+    attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, ...) -> out | (out, lse)
+    decode(q, k, v, ...)                 the split-KV decode path of attention()
+    merge_states(o_a, lse_a, o_b, lse_b) -> (out, lse)
+    attention_flops(...)                 the FLOP formula of the benchmarks
+    simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
+    list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
+    bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
+"""
+
+from __future__ import annotations
+
+from . import _attnkit as _C
+
+try:  # numpy has no bfloat16 of its own; ml_dtypes provides the one JAX and others use.
+    import ml_dtypes as _ml_dtypes
+    import numpy as _np
+
+    _C._set_bfloat16_dtype(_np.dtype(_ml_dtypes.bfloat16))
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency; float32/float16 still work
+    pass
+
+from ._attnkit import (  # noqa: E402
+    attention,
+    attention_flops,
+    bench_mechanism,
+    decode,
+    list_mechanisms,
+    merge_states,
+    simd_target,
+)
+
+__all__ = [
+    "attention",
+    "decode",
+    "merge_states",
+    "attention_flops",
+    "simd_target",
+    "list_mechanisms",
+    "bench_mechanism",
+]
+
+__version__ = "0.1.0"
+
+
+def _debug_view(x):
+    """Debug: (data pointer, dtype, shape, strides in elements) of x as the C++ side sees it."""
+    return _C._debug_view(x)
+
+
+def _debug_data_ptr(x):
+    """Debug: the data pointer the C++ side receives for x (equal to x's own when not copied)."""
+    return _C._debug_view(x)[0]
+
+
+def _time_cpp(fn, *args, repeat=100, **kwargs):
+    """Benchmark helper: seconds per kernel run of the C++ loop for exactly this call.
+
+    fn is attention or decode; the call runs its kernel `repeat` times inside C++ (GIL released)
+    and the loop's duration / repeat is returned, to compare with the Python call's own time.
+    """
+    _C._time_next_call(repeat)
+    fn(*args, **kwargs)
+    return _C._last_call_seconds() / repeat

@@ -1,0 +1,122 @@
+// The attnkit._attnkit extension module: the registry, the SIMD target, debug helpers, and the
+// per-family bindings (attention.cc, ...). The public Python API lives in attnkit/__init__.py.
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "attnkit/attention.h"
+#include "attnkit/registry.h"
+#include "convert.h"
+
+namespace attnkit::python {
+
+void bind_attention(nb::module_& m);
+
+namespace {
+
+nb::list mechanisms() {
+  nb::list out;
+  for (const Mechanism* mech : attnkit::list_mechanisms()) {
+    nb::list params;
+    for (const ParamSpec& p : mech->params) {
+      nb::dict d;
+      d["name"] = p.name;
+      d["default"] = p.default_value;
+      d["help"] = p.help;
+      params.append(d);
+    }
+    nb::dict d;
+    d["name"] = mech->name;
+    d["family"] = mech->family;
+    d["description"] = mech->description;
+    d["params"] = params;
+    out.append(d);
+  }
+  return out;
+}
+
+// What the C++ side receives for an array: (data pointer, dtype, shape, strides in elements).
+// Tests compare the pointer with the caller's own to prove that no copy was made.
+nb::tuple debug_view(nb::handle x) {
+  const Array a = borrow_array(x, "x", false);
+  nb::list shape, strides;
+  for (int i = 0; i < a.ndim; ++i) {
+    shape.append(a.shape[i]);
+    strides.append(a.stride[i]);
+  }
+  return nb::make_tuple(reinterpret_cast<uintptr_t>(a.data), a.dtype_string(), nb::tuple(shape), nb::tuple(strides));
+}
+
+// Prepares a registered mechanism on random inputs (what `attnkit bench` does) and times `iters`
+// runs in C++; returns the per-run seconds and the mechanism's FLOP and byte counts.
+nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads_q,
+                         int64_t heads_kv, int64_t head_dim, bool causal, const std::string& dtype, int threads,
+                         int64_t warmup, int64_t iters) {
+  const Mechanism* mech = nullptr;
+  MechanismParams params;
+  raise_if_error(parse_mechanism_spec(spec, &mech, &params));
+  ProblemShape shape;
+  shape.batch = batch;
+  shape.seq_q = seq_q;
+  shape.seq_kv = seq_kv;
+  shape.heads_q = heads_q;
+  shape.heads_kv = heads_kv;
+  shape.head_dim = head_dim;
+  shape.causal = causal;
+  shape.threads = threads;
+  if (!parse_dtype(dtype, &shape.dtype))
+    throw nb::type_error(("dtype '" + dtype + "' is not supported; expected 'f32', 'f16' or 'bf16'").c_str());
+  if (iters < 1) throw nb::value_error(("iters " + std::to_string(iters) + " must be at least 1").c_str());
+  std::unique_ptr<PreparedRun> run;
+  std::vector<double> seconds;
+  Status status;
+  {
+    nb::gil_scoped_release release;
+    status = mech->prepare(shape, params, &run);
+    for (int64_t i = 0; i < warmup && status.ok(); ++i) status = run->run();
+    for (int64_t i = 0; i < iters && status.ok(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      status = run->run();
+      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  raise_if_error(status);
+  nb::dict d;
+  d["name"] = mech->name;
+  d["seconds"] = seconds;
+  d["flops"] = run->flops();
+  d["bytes"] = run->bytes();
+  d["extra_bytes"] = run->extra_bytes();
+  return d;
+}
+
+}  // namespace
+}  // namespace attnkit::python
+
+NB_MODULE(_attnkit, m) {
+  using namespace attnkit::python;
+  m.doc() = "attnkit C++ extension (use the attnkit package, not this module).";
+  m.def("simd_target", &attnkit::simd_target_name,
+        "Name of the SIMD target the kernels dispatch to on this machine, e.g. 'AVX3' or 'AVX2'.");
+  m.def("list_mechanisms", &mechanisms,
+        "Registered mechanisms as dicts {name, family, description, params: [{name, default, help}]}, "
+        "sorted by family then name.");
+  m.def("bench_mechanism", &bench_mechanism, nb::arg("spec"), nb::arg("batch") = 1, nb::arg("seq_q") = 1024,
+        nb::arg("seq_kv") = 1024, nb::arg("heads_q") = 8, nb::arg("heads_kv") = 2, nb::arg("head_dim") = 128,
+        nb::arg("causal") = true, nb::arg("dtype") = "f32", nb::arg("threads") = 0, nb::arg("warmup") = 1,
+        nb::arg("iters") = 5,
+        "Times a registered mechanism ('name' or 'name:key=value,...') in C++ on random inputs, as "
+        "`attnkit bench` does. Returns {name, seconds: [per run], flops, bytes, extra_bytes}.");
+  init_numpy();
+  m.def("_set_bfloat16_dtype", &set_bfloat16_dtype, nb::arg("dtype").none(),
+        "Registers numpy's bfloat16 dtype (ml_dtypes.bfloat16); attnkit/__init__.py calls it.");
+  m.def("_debug_view", &debug_view, nb::arg("x"),
+        "Debug: (data pointer, dtype, shape, strides in elements) of x as the C++ side sees it.");
+  bind_attention(m);
+}
