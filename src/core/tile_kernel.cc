@@ -462,7 +462,9 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
       VF vsum = hn::Zero(df);
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
         float* p = st + cidx * kTileQ + g;
-        const VF e = hn::Exp(df, hn::Sub(hn::Load(df, p), m_use));
+        const VF x = hn::Sub(hn::Load(df, p), m_use);
+        // Exp maps NaN to 0; keep it NaN so a NaN input poisons its row instead of vanishing.
+        const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
         vsum = hn::Add(vsum, e);
         hn::Store(e, df, p);
       }
@@ -482,7 +484,8 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
     } else {
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
         float* p = st + cidx * kTileQ + g;
-        hn::Store(var.Weight(df, hn::Load(df, p)), df, p);
+        const VF x = hn::Load(df, p);
+        hn::Store(hn::IfThenElse(hn::IsNaN(x), x, var.Weight(df, x)), df, p);  // NaN stays NaN
       }
     }
   }

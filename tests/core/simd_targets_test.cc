@@ -1,0 +1,66 @@
+// The same build must be correct on machines without AVX-512 or AVX2: run a few cases of every
+// mask and hook family on each SIMD target Highway compiled and this CPU supports (AVX3, AVX2,
+// SSE4, ..., and the scalar/EMU128 fallback), against the double reference.
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "testing/attn_case.h"
+#include "testing/check_attention.h"
+
+namespace attnkit {
+namespace {
+
+std::vector<testing::AttnCase> target_cases() {
+  std::vector<testing::AttnCase> cs;
+  testing::AttnCase c;
+  c.seq_q = 70; c.seq_kv = 133; c.heads_q = 4; c.heads_kv = 2; c.head_dim = 40; c.head_dim_v = 40;
+  c.causal = true;
+  cs.push_back(c);  // prefill, GQA, tails in every dimension
+  testing::AttnCase d = c;
+  d.seq_q = 2; d.seq_kv = 700; d.path = ExecPath::kDecode; d.dtype = DType::kBF16; d.head_dim = d.head_dim_v = 128;
+  cs.push_back(d);  // split-KV decode on bf16
+  testing::AttnCase e = c;
+  e.softcap = 5.0f; e.alibi = true; e.window_left = 17; e.window_right = 0; e.n_sink_tokens = 3; e.sink_logits = true;
+  e.head_dim = e.head_dim_v = 17;
+  cs.push_back(e);  // hooks and masks, odd head dim
+  testing::AttnCase f = c;
+  f.normalization = Normalization::kSigmoid; f.causal = false; f.dtype = DType::kF16;
+  cs.push_back(f);  // non-softmax variant
+  return cs;
+}
+
+TEST(SimdTargets, EveryCompiledTargetMatchesReference) {
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  std::vector<std::string> seen;
+  for (int64_t t : targets) {
+    hwy::SetSupportedTargetsForTest(t);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    const std::string name = simd_target_name();
+    seen.push_back(name);
+    EXPECT_EQ(name, hwy::TargetName(t));
+    for (const auto& c : target_cases()) {
+      auto d = testing::make_case_data(c);
+      const Status st = attention(d->q.view(), d->k.view(), d->v.view(), d->out.view(), d->maybe_lse(), d->params);
+      ASSERT_TRUE(st.ok()) << name << " " << c.name() << ": " << st.message();
+      const testing::AttentionCheck r = testing::check_case(*d);
+      EXPECT_TRUE(r.ok) << "target " << name << ": " << r.message;
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+  // At least the best target and one fallback were exercised on this machine.
+  std::string all;
+  for (const auto& n : seen) all += n + " ";
+  ::testing::Test::RecordProperty("targets", all);
+  std::printf("SIMD targets checked: %s\n", all.c_str());
+  EXPECT_GE(seen.size(), 2u) << all;
+}
+
+}  // namespace
+}  // namespace attnkit
