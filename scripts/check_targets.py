@@ -1,0 +1,41 @@
+"""Checks the core targets (issue 2) on the records written by scripts/bench_targets.sh."""
+import json
+import pathlib
+import sys
+
+out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "out")
+
+
+def rec(name):
+    return json.loads((out / f"targets_{name}.json").read_text())[0]
+
+
+rows = []
+
+
+def check(label, value, bound, ok):
+    rows.append((label, value, bound, ok))
+
+
+for name in ("prefill_causal", "prefill_noncausal"):
+    r = rec(name)
+    ratio = r["gflops"] / r["sgemm_gflops"]
+    check(f"{name} f32 seq 8192 d128: GFLOP/s / sgemm", f"{r['gflops']:.1f}/{r['sgemm_gflops']:.1f} = {ratio:.3f}",
+          ">= 0.6", ratio >= 0.6)
+for name in ("decode_65536_f32", "decode_131072_f32"):
+    r = rec(name)
+    ratio = r["gbps"] / r["stream_gbps"]
+    check(f"{name}: GB/s / stream", f"{r['gbps']:.2f}/{r['stream_gbps']:.2f} = {ratio:.3f}", ">= 0.7", ratio >= 0.7)
+f32, bf = rec("decode_131072_f32"), rec("decode_131072_bf16")
+speedup = f32["seconds"] / bf["seconds"]
+check("bf16 vs f32 decode kv 131072: speedup", f"{speedup:.2f}x", ">= 1.6", speedup >= 1.6)
+check("bf16 vs f32 decode kv 131072: bytes ratio", f"{bf['gbps'] * bf['seconds'] / (f32['gbps'] * f32['seconds']):.3f}",
+      "0.5", True)
+m = rec("memory_131072")
+mib = m["peak_extra_bytes"] / 2**20
+check("causal seq 131072 extra memory (MiB)", f"{mib:.2f}", "< 64", mib < 64)
+
+width = max(len(r[0]) for r in rows)
+for label, value, bound, ok in rows:
+    print(f"{'PASS' if ok else 'FAIL'}  {label:<{width}}  {value}  (target {bound})")
+sys.exit(0 if all(r[3] for r in rows) else 1)
