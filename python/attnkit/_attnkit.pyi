@@ -1,0 +1,127 @@
+"""Type stubs for the attnkit C++ extension (the functions re-exported by attnkit)."""
+
+from typing import Any, Literal, Optional, Sequence, Tuple, TypedDict, Union, overload
+
+import numpy as np
+import numpy.typing as npt
+
+# numpy arrays, torch CPU tensors or any CPU DLPack producer (JAX arrays, ...).
+ArrayLike = Any
+# Small per-head / offset vectors: arrays or plain sequences.
+VectorLike = Union[npt.ArrayLike, Sequence[float]]
+
+class ParamSpec(TypedDict):
+    name: str
+    default: str
+    help: str
+
+class MechanismInfo(TypedDict):
+    name: str
+    family: str
+    description: str
+    params: list[ParamSpec]
+
+class BenchResult(TypedDict):
+    name: str
+    seconds: list[float]
+    flops: float
+    bytes: float
+    extra_bytes: int
+
+_CausalAlign = Literal["bottom_right", "top_left"]
+_Normalization = Literal["softmax", "sigmoid", "relu"]
+_Path = Literal["auto", "prefill", "decode"]
+
+def attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    *,
+    causal: bool = False,
+    causal_align: _CausalAlign = "bottom_right",
+    window: Tuple[int, int] = (-1, -1),
+    sinks: int = 0,
+    sink_logits: Optional[VectorLike] = None,
+    mask: Optional[ArrayLike] = None,
+    softcap: float = 0.0,
+    scale: Optional[float] = None,
+    alibi_slopes: Optional[VectorLike] = None,
+    ssmax: float = 0.0,
+    temperature: Optional[VectorLike] = None,
+    normalization: _Normalization = "softmax",
+    sigmoid_bias: Optional[float] = None,
+    cu_seqlens_q: Optional[VectorLike] = None,
+    cu_seqlens_k: Optional[VectorLike] = None,
+    return_lse: bool = False,
+    threads: int = 0,
+    out: Optional[ArrayLike] = None,
+    lse: Optional[ArrayLike] = None,
+    path: _Path = "auto",
+) -> Any:
+    """Exact attention. q [batch, seq_q, heads_q, head_dim], k [batch, seq_kv, heads_kv, head_dim],
+    v [batch, seq_kv, heads_kv, head_dim_v] -> out [batch, seq_q, heads_q, head_dim_v], or
+    (out, lse [batch, heads_q, seq_q] float32) when return_lse or lse= is given."""
+
+def decode(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    *,
+    causal: bool = False,
+    causal_align: _CausalAlign = "bottom_right",
+    window: Tuple[int, int] = (-1, -1),
+    sinks: int = 0,
+    sink_logits: Optional[VectorLike] = None,
+    mask: Optional[ArrayLike] = None,
+    softcap: float = 0.0,
+    scale: Optional[float] = None,
+    alibi_slopes: Optional[VectorLike] = None,
+    ssmax: float = 0.0,
+    temperature: Optional[VectorLike] = None,
+    normalization: _Normalization = "softmax",
+    sigmoid_bias: Optional[float] = None,
+    cu_seqlens_q: Optional[VectorLike] = None,
+    cu_seqlens_k: Optional[VectorLike] = None,
+    return_lse: bool = False,
+    threads: int = 0,
+    out: Optional[ArrayLike] = None,
+    lse: Optional[ArrayLike] = None,
+) -> Any:
+    """attention() through the split-KV decode path; q is typically [batch, 1, heads_q, head_dim]."""
+
+def merge_states(
+    o_a: ArrayLike,
+    lse_a: ArrayLike,
+    o_b: ArrayLike,
+    lse_b: ArrayLike,
+    *,
+    out: Optional[ArrayLike] = None,
+    lse_out: Optional[ArrayLike] = None,
+) -> Tuple[Any, Any]:
+    """o_* [batch, seq, heads, dim], lse_* [batch, heads, seq] float32 -> (out, lse_out)."""
+
+def attention_flops(
+    batch: int, seq_q: int, seq_kv: int, heads_q: int, head_dim: int, head_dim_v: int, causal: bool
+) -> float: ...
+def simd_target() -> str: ...
+def list_mechanisms() -> list[MechanismInfo]: ...
+def bench_mechanism(
+    spec: str,
+    batch: int = 1,
+    seq_q: int = 1024,
+    seq_kv: int = 1024,
+    heads_q: int = 8,
+    heads_kv: int = 2,
+    head_dim: int = 128,
+    causal: bool = True,
+    dtype: Literal["f32", "f16", "bf16"] = "f32",
+    threads: int = 0,
+    warmup: int = 1,
+    iters: int = 5,
+) -> BenchResult: ...
+
+# private helpers (tests and benchmarks)
+def _set_bfloat16_dtype(dtype: Optional[np.dtype]) -> None: ...
+def _debug_view(x: ArrayLike) -> Tuple[int, str, Tuple[int, ...], Tuple[int, ...]]: ...
+def _time_next_call(repeat: int) -> None: ...
+def _last_call_seconds() -> float: ...
