@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/fidelity.h"
 #include "attnkit/status.h"
 #include "attnkit/tensor.h"
 
@@ -279,5 +280,11 @@ class SparseMethod {
 // spec = "NAME[:key=value,...]" with the same keys as the registry entry of that name.
 Status make_sparse_method(const std::string& spec, std::unique_ptr<SparseMethod>* out);
 std::vector<std::string> sparse_method_names();
+
+// Runs `spec` on the given inputs next to dense exact attention and fills the fidelity metrics
+// (fidelity.h): density, mass recall (BlockMask methods), output relative L2 error, and the
+// estimation / attention / dense times (each the best of `repeats` runs).
+Status measure_sparse_fidelity(const std::string& spec, const TensorView& q, const TensorView& k, const TensorView& v,
+                               const AttentionParams& params, int repeats, FidelityReport* out);
 
 }  // namespace attnkit
