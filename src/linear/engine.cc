@@ -24,6 +24,7 @@
 
 #include "attnkit/linear.h"
 #include "linear/features.h"
+#include "linear/simd.h"
 
 extern "C" {
 int openblas_get_num_threads(void);
@@ -35,6 +36,9 @@ namespace linear_internal {
 namespace {
 
 constexpr int64_t kSub = 16;  // sub-block of the vector-gate chunk path
+// Above this in-chunk log-decay the factorized decay e^{b_i} e^{-b_j} is used (e^{60} ~ 1e26 stays
+// far from the f32 limit e^{88} even multiplied by the features).
+constexpr float kFactorLimit = 60.0f;
 
 inline bool has(const TensorView& t) { return t.data != nullptr; }
 
@@ -97,7 +101,7 @@ struct Scratch {
     grow(kf, c * f);
     grow(qd, c * f);
     grow(kd, c * f);
-    grow(kr, c * f);
+    grow(kr, c * std::max<int64_t>(f, 2));
     grow(vp, c * dvp);
     grow(y, c * dvp);
     grow(ks, c * dvp);
@@ -121,8 +125,13 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = t.t0 + s0 + i;
     const int64_t pos = t.start_pos + s0 + i;
-    load_row(*io.q, t.batch, s, t.h, r.d, w.row.data());
-    feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
+    const bool identity = r.p.feature_map == FeatureMap::kIdentity;  // load straight into the features
+    if (identity) {
+      load_row(*io.q, t.batch, s, t.h, r.d, &w.qf[i * r.f]);
+    } else {
+      load_row(*io.q, t.batch, s, t.h, r.d, w.row.data());
+      feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
+    }
     // Gates first: HGRN2 derives the key from them.
     float* gi = &w.g[i * gc];
     switch (r.p.decay) {
@@ -134,8 +143,12 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     if (r.p.tie_key_to_gate) {
       for (int64_t j = 0; j < r.f; ++j) w.kf[i * r.f + j] = -std::expm1(gi[j]);  // 1 - e^g, exact for small g
     } else {
-      load_row(*io.k, t.batch, s, kvh, r.d, w.row.data());
-      feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
+      if (identity) {
+        load_row(*io.k, t.batch, s, kvh, r.d, &w.kf[i * r.f]);
+      } else {
+        load_row(*io.k, t.batch, s, kvh, r.d, w.row.data());
+        feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
+      }
     }
     float* vr = &w.vp[i * r.dvp];
     load_row(*io.v, t.batch, s, kvh, r.dv, vr);
@@ -241,9 +254,23 @@ void build_intra(const Resolved& r, int64_t n, Scratch& w) {
   if (!vector_gate(r)) {
     gemm(false, true, n, n, f, 1.0f, w.qf.data(), f, w.kf.data(), f, 0.0f, A, n);
     const bool decays = r.p.decay != DecayKind::kNone;
+    // e^{b_i - b_j} = e^{b_i} e^{-b_j}: both factors stay inside f32 range while the chunk's total
+    // log-decay is above -kFactorLimit, and the product then has the same relative accuracy as
+    // one exp; stronger decays take one exp per pair.
+    const bool factor = decays && w.bsum[n - 1] > -kFactorLimit;
+    float* e_pos = w.kr.data();
+    float* e_neg = w.kr.data() + n;
+    if (factor)
+      for (int64_t j = 0; j < n; ++j) {
+        e_pos[j] = std::exp(w.bsum[j]);
+        e_neg[j] = std::exp(-w.bsum[j]);
+      }
     for (int64_t i = 0; i < n; ++i) {
       float* Ai = A + i * n;
-      if (decays) {
+      if (factor) {
+        const float ei = e_pos[i];
+        for (int64_t j = 0; j <= i; ++j) Ai[j] *= ei * e_neg[j];
+      } else if (decays) {
         const float bi = w.bsum[i];
         for (int64_t j = 0; j <= i; ++j) Ai[j] *= std::exp(bi - w.bsum[j]);
       }
@@ -251,8 +278,22 @@ void build_intra(const Resolved& r, int64_t n, Scratch& w) {
     }
     return;
   }
-  // Vector gate: sub-blocks of kSub rows.
   const float* B = w.bsum.data();
+  // Vector gate, moderate decays: A = (Qf * e^{b}) (Kf * e^{-b})^T as one GEMM (same argument as
+  // above, per feature), then the causal mask.
+  float bmin = 0.0f;
+  for (int64_t c = 0; c < f; ++c) bmin = std::min(bmin, B[(n - 1) * f + c]);
+  if (bmin > -kFactorLimit) {
+    for (int64_t i = 0; i < n; ++i) {
+      mul_exp_diff(&w.qf[i * f], B + i * f, nullptr, &w.qd[i * f], f);
+      mul_exp_diff(&w.kf[i * f], nullptr, B + i * f, &w.kr[i * f], f);
+    }
+    gemm(false, true, n, n, f, 1.0f, w.qd.data(), f, w.kr.data(), f, 0.0f, A, n);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0f;
+    return;
+  }
+  // Vector gate, strong decays: sub-blocks of kSub rows.
   for (int64_t i0 = 0; i0 < n; i0 += kSub) {
     const int64_t i1 = std::min(n, i0 + kSub), ni = i1 - i0;
     // Reference r = b_{i0 - 1} (0 before the chunk): rows scaled by e^{b_i - r}, keys by e^{r - b_j}.
@@ -292,11 +333,16 @@ void run_chunked(const Resolved& r, const Io& io, const Task& t, float* S, Scrat
     build_intra(r, n, w);  // first: the vector-gate path uses qd/kr as scratch
     // Qd = Qf * e^{b_i};  Kd = Kf * e^{b_n - b_j}  (both factors <= 1).
     for (int64_t i = 0; i < n; ++i) {
-      for (int64_t c = 0; c < f; ++c) {
-        const int64_t gi = gc == 1 ? 0 : c;
-        w.qd[i * f + c] = w.qf[i * f + c] * std::exp(B[i * gc + gi]);
-        w.kd[i * f + c] = w.kf[i * f + c] * std::exp(bn[gi] - B[i * gc + gi]);
+      if (gc == 1) {  // one factor per row
+        const float eq = std::exp(B[i]), ek = std::exp(bn[0] - B[i]);
+        for (int64_t c = 0; c < f; ++c) {
+          w.qd[i * f + c] = w.qf[i * f + c] * eq;
+          w.kd[i * f + c] = w.kf[i * f + c] * ek;
+        }
+        continue;
       }
+      mul_exp_diff(&w.qf[i * f], B + i * f, nullptr, &w.qd[i * f], f);
+      mul_exp_diff(&w.kf[i * f], bn, B + i * f, &w.kd[i * f], f);
     }
     const float* vals = w.vp.data();
     if (delta) {

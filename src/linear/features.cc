@@ -1,6 +1,7 @@
 // Feature maps of the linear family (see attnkit/linear.h for the list and the papers), the seeded
 // Performer projection, and the per-head decay schedules of RetNet and Lightning.
 #include "linear/features.h"
+#include "linear/simd.h"
 
 #include <algorithm>
 #include <cmath>
@@ -53,7 +54,8 @@ void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool
       std::memcpy(out, x, sizeof(float) * d);
       return;
     case FeatureMap::kEluPlusOne:
-      for (int64_t i = 0; i < d; ++i) out[i] = x[i] > 0 ? x[i] + 1.0f : std::exp(x[i]);
+      std::memcpy(out, x, sizeof(float) * d);
+      elu1_inplace(out, d);
       return;
     case FeatureMap::kRelu:
       for (int64_t i = 0; i < d; ++i) out[i] = x[i] > 0 ? x[i] : 0.0f;
@@ -80,7 +82,8 @@ void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool
         mx = -INFINITY;
         for (int64_t i = 0; i < d; ++i) mx = std::max(mx, a * x[i]);
       }
-      for (int64_t i = 0; i < d; ++i) out[i] = std::exp(a * x[i] - mx);
+      for (int64_t i = 0; i < d; ++i) out[i] = a * x[i];
+      exp_shift_inplace(out, d, mx, 1.0f);
       return;
     }
     case FeatureMap::kPerformer: {
@@ -104,7 +107,7 @@ void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool
       // the denominator, so queries subtract their max (FAVOR+ stabilization); keys cannot.
       const float shift = static_cast<float>(sq * 0.5) + (is_query && r.stabilize_query ? mx : 0.0f);
       const float inv_sqrt_m = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m)));
-      for (int64_t j = 0; j < m; ++j) out[j] = std::exp(out[j] - shift) * inv_sqrt_m;
+      exp_shift_inplace(out, m, shift, inv_sqrt_m);
       return;
     }
     case FeatureMap::kCosformer: {

@@ -1,0 +1,78 @@
+// SIMD helpers of the linear engine (Highway, compiled for every target, dispatched at run time).
+// The exponentials of the feature maps (elu+1, Performer, LLN) and of the per-feature decays (GLA)
+// dominated the non-GEMM time when they went through scalar libm expf.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "linear/simd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "linear/simd.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit {
+namespace linear_internal {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+void Elu1Impl(float* HWY_RESTRICT x, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto one = hn::Set(d, 1.0f), zero = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto v = hn::LoadU(d, x + i);
+    // exp of the clamped value: positive lanes take v + 1 and must not overflow exp.
+    const auto e = hn::Exp(d, hn::Min(v, zero));
+    hn::StoreU(hn::IfThenElse(hn::Gt(v, zero), hn::Add(v, one), e), d, x + i);
+  }
+  for (; i < n; ++i) x[i] = x[i] > 0 ? x[i] + 1.0f : std::exp(x[i]);
+}
+
+void ExpShiftImpl(float* HWY_RESTRICT x, int64_t n, float shift, float mul) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto s = hn::Set(d, shift), m = hn::Set(d, mul);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::Exp(d, hn::Sub(hn::LoadU(d, x + i), s)), m), d, x + i);
+  for (; i < n; ++i) x[i] = std::exp(x[i] - shift) * mul;
+}
+
+void MulExpDiffImpl(const float* x, const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, float* out,
+                    int64_t n) {  // out may alias x
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto av = a ? hn::LoadU(d, a + i) : hn::Zero(d);
+    const auto bv = b ? hn::LoadU(d, b + i) : hn::Zero(d);
+    hn::StoreU(hn::Mul(hn::LoadU(d, x + i), hn::Exp(d, hn::Sub(av, bv))), d, out + i);
+  }
+  for (; i < n; ++i) out[i] = x[i] * std::exp((a ? a[i] : 0.0f) - (b ? b[i] : 0.0f));
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace linear_internal
+}  // namespace attnkit
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attnkit {
+namespace linear_internal {
+
+HWY_EXPORT(Elu1Impl);
+HWY_EXPORT(ExpShiftImpl);
+HWY_EXPORT(MulExpDiffImpl);
+
+void elu1_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Elu1Impl)(x, n); }
+void exp_shift_inplace(float* x, int64_t n, float shift, float mul) { HWY_DYNAMIC_DISPATCH(ExpShiftImpl)(x, n, shift, mul); }
+void mul_exp_diff(const float* x, const float* a, const float* b, float* out, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(MulExpDiffImpl)(x, a, b, out, n);
+}
+
+}  // namespace linear_internal
+}  // namespace attnkit
+#endif
