@@ -187,6 +187,28 @@ TEST(MergeStates, MatchesReferenceAndIsCommutativeAndAssociative) {
   EXPECT_TRUE(bitwise_equal(acc.lse, ab.lse));
 }
 
+TEST(MergeStates, StridedHalfPrecisionViewsMatchReferenceAndStayInside) {
+  const int64_t B = 1, S = 7, H = 3, D = 33;
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    TestTensor a(t, B, S, H, D, testing::Layout::kPaddedRows, true), b(t, B, S, H, D, testing::Layout::kHeadsMajor);
+    TestTensor out(t, B, S, H, D, testing::Layout::kPaddedRows, true), ref(DType::kF32, B, S, H, D);
+    a.fill_uniform(21);
+    b.fill_uniform(22);
+    std::vector<float> la(B * H * S), lb(B * H * S), lo(B * H * S), lr(B * H * S);
+    testing::Rng rng(5);
+    for (size_t i = 0; i < la.size(); ++i) {
+      la[i] = rng.uniform(-2.0f, 2.0f);
+      lb[i] = i % 5 == 0 ? kNegInf : rng.uniform(-2.0f, 2.0f);
+    }
+    ASSERT_TRUE(merge_states(a.view(), la.data(), b.view(), lb.data(), out.view(), lo.data()).ok());
+    ASSERT_TRUE(reference::merge_states_ref(a.view(), la.data(), b.view(), lb.data(), ref.view(), lr.data()).ok());
+    EXPECT_EQ(out.check_canary(), "") << dtype_name(t);
+    // One rounding to the storage dtype at most (|o| < 1).
+    EXPECT_LE(max_abs_diff(out.to_dense(), ref.to_dense()), 2.0 * testing::unit_roundoff(t)) << dtype_name(t);
+    EXPECT_LT(max_abs_diff(lo, lr), 1e-6) << dtype_name(t);
+  }
+}
+
 TEST(MergeStates, SplitKeysMergedEqualFullAttention) {
   for (int64_t split : {1, 64, 500, 999}) {
     AttnCase c = make(37, 1000, 4, 2, 64);

@@ -87,6 +87,8 @@ double AttnCase::cost() const {
          static_cast<double>(heads_q) * static_cast<double>(head_dim + head_dim_v);
 }
 
+void PrintTo(const AttnCase& c, std::ostream* os) { *os << c.name() << " seed " << c.seed; }
+
 void CaseData::reset_outputs() {
   out.fill_canary();
   lse.fill_canary();
@@ -117,7 +119,7 @@ std::unique_ptr<CaseData> make_case_data(const AttnCase& c) {
   d->k = TestTensor(c.dtype, batch, rows_k, c.heads_kv, c.head_dim, c.layout, c.misaligned);
   d->v = TestTensor(c.dtype, batch, rows_k, c.heads_kv, c.head_dim_v, c.layout, c.misaligned);
   d->out = TestTensor(c.out_dtype, batch, rows_q, c.heads_q, c.head_dim_v, c.layout, c.misaligned);
-  d->lse = TestTensor(DType::kF32, 1, 1, 1, batch * c.heads_q * rows_q);
+  d->lse = TestTensor(DType::kF32, 1, 1, 1, batch * c.heads_q * rows_q, Layout::kContiguous, c.misaligned);
   d->q.fill_uniform(rng.next_u64(), -c.input_range, c.input_range);
   d->k.fill_uniform(rng.next_u64(), -c.input_range, c.input_range);
   d->v.fill_uniform(rng.next_u64(), -1.0f, 1.0f);

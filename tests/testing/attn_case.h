@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,9 @@ struct CaseData {
 };
 
 std::unique_ptr<CaseData> make_case_data(const AttnCase& c);
+
+// GoogleTest prints parameters with this (test names and failure messages show the case name).
+void PrintTo(const AttnCase& c, std::ostream* os);
 
 // True when ATTNKIT_LONG_TESTS=1 is set: sweeps become exhaustive.
 bool long_tests_enabled();
