@@ -171,7 +171,7 @@ void add_bench(CLI::App& root) {
   o->shape_options.push_back(cmd->add_option("--heads-kv", o->heads_kv, "Key/value heads (default 2)"));
   o->shape_options.push_back(cmd->add_option("--head-dim", o->head_dim, "Head dimension (default 128)"));
   o->shape_options.push_back(cmd->add_option("--batch", o->batch, "Batch size (default 1)"));
-  o->shape_options.push_back(cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none"));
+  o->shape_options.push_back(cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none; like the shape options, selects a single case"));
   cmd->add_option("--dtype", o->dtype, "Q/K/V dtype f32|f16|bf16 (default f32; with the suite, overrides every case)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   cmd->add_option("--threads", o->threads, "Threads for the mechanism and the yardsticks (0 = all)")->capture_default_str();
