@@ -33,6 +33,18 @@ import numpy as np
 import attnkit
 
 
+def _stats(prefix, py, cpp, unit=1e6):
+    med = statistics.median
+    return {
+        f"{prefix}python_us_median": med(py) * unit,
+        f"{prefix}python_us_min": min(py) * unit,
+        f"{prefix}cpp_us_median": med(cpp) * unit,
+        f"{prefix}cpp_us_min": min(cpp) * unit,
+        f"{prefix}overhead_us_median": (med(py) - med(cpp)) * unit,
+        f"{prefix}overhead_us_min": (min(py) - min(cpp)) * unit,
+    }
+
+
 def tiny(args):
     rng = np.random.default_rng(0)
     q = rng.standard_normal((1, 1, 1, 64), dtype=np.float32)
@@ -40,23 +52,26 @@ def tiny(args):
     v = rng.standard_normal((1, 16, 1, 64), dtype=np.float32)
     out = np.empty_like(q)
     n = args.tiny_calls
-    py, py_out, cpp = [], [], []
     g = {"attnkit": attnkit, "q": q, "k": k, "v": v, "out": out, "t": args.threads}
+    call = "attnkit.attention(q, k, v, threads=t)"
+    call_out = "attnkit.attention(q, k, v, threads=t, out=out)"
+    wall_py, wall_out, wall_cpp, cpu_py, cpu_out, cpu_cpp = [], [], [], [], [], []
     for _ in range(args.rounds):
-        py.append(timeit.timeit("attnkit.attention(q, k, v, threads=t)", globals=g, number=n) / n)
-        py_out.append(timeit.timeit("attnkit.attention(q, k, v, threads=t, out=out)", globals=g, number=n) / n)
-        cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, threads=args.threads, repeat=n))
-    res = {
-        "case": "tiny q[1,1,1,64] k/v[1,16,1,64] f32",
-        "python_us_median": statistics.median(py) * 1e6,
-        "python_us_min": min(py) * 1e6,
-        "python_out_us_median": statistics.median(py_out) * 1e6,
-        "cpp_us_median": statistics.median(cpp) * 1e6,
-        "cpp_us_min": min(cpp) * 1e6,
-    }
-    res["overhead_us_median"] = res["python_us_median"] - res["cpp_us_median"]
-    res["overhead_us_min"] = res["python_us_min"] - res["cpp_us_min"]
-    res["overhead_out_us_median"] = res["python_out_us_median"] - res["cpp_us_median"]
+        # Wall time, and process CPU time: on a shared, oversubscribed machine the wall clock
+        # also counts the time other processes held the core; CPU time counts only our work.
+        wall_py.append(timeit.timeit(call, globals=g, number=n) / n)
+        wall_out.append(timeit.timeit(call_out, globals=g, number=n) / n)
+        wall_cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, threads=args.threads, repeat=n))
+        cpu_py.append(timeit.Timer(call, timer=time.process_time, globals=g).timeit(n) / n)
+        cpu_out.append(timeit.Timer(call_out, timer=time.process_time, globals=g).timeit(n) / n)
+        cpu_cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, threads=args.threads, repeat=n, cpu=True))
+    res = {"case": f"tiny q[1,1,1,64] k/v[1,16,1,64] f32, threads {args.threads}, {n} calls x {args.rounds} rounds"}
+    res.update(_stats("wall_", wall_py, wall_cpp))
+    res.update(_stats("cpu_", cpu_py, cpu_cpp))
+    res["wall_python_out_us_median"] = statistics.median(wall_out) * 1e6
+    res["cpu_python_out_us_median"] = statistics.median(cpu_out) * 1e6
+    res["wall_out_overhead_us_median"] = (statistics.median(wall_out) - statistics.median(wall_cpp)) * 1e6
+    res["cpu_out_overhead_us_median"] = (statistics.median(cpu_out) - statistics.median(cpu_cpp)) * 1e6
     return res
 
 
@@ -84,37 +99,47 @@ def long(args):
     out = np.empty_like(q)
     kw = dict(causal=True, threads=args.threads)
     attnkit.attention(q, k, v, out=out, **kw)  # warm up (pages of out, thread pool)
-    py, py_out, cpp, mech = [], [], [], []
+    py, py_out, cpp, mech, cpu_py, cpu_cpp = [], [], [], [], [], []
     for _ in range(args.long_rounds):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         attnkit.attention(q, k, v, **kw)  # as users call it: the output is allocated each call
         py.append(time.perf_counter() - t0)
+        cpu_py.append(time.process_time() - c0)
         t0 = time.perf_counter()
         attnkit.attention(q, k, v, out=out, **kw)
         py_out.append(time.perf_counter() - t0)
         cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, out=out, repeat=1, **kw))
+        cpu_cpp.append(attnkit._C._last_call_seconds()[1])  # CPU time of the same timed call
         r = attnkit.bench_mechanism("exact", batch=1, seq_q=args.seq, seq_kv=args.seq, heads_q=8, heads_kv=2,
                                     head_dim=128, causal=True, dtype="f32", threads=args.threads, warmup=0, iters=1)
         mech.append(r["seconds"][0])
     med = statistics.median
     res = {
-        "case": f"batch 1, seq {args.seq}, heads 8/2, head_dim 128, causal, f32, threads {args.threads}",
-        "python_s_median": med(py),
-        "python_out_s_median": med(py_out),
-        "cpp_same_call_s_median": med(cpp),
-        "cpp_mechanism_s_median": med(mech),
-        "python_s_min": min(py),
-        "python_out_s_min": min(py_out),
-        "cpp_same_call_s_min": min(cpp),
-        "cpp_mechanism_s_min": min(mech),
+        "case": f"batch 1, seq {args.seq}, heads 8/2, head_dim 128, causal, f32, threads {args.threads}, "
+                f"{args.long_rounds} interleaved rounds",
+        "wall_python_s_median": med(py),
+        "wall_python_out_s_median": med(py_out),
+        "wall_cpp_same_call_s_median": med(cpp),
+        "wall_cpp_mechanism_s_median": med(mech),
+        "wall_python_s_min": min(py),
+        "wall_python_out_s_min": min(py_out),
+        "wall_cpp_same_call_s_min": min(cpp),
+        "wall_cpp_mechanism_s_min": min(mech),
+        "cpu_python_s_median": med(cpu_py),
+        "cpu_cpp_same_call_s_median": med(cpu_cpp),
     }
-    res["python_vs_cpp_same_call_pct"] = 100 * (res["python_s_median"] / res["cpp_same_call_s_median"] - 1)
-    res["python_out_vs_cpp_same_call_pct"] = 100 * (res["python_out_s_median"] / res["cpp_same_call_s_median"] - 1)
-    res["python_vs_cpp_mechanism_pct"] = 100 * (res["python_s_median"] / res["cpp_mechanism_s_median"] - 1)
+    pct = lambda a, b: 100 * (a / b - 1)  # noqa: E731
+    res["wall_python_vs_cpp_same_call_pct_median"] = pct(med(py), med(cpp))
+    res["wall_python_vs_cpp_same_call_pct_min"] = pct(min(py), min(cpp))
+    res["wall_python_out_vs_cpp_same_call_pct_median"] = pct(med(py_out), med(cpp))
+    res["wall_python_vs_cpp_mechanism_pct_median"] = pct(med(py), med(mech))
+    res["wall_python_vs_cpp_mechanism_pct_min"] = pct(min(py), min(mech))
+    res["cpu_python_vs_cpp_same_call_pct_median"] = pct(med(cpu_py), med(cpu_cpp))
     cli = cli_time(args, shape)
     if cli:
         res["cli"] = cli
-        res["python_vs_cli_pct"] = 100 * (res["python_s_median"] / cli["seconds"] - 1)
+        res["wall_python_vs_cli_pct_median"] = pct(med(py), cli["seconds"])
+        res["wall_python_vs_cli_pct_min"] = pct(min(py), cli["min_seconds"])
     return res
 
 

@@ -66,12 +66,14 @@ def _debug_data_ptr(x):
     return _C._debug_view(x)[0]
 
 
-def _time_cpp(fn, *args, repeat=100, **kwargs):
+def _time_cpp(fn, *args, repeat=100, cpu=False, **kwargs):
     """Benchmark helper: seconds per kernel run of the C++ loop for exactly this call.
 
     fn is attention or decode; the call runs its kernel `repeat` times inside C++ (GIL released)
-    and the loop's duration / repeat is returned, to compare with the Python call's own time.
+    and the loop's duration / repeat is returned (process CPU time when cpu=True, else wall
+    time), to compare with the Python call's own time.
     """
     _C._time_next_call(repeat)
     fn(*args, **kwargs)
-    return _C._last_call_seconds() / repeat
+    wall, cpu_s = _C._last_call_seconds()
+    return (cpu_s if cpu else wall) / repeat
