@@ -386,6 +386,44 @@ TEST(HarnessTest, TolerancePolicyPassesBaselineLevelErrorsAndFailsOthers) {
   EXPECT_TRUE(testing::check_close(ref, h, base, DType::kF16, "x").ok);
 }
 
+TEST(HarnessTest, CheckCaseCatchesWrongValuesAndStrayWrites) {
+  AttnCase c;
+  c.seq_q = 40;
+  c.seq_kv = 70;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  c.head_dim = c.head_dim_v = 24;
+  c.causal = true;
+  c.layout = testing::Layout::kPaddedRows;
+  auto d = testing::make_case_data(c);
+  // The reference itself, rounded to f32, passes.
+  ASSERT_TRUE(reference::attention_ref(d->q.view(), d->k.view(), d->v.view(), d->out.view(), d->maybe_lse(), d->params)
+                  .ok());
+  const testing::CaseExpectation e = testing::expect_case(*d);
+  testing::AttentionCheck r = testing::check_case(*d, e);
+  EXPECT_TRUE(r.ok) << r.message;
+  // One output element off by 1e-4: fails, naming the position.
+  const TensorView& o = d->out.view();
+  const float saved = o.get(0, 17, 3, 5);
+  o.set(0, 17, 3, 5, saved + 1e-4f);
+  r = testing::check_case(*d, e);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.message.find("s=17, h=3, d=5"), std::string::npos) << r.message;
+  o.set(0, 17, 3, 5, saved);
+  // A NaN in the LSE: fails.
+  float* lse = d->maybe_lse();
+  const float saved_lse = lse[3];
+  lse[3] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(testing::check_case(*d, e).ok);
+  lse[3] = saved_lse;
+  EXPECT_TRUE(testing::check_case(*d, e).ok);
+  // A write into a padding gap of out: fails on the guard check.
+  static_cast<float*>(o.data)[o.offset(0, 2, 1, 23) + 1] = 0.0f;
+  r = testing::check_case(*d, e);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.guard_error, "");
+}
+
 TEST(HarnessTest, GeneratorCoversTheRequiredSweep) {
   std::set<int64_t> dims, lens;
   std::set<std::pair<int64_t, int64_t>> ratios;
