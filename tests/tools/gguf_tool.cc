@@ -5,8 +5,9 @@
 //   gguf_tool dequant FILE NAME BEGIN COUNT OUT.f32   rows [BEGIN, BEGIN+COUNT) of tensor NAME
 //   gguf_tool dequant-raw TYPE_ID IN.bin N OUT.f32    N values of type TYPE_ID from raw blocks
 //   gguf_tool types                           -> JSON: every known type id with name/block sizes
-//   gguf_tool tokenize FILE CORPUS OUT.jsonl [--bos] [--special]
-//        one JSON line per corpus line: {"ids": [...], "decoded": "..."} (line without its '\n')
+//   gguf_tool tokenize FILE CORPUS OUT.jsonl [--bos] [--special] [--nul]
+//        one JSON line per corpus record: {"ids": [...], "decoded": [bytes...]}; records are the
+//        lines of CORPUS (without '\n'), or with --nul its NUL-separated parts (may hold '\n')
 //   gguf_tool model-path                      -> prints default_model_path()
 #include <cstdio>
 #include <cstdlib>
@@ -155,7 +156,8 @@ int cmd_types() {
   return 0;
 }
 
-int cmd_tokenize(const std::string& path, const std::string& corpus, const std::string& out, bool bos, bool special) {
+int cmd_tokenize(const std::string& path, const std::string& corpus, const std::string& out, bool bos, bool special,
+                 bool nul) {
   std::unique_ptr<gguf::GgufFile> f;
   Status s = gguf::GgufFile::open(path, &f);
   if (!s.ok()) return fail(s);
@@ -170,7 +172,7 @@ int cmd_tokenize(const std::string& path, const std::string& corpus, const std::
   opt.add_bos = bos;
   opt.parse_special = special;
   std::vector<int32_t> ids;
-  while (std::getline(in, line)) {
+  while (std::getline(in, line, nul ? '\0' : '\n')) {
     s = tok->encode(line, opt, &ids);
     if (!s.ok()) return fail(s);
     std::string decoded;
@@ -199,13 +201,14 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a.size() >= 4 && a[0] == "tokenize") {
-      bool bos = false, special = false;
+      bool bos = false, special = false, nul = false;
       for (size_t i = 4; i < a.size(); ++i) {
         if (a[i] == "--bos") bos = true;
         else if (a[i] == "--special") special = true;
+        else if (a[i] == "--nul") nul = true;
         else return fail(Status::invalid_argument("unknown option " + a[i]));
       }
-      return cmd_tokenize(a[1], a[2], a[3], bos, special);
+      return cmd_tokenize(a[1], a[2], a[3], bos, special, nul);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_tool: %s\n", e.what());
