@@ -3,6 +3,8 @@
 // `sentencepiece` PyPI packages.
 //   gguf_tool info FILE                      -> JSON: version, alignment, metadata, tensor infos
 //   gguf_tool dequant FILE NAME BEGIN COUNT OUT.f32   rows [BEGIN, BEGIN+COUNT) of tensor NAME
+//   gguf_tool dequant-batch FILE SPEC OUT.f32         each SPEC line "NAME BEGIN COUNT"; rows
+//                                                      of all lines concatenated into OUT
 //   gguf_tool dequant-raw TYPE_ID IN.bin N OUT.f32    N values of type TYPE_ID from raw blocks
 //   gguf_tool types                           -> JSON: every known type id with name/block sizes
 //   gguf_tool tokenize FILE CORPUS OUT.jsonl [--bos] [--special] [--nul]
@@ -135,6 +137,26 @@ int cmd_dequant(const std::string& path, const std::string& name, int64_t begin,
   return write_f32(out, v);
 }
 
+int cmd_dequant_batch(const std::string& path, const std::string& spec, const std::string& out) {
+  std::unique_ptr<gguf::GgufFile> f;
+  Status s = gguf::GgufFile::open(path, &f);
+  if (!s.ok()) return fail(s);
+  std::ifstream in(spec);
+  std::ofstream o(out, std::ios::binary);
+  std::string name;
+  int64_t begin = 0, count = 0;
+  std::vector<float> v;
+  while (in >> name >> begin >> count) {
+    const gguf::TensorInfo* t = f->find_tensor(name);
+    if (t == nullptr) return fail(Status::invalid_argument("no tensor '" + name + "'"));
+    v.assign(static_cast<size_t>(count * t->dims[0]), 0.f);
+    s = f->dequantize_rows(*t, begin, count, v.data());
+    if (!s.ok()) return fail(s);
+    o.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
+  }
+  return o ? 0 : fail(Status::io_error("cannot write " + out));
+}
+
 int cmd_dequant_raw(uint32_t type, const std::string& in, int64_t n, const std::string& out) {
   std::ifstream i(in, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(i)), std::istreambuf_iterator<char>());
@@ -194,6 +216,7 @@ int main(int argc, char** argv) {
   try {
     if (a.size() == 2 && a[0] == "info") return cmd_info(a[1]);
     if (a.size() == 6 && a[0] == "dequant") return cmd_dequant(a[1], a[2], std::stoll(a[3]), std::stoll(a[4]), a[5]);
+    if (a.size() == 4 && a[0] == "dequant-batch") return cmd_dequant_batch(a[1], a[2], a[3]);
     if (a.size() == 5 && a[0] == "dequant-raw") return cmd_dequant_raw(std::stoul(a[1]), a[2], std::stoll(a[3]), a[4]);
     if (a.size() == 1 && a[0] == "types") return cmd_types();
     if (a.size() == 1 && a[0] == "model-path") {
