@@ -39,3 +39,9 @@ if [ "${ATTNKIT_SKIP_BUILD:-0}" != "1" ]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$venv/bin/python" >/dev/null
   cmake --build "$build" -j"$(nproc)"
 fi
+
+# The Python package (python/, see docs/python.md): scikit-build-core builds libattnkit and the
+# extension in build-py/ and installs `attnkit` into .venv. ATTNKIT_SKIP_PYTHON=1 skips it.
+if [ "${ATTNKIT_SKIP_BUILD:-0}" != "1" ] && [ "${ATTNKIT_SKIP_PYTHON:-0}" != "1" ]; then
+  "$venv/bin/python" -m pip install -q "$root"
+fi
