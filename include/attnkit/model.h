@@ -1,0 +1,230 @@
+// attnkit/model.h: Gemma 3 (270M) forward pass on attnkit, from a GGUF file.
+//
+// Architecture (Gemma Team 2025, "Gemma 3 Technical Report"; read from GGUF metadata gemma3.*):
+//   x = embed[token] * sqrt(n_embd)
+//   per layer l:
+//     h = rmsnorm(x) * attn_norm                       (GGUF norm weights already hold Gemma's 1 + w)
+//     q, k, v = h Wq, h Wk, h Wv                        per head: q = rmsnorm(q) * q_norm, k likewise
+//     q, k = rope(q, k, pos, base)                      NeoX halves; base 10000 on local layers,
+//                                                       rope.freq_base (1e6) on global ones
+//     a = attention(q, k, v)                            causal; local layers see the last
+//                                                       `sliding_window` positions (self included);
+//                                                       every 6th layer (l % 6 == 5) is global;
+//                                                       scale = query_pre_attn_scalar^-1/2 = head_dim^-1/2
+//     x = x + rmsnorm(a Wo) * post_attention_norm
+//     h = rmsnorm(x) * ffn_norm
+//     x = x + rmsnorm((gelu_tanh(h Wgate) * (h Wup)) Wdown) * post_ffw_norm
+//   logits = (rmsnorm(x) * output_norm) embed^T        (tied output embedding)
+//
+// Numerics: transformer weights are dequantized once at load to f32; batched tokens (prefill) use
+// OpenBLAS sgemm, a single token uses sgemv. The tied 262144 x 640 embedding stays quantized
+// (Q8_0 in the shipped file) and logits are computed by a fused dequantize-and-dot matvec
+// (src/model/matvec.cc), or, for many rows at once, by dequantizing vocabulary slices and sgemm.
+// Everything accumulates in f32 (RMSNorm sums in f64).
+//
+// Attention always goes through an AttentionBackend; the default calls attnkit::attention()
+// (exact). Backends are chosen per layer and head by name: make_attention_backend("exact"),
+// "streaming:sinks=4,window=1024" (A-shape / StreamingLLM on the exact kernel's window and sink
+// options), "window:size=N" (sliding window on every layer).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "attnkit/status.h"
+#include "attnkit/tensor.h"
+
+namespace attnkit {
+class Tokenizer;
+namespace gguf {
+class GgufFile;
+}
+}  // namespace attnkit
+
+namespace attnkit::model {
+
+// Every hyperparameter the forward pass uses; read_config fills it from GGUF metadata.
+struct GemmaConfig {
+  int64_t n_layer = 0;
+  int64_t n_embd = 0;
+  int64_t n_ff = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;    // attention.key_length
+  int64_t head_dim_v = 0;  // attention.value_length
+  int64_t n_vocab = 0;
+  int64_t context_length = 0;
+  int64_t sliding_window = 0;  // local layers see positions pos - (sliding_window - 1) .. pos
+  int64_t swa_pattern = 6;     // layer l is global when (l + 1) % swa_pattern == 0
+  float rope_base_global = 1e6f;
+  float rope_base_local = 1e4f;  // not stored in the GGUF; llama.cpp and HF fix it at 10000
+  float rms_eps = 1e-6f;
+  float attn_scale = 0;          // 1 / sqrt(query_pre_attn_scalar); = 1/sqrt(head_dim) for 270M
+  float final_logit_softcap = 0; // 0 = off (gemma3 has none; read if present)
+  float attn_logit_softcap = 0;  // 0 = off
+  float embed_scale = 0;         // sqrt(n_embd)
+
+  bool is_global(int64_t layer) const { return swa_pattern <= 0 || (layer + 1) % swa_pattern == 0; }
+  float rope_base(int64_t layer) const { return is_global(layer) ? rope_base_global : rope_base_local; }
+  // Exact attention's window_left for a layer: -1 (unbounded) on global layers.
+  int64_t window_left(int64_t layer) const { return is_global(layer) ? -1 : sliding_window - 1; }
+};
+
+Status read_config(const gguf::GgufFile& file, GemmaConfig* out);
+
+// ---- attention backends ----
+
+// One attention call of one layer: the queries of the current chunk against the whole cache.
+//   q:   [1, n_q, n_head, head_dim]          post-RoPE, f32
+//   k:   [1, n_kv, n_head_kv, head_dim]      post-RoPE cache, positions 0 .. n_kv - 1
+//   v:   [1, n_kv, n_head_kv, head_dim_v]
+//   out: [1, n_q, n_head, head_dim_v]        to be written
+// Query row i sits at position q_pos0 + i = n_kv - n_q + i (bottom-right causal alignment).
+struct AttentionCall {
+  int64_t layer = 0;
+  const GemmaConfig* config = nullptr;
+  TensorView q, k, v, out;
+  int64_t q_pos0 = 0;
+  // The model's own attention parameters for this layer (causal, window_left, scale, threads);
+  // a backend starts from these and changes what it replaces.
+  AttentionParams params;
+};
+
+class AttentionBackend {
+ public:
+  virtual ~AttentionBackend() = default;
+  virtual std::string name() const = 0;
+  virtual Status attend(const AttentionCall& call) = 0;
+};
+
+// "exact" (default), "streaming:sinks=S,window=W" (every layer sees the first S positions and the
+// last W; local layers keep their own smaller window), "window:size=W" (every layer, also global
+// ones, sees only the last W positions). Unknown names or keys fail naming them.
+Status make_attention_backend(const std::string& spec, std::unique_ptr<AttentionBackend>* out);
+// Names make_attention_backend accepts, with their parameters (for --help and errors).
+std::vector<std::string> attention_backend_names();
+
+// ---- taps ----
+// What a tap sees for one layer and one chunk of n tokens at positions pos0 .. pos0 + n - 1.
+// Arrays are row-major and contiguous: [n, n_head, head_dim] for q, [n, n_head_kv, head_dim] for k,
+// [n, n_head_kv, head_dim_v] for v. Pre-RoPE means after the per-head Q/K RMSNorm, before rotation.
+// probs (when requested) holds, for each requested position present in this chunk, the exact
+// softmax probabilities [n_head, n_kv] of that query over keys 0 .. n_kv - 1 with the layer's own
+// mask (zeros where masked), computed from post-RoPE q and the cache whatever the backend.
+struct TapData {
+  int64_t layer = 0;
+  int64_t pos0 = 0;
+  int64_t n = 0;
+  int64_t n_kv = 0;  // keys in the cache after this chunk
+  const float* q_pre = nullptr;
+  const float* q_post = nullptr;
+  const float* k_pre = nullptr;
+  const float* k_post = nullptr;
+  const float* v = nullptr;
+  std::vector<int64_t> prob_positions;  // absolute positions with probabilities
+  const float* probs = nullptr;         // [prob_positions.size(), n_head, n_kv]
+};
+
+struct Taps {
+  std::function<void(const TapData&)> on_layer;  // called after each layer's attention
+  std::vector<int64_t> layers;                   // empty = every layer
+  std::vector<int64_t> prob_positions;           // absolute query positions to give probabilities for
+  bool wants(int64_t layer) const;
+};
+
+// Writes a float32 array as a NumPy .npy file (version 1.0, little-endian, C order).
+Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
+
+// ---- the model ----
+struct LoadOptions {
+  int threads = 2;  // OpenMP and OpenBLAS threads
+  int64_t prefill_chunk = 512;
+};
+
+// Outputs of Model::forward for n tokens. Any pointer may be null.
+struct ForwardOutputs {
+  float* maybe_last_logits = nullptr;  // [n_vocab] of the last token
+  float* maybe_all_logits = nullptr;   // [n, n_vocab] (large: n * 1 MiB)
+  // Log-probability of targets[i] under the distribution after token i ([n] in, [n] out);
+  // computed in vocabulary slices, never materializing [n, n_vocab].
+  const int32_t* maybe_targets = nullptr;
+  float* maybe_target_logprobs = nullptr;
+  float* maybe_hidden = nullptr;  // [n, n_embd] final normed hidden states
+};
+
+struct SampleOptions {
+  float temperature = 0.0f;  // 0 = greedy
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+};
+
+struct GenerateOptions {
+  int64_t max_tokens = 64;
+  SampleOptions sample;
+  bool stop_at_eos = true;
+  // Called with each new token and its text piece; return false to stop.
+  std::function<bool(int32_t token, const std::string& piece)> on_token;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0, generated = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+class Model {
+ public:
+  static Status load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out);
+  ~Model();
+
+  const GemmaConfig& config() const;
+  const Tokenizer& tokenizer() const;
+
+  // Forgets the cache (position 0). Keeps the capacity.
+  void reset();
+  int64_t position() const;
+  // Makes room for n positions in the KV cache (grows on demand otherwise).
+  Status reserve(int64_t n_positions);
+
+  // Runs n tokens at positions position() .. position() + n - 1 (in prefill chunks), appends them
+  // to the cache and fills the requested outputs.
+  Status forward(const int32_t* tokens, int64_t n, const ForwardOutputs& outputs);
+  // One token through the cache (the decode path); logits [n_vocab].
+  Status decode(int32_t token, float* logits);
+
+  // Logits of final hidden states ([n, n_embd] -> [n, n_vocab]).
+  Status logits_from_hidden(const float* hidden, int64_t n, float* logits);
+
+  // Prefills `prompt` (after reset) and generates.
+  Status generate(const std::vector<int32_t>& prompt, const GenerateOptions& options, std::vector<int32_t>* out,
+                  GenerateStats* maybe_stats = nullptr);
+
+  // Attention: one backend for every layer, or per layer (nullptr = the exact default).
+  void set_attention(std::shared_ptr<AttentionBackend> backend);
+  void set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend);
+  void set_taps(Taps taps);
+  void clear_taps();
+  void set_threads(int threads);
+  int threads() const;
+  void set_prefill_chunk(int64_t chunk);
+
+ private:
+  Model();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Chooses the next token from logits [n_vocab]: argmax when temperature <= 0, else softmax(logits
+// / temperature) restricted to the smallest top set with mass >= top_p, drawn with rng.
+int32_t sample_token(const float* logits, int64_t n_vocab, const SampleOptions& options, std::mt19937_64* rng);
+
+// Captures the taps of `layers` (empty = all) for `tokens` into dir/layerLL_{q_pre,q_post,k_pre,
+// k_post,v}.npy ([n, heads, dim] each) plus dir/tokens.json. Resets the model first.
+Status capture_activations(Model* model, const std::vector<int32_t>& tokens, const std::vector<int64_t>& layers,
+                           const std::string& dir);
+
+}  // namespace attnkit::model

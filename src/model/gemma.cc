@@ -1,0 +1,629 @@
+// Gemma 3 forward pass (see attnkit/model.h for the architecture and the numerics).
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "attnkit/gguf.h"
+#include "attnkit/model.h"
+#include "attnkit/tokenizer.h"
+#include "model/matvec.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace attnkit::model {
+namespace {
+
+using internal::quantized_matvec;
+
+// Metadata helpers: required keys fail with the key's name; optional ones keep the default.
+Status req_i64(const gguf::GgufFile& f, const std::string& key, int64_t* out) {
+  uint64_t v = 0;
+  ATTNKIT_RETURN_IF_ERROR(f.get_u64(key, &v));
+  if (v == 0 || v > (1ull << 31)) return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(v) + " is out of range");
+  *out = static_cast<int64_t>(v);
+  return Status::ok_status();
+}
+
+struct LayerWeights {
+  std::vector<float> attn_norm, q_norm, k_norm, post_attn_norm, ffn_norm, post_ffn_norm;
+  std::vector<float> wqkv;  // [(n_head + 2 n_head_kv) * head_dim, n_embd]: Q rows, then K, then V
+  std::vector<float> wo;    // [n_embd, n_head * head_dim_v]
+  std::vector<float> wgu;   // [2 n_ff, n_embd]: gate rows, then up rows
+  std::vector<float> wdown; // [n_embd, n_ff]
+};
+
+// y[n, out] = x[n, in] W^T with W row-major [out, in].
+void linear(const float* x, int64_t n, int64_t in, const std::vector<float>& w, int64_t out, float* y, int threads) {
+  if (n == 1) {
+    internal::f32_matvec(w.data(), out, in, x, y, threads);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in),
+              1.0f, x, static_cast<int>(in), w.data(), static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+}
+
+// Gemma RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, w already holding 1 + w_hf (llama.cpp's
+// converter adds the 1). The sum of squares is taken in f64 so the normalizer is exact to f32.
+void rmsnorm(const float* x, const float* w, int64_t d, float eps, float* y) {
+  double ss = 0;
+  for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+  for (int64_t i = 0; i < d; ++i) y[i] = x[i] * r * w[i];
+}
+
+float gelu_tanh(float x) {
+  constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * x * (1.0f + std::tanh(kC * (x + 0.044715f * x * x * x)));
+}
+
+class ExactBackend final : public AttentionBackend {
+ public:
+  std::string name() const override { return "exact"; }
+  Status attend(const AttentionCall& call) override {
+    return attention(call.q, call.k, call.v, call.out, nullptr, call.params);
+  }
+};
+
+}  // namespace
+
+bool Taps::wants(int64_t layer) const {
+  if (!on_layer) return false;
+  if (layers.empty()) return true;
+  return std::find(layers.begin(), layers.end(), layer) != layers.end();
+}
+
+Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
+  std::string arch;
+  ATTNKIT_RETURN_IF_ERROR(f.get_string("general.architecture", &arch));
+  if (arch != "gemma3") return Status::unsupported("gemma: general.architecture is '" + arch + "', expected 'gemma3'");
+  const std::string p = "gemma3.";
+  GemmaConfig c;
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "block_count", &c.n_layer));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "embedding_length", &c.n_embd));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "feed_forward_length", &c.n_ff));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.head_count", &c.n_head));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.head_count_kv", &c.n_head_kv));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.key_length", &c.head_dim));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.value_length", &c.head_dim_v));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "context_length", &c.context_length));
+  ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.sliding_window", &c.sliding_window));
+  ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.layer_norm_rms_epsilon", &c.rms_eps));
+  ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base", &c.rope_base_global));
+  if (f.has(p + "final_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "final_logit_softcapping", &c.final_logit_softcap));
+  if (f.has(p + "attn_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attn_logit_softcapping", &c.attn_logit_softcap));
+  // Not in the file: the local RoPE base (10000) and the 5 local : 1 global pattern are fixed for
+  // Gemma 3 (llama.cpp: rope_freq_base_train_swa = 10000, set_swa_pattern(6); HF: rope_local_base_freq,
+  // sliding_window_pattern = 6). A future file may store them; read them if present.
+  if (f.has(p + "rope.freq_base_swa")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base_swa", &c.rope_base_local));
+  // query_pre_attn_scalar = head_dim for every Gemma 3 size except 27B (n_embd / n_head);
+  // llama.cpp keys that on the model size, we key it on the only size whose head_dim differs.
+  c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (f.has(p + "attention.scale")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.scale", &c.attn_scale));
+  c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
+  if (c.n_head % c.n_head_kv != 0)
+    return Status::corrupt_data("gemma: head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                                std::to_string(c.n_head_kv));
+  if (c.head_dim % 2 != 0 || c.head_dim > kMaxHeadDim)
+    return Status::corrupt_data("gemma: key_length " + std::to_string(c.head_dim) + " must be even and <= 512");
+  const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+  if (emb == nullptr) return Status::corrupt_data("gemma: tensor token_embd.weight is missing");
+  if (emb->row_elems() != c.n_embd)
+    return Status::corrupt_data("gemma: token_embd.weight rows have " + std::to_string(emb->row_elems()) + " values, expected " +
+                                std::to_string(c.n_embd));
+  c.n_vocab = emb->n_rows();
+  *out = c;
+  return Status::ok_status();
+}
+
+struct Model::Impl {
+  std::unique_ptr<gguf::GgufFile> file;
+  std::unique_ptr<Tokenizer> tok;
+  GemmaConfig cfg;
+  std::vector<LayerWeights> layers;
+  std::vector<float> output_norm;
+  const gguf::TensorInfo* embd = nullptr;
+  const uint8_t* embd_data = nullptr;
+  std::vector<double> inv_freq_local, inv_freq_global;  // [head_dim / 2]
+
+  int threads = 2;
+  int64_t chunk = 512;
+  int64_t pos = 0;
+  int64_t capacity = 0;
+  std::vector<std::vector<float>> kc, vc;  // per layer [capacity, n_head_kv, head_dim(_v)]
+
+  std::shared_ptr<AttentionBackend> exact = std::make_shared<ExactBackend>();
+  std::shared_ptr<AttentionBackend> all_layers;               // nullptr = exact
+  std::vector<std::shared_ptr<AttentionBackend>> per_layer;   // overrides all_layers
+  Taps taps;
+
+  // scratch
+  std::vector<float> x, h, qkv, q, attn, proj, gu, act, qpre, kpre, probs;
+
+  Status load_tensor(const std::string& name, int64_t rows, int64_t cols, std::vector<float>* out) {
+    const gguf::TensorInfo* t = file->find_tensor(name);
+    if (t == nullptr) return Status::corrupt_data("gemma: tensor " + name + " is missing");
+    if (t->row_elems() != cols || t->n_rows() != rows)
+      return Status::corrupt_data("gemma: tensor " + name + " is " + std::to_string(t->n_rows()) + " x " +
+                                  std::to_string(t->row_elems()) + ", expected " + std::to_string(rows) + " x " +
+                                  std::to_string(cols));
+    out->resize(static_cast<size_t>(rows * cols));
+    return file->dequantize_rows(*t, 0, rows, out->data());
+  }
+  // Appends a tensor's rows to `out` (for the fused QKV and gate/up matrices).
+  Status append_tensor(const std::string& name, int64_t rows, int64_t cols, std::vector<float>* out) {
+    std::vector<float> tmp;
+    ATTNKIT_RETURN_IF_ERROR(load_tensor(name, rows, cols, &tmp));
+    out->insert(out->end(), tmp.begin(), tmp.end());
+    return Status::ok_status();
+  }
+
+  Status load_weights() {
+    const GemmaConfig& c = cfg;
+    layers.resize(static_cast<size_t>(c.n_layer));
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      LayerWeights& w = layers[static_cast<size_t>(l)];
+      const std::string b = "blk." + std::to_string(l) + ".";
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "attn_norm.weight", 1, c.n_embd, &w.attn_norm));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "attn_q_norm.weight", 1, c.head_dim, &w.q_norm));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "attn_k_norm.weight", 1, c.head_dim, &w.k_norm));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "post_attention_norm.weight", 1, c.n_embd, &w.post_attn_norm));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "ffn_norm.weight", 1, c.n_embd, &w.ffn_norm));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "post_ffw_norm.weight", 1, c.n_embd, &w.post_ffn_norm));
+      ATTNKIT_RETURN_IF_ERROR(append_tensor(b + "attn_q.weight", c.n_head * c.head_dim, c.n_embd, &w.wqkv));
+      ATTNKIT_RETURN_IF_ERROR(append_tensor(b + "attn_k.weight", c.n_head_kv * c.head_dim, c.n_embd, &w.wqkv));
+      ATTNKIT_RETURN_IF_ERROR(append_tensor(b + "attn_v.weight", c.n_head_kv * c.head_dim_v, c.n_embd, &w.wqkv));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "attn_output.weight", c.n_embd, c.n_head * c.head_dim_v, &w.wo));
+      ATTNKIT_RETURN_IF_ERROR(append_tensor(b + "ffn_gate.weight", c.n_ff, c.n_embd, &w.wgu));
+      ATTNKIT_RETURN_IF_ERROR(append_tensor(b + "ffn_up.weight", c.n_ff, c.n_embd, &w.wgu));
+      ATTNKIT_RETURN_IF_ERROR(load_tensor(b + "ffn_down.weight", c.n_embd, c.n_ff, &w.wdown));
+    }
+    ATTNKIT_RETURN_IF_ERROR(load_tensor("output_norm.weight", 1, c.n_embd, &output_norm));
+    if (file->find_tensor("output.weight") != nullptr)
+      return Status::unsupported("gemma: an untied output.weight is not supported (Gemma 3 ties it to token_embd)");
+    embd = file->find_tensor("token_embd.weight");
+    ATTNKIT_RETURN_IF_ERROR(file->tensor_data(*embd, &embd_data));
+    const int64_t half = c.head_dim / 2;
+    inv_freq_local.resize(static_cast<size_t>(half));
+    inv_freq_global.resize(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) {
+      const double e = -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim);
+      inv_freq_local[static_cast<size_t>(i)] = std::pow(static_cast<double>(c.rope_base_local), e);
+      inv_freq_global[static_cast<size_t>(i)] = std::pow(static_cast<double>(c.rope_base_global), e);
+    }
+    kc.resize(static_cast<size_t>(c.n_layer));
+    vc.resize(static_cast<size_t>(c.n_layer));
+    return Status::ok_status();
+  }
+
+  void apply_threads() {
+    openblas_set_num_threads(threads);
+    omp_set_num_threads(threads);
+  }
+
+  Status reserve(int64_t n) {
+    if (n <= capacity) return Status::ok_status();
+    int64_t cap = std::max<int64_t>(n, std::min<int64_t>(capacity * 2, cfg.context_length));
+    cap = std::max(cap, n);
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      kc[static_cast<size_t>(l)].resize(static_cast<size_t>(cap * cfg.n_head_kv * cfg.head_dim));
+      vc[static_cast<size_t>(l)].resize(static_cast<size_t>(cap * cfg.n_head_kv * cfg.head_dim_v));
+    }
+    capacity = cap;
+    return Status::ok_status();
+  }
+
+  // NeoX-style rotation of the two halves of each head vector (Gemma / HF rotate_half):
+  // (x_i, x_{i+D/2}) -> (x_i cos - x_{i+D/2} sin, x_i sin + x_{i+D/2} cos), angle = pos * base^(-2i/D).
+  // Angles are formed in f64 so positions up to 32K keep their phase to ~1e-12 rad.
+  void rope(float* v, int64_t n_heads, int64_t pos, const std::vector<double>& inv_freq) const {
+    const int64_t d = cfg.head_dim, half = d / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const double a = static_cast<double>(pos) * inv_freq[static_cast<size_t>(i)];
+      const float cs = static_cast<float>(std::cos(a)), sn = static_cast<float>(std::sin(a));
+      for (int64_t hh = 0; hh < n_heads; ++hh) {
+        float* p = v + hh * d;
+        const float x0 = p[i], x1 = p[i + half];
+        p[i] = x0 * cs - x1 * sn;
+        p[i + half] = x0 * sn + x1 * cs;
+      }
+    }
+  }
+
+  AttentionBackend* backend_for(int64_t layer) {
+    if (static_cast<size_t>(layer) < per_layer.size() && per_layer[static_cast<size_t>(layer)]) return per_layer[static_cast<size_t>(layer)].get();
+    if (all_layers) return all_layers.get();
+    return exact.get();
+  }
+
+  // Exact probabilities of the requested query positions (for taps), [rows, n_head, n_kv].
+  void tap_probs(int64_t layer, int64_t pos0, int64_t n, int64_t n_kv, const float* qpost, TapData* td) {
+    td->prob_positions.clear();
+    for (int64_t p : taps.prob_positions)
+      if (p >= pos0 && p < pos0 + n) td->prob_positions.push_back(p);
+    if (td->prob_positions.empty()) return;
+    const int64_t H = cfg.n_head, D = cfg.head_dim, group = cfg.n_head / cfg.n_head_kv;
+    probs.assign(static_cast<size_t>(td->prob_positions.size() * H * n_kv), 0.0f);
+    const int64_t wl = cfg.window_left(layer);
+    const float* kcache = kc[static_cast<size_t>(layer)].data();
+    for (size_t r = 0; r < td->prob_positions.size(); ++r) {
+      const int64_t p = td->prob_positions[r];
+      const int64_t lo = wl < 0 ? 0 : std::max<int64_t>(0, p - wl);
+      for (int64_t hh = 0; hh < H; ++hh) {
+        const float* qv = qpost + ((p - pos0) * H + hh) * D;
+        float* row = probs.data() + (r * H + hh) * n_kv;
+        double mx = -1e300;
+        std::vector<double> s(static_cast<size_t>(p - lo + 1));
+        for (int64_t j = lo; j <= p; ++j) {
+          const float* kv = kcache + (j * cfg.n_head_kv + hh / group) * D;
+          double dot = 0;
+          for (int64_t t = 0; t < D; ++t) dot += static_cast<double>(qv[t]) * kv[t];
+          dot *= cfg.attn_scale;
+          if (cfg.attn_logit_softcap > 0) dot = cfg.attn_logit_softcap * std::tanh(dot / cfg.attn_logit_softcap);
+          s[static_cast<size_t>(j - lo)] = dot;
+          mx = std::max(mx, dot);
+        }
+        double sum = 0;
+        for (auto& e : s) {
+          e = std::exp(e - mx);
+          sum += e;
+        }
+        for (int64_t j = lo; j <= p; ++j) row[j] = static_cast<float>(s[static_cast<size_t>(j - lo)] / sum);
+      }
+    }
+    td->probs = probs.data();
+  }
+
+  // One chunk of n tokens at positions pos .. pos + n - 1; leaves the final normed hidden states in
+  // `hidden` [n, n_embd].
+  Status forward_chunk(const int32_t* tokens, int64_t n, float* hidden) {
+    const GemmaConfig& c = cfg;
+    const int64_t E = c.n_embd, H = c.n_head, HK = c.n_head_kv, D = c.head_dim, DV = c.head_dim_v;
+    const int64_t nq = H * D, nk = HK * D, nv = HK * DV, nqkv = nq + nk + nv;
+    for (int64_t i = 0; i < n; ++i)
+      if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
+        return Status::out_of_range("gemma: token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                    " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
+    ATTNKIT_RETURN_IF_ERROR(reserve(pos + n));
+    x.resize(static_cast<size_t>(n * E));
+    h.resize(static_cast<size_t>(n * E));
+    qkv.resize(static_cast<size_t>(n * nqkv));
+    q.resize(static_cast<size_t>(n * nq));
+    attn.resize(static_cast<size_t>(n * H * DV));
+    proj.resize(static_cast<size_t>(n * E));
+    gu.resize(static_cast<size_t>(n * 2 * c.n_ff));
+    act.resize(static_cast<size_t>(n * c.n_ff));
+    for (int64_t i = 0; i < n; ++i) {
+      ATTNKIT_RETURN_IF_ERROR(file->dequantize_rows(*embd, tokens[i], 1, x.data() + i * E));
+      for (int64_t e = 0; e < E; ++e) x[static_cast<size_t>(i * E + e)] *= c.embed_scale;
+    }
+    const int64_t n_kv = pos + n;
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const LayerWeights& w = layers[static_cast<size_t>(l)];
+      float* kcache = kc[static_cast<size_t>(l)].data();
+      float* vcache = vc[static_cast<size_t>(l)].data();
+      for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, w.attn_norm.data(), E, c.rms_eps, h.data() + i * E);
+      linear(h.data(), n, E, w.wqkv, nqkv, qkv.data(), threads);
+      const bool tap = taps.wants(l);
+      if (tap) {
+        qpre.resize(static_cast<size_t>(n * nq));
+        kpre.resize(static_cast<size_t>(n * nk));
+      }
+      const std::vector<double>& inv_freq = c.is_global(l) ? inv_freq_global : inv_freq_local;
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float* src = qkv.data() + i * nqkv;
+        float* qi = q.data() + i * nq;
+        float* ki = kcache + (pos + i) * nk;
+        float* vi = vcache + (pos + i) * nv;
+        for (int64_t hh = 0; hh < H; ++hh) rmsnorm(src + hh * D, w.q_norm.data(), D, c.rms_eps, qi + hh * D);
+        for (int64_t hh = 0; hh < HK; ++hh) rmsnorm(src + nq + hh * D, w.k_norm.data(), D, c.rms_eps, ki + hh * D);
+        std::memcpy(vi, src + nq + nk, static_cast<size_t>(nv) * sizeof(float));
+        if (tap) {
+          std::memcpy(qpre.data() + i * nq, qi, static_cast<size_t>(nq) * sizeof(float));
+          std::memcpy(kpre.data() + i * nk, ki, static_cast<size_t>(nk) * sizeof(float));
+        }
+        rope(qi, H, pos + i, inv_freq);
+        rope(ki, HK, pos + i, inv_freq);
+      }
+
+      AttentionCall call;
+      call.layer = l;
+      call.config = &cfg;
+      call.q = TensorView::contiguous(q.data(), DType::kF32, 1, n, H, D);
+      call.k = TensorView::contiguous(kcache, DType::kF32, 1, n_kv, HK, D);
+      call.v = TensorView::contiguous(vcache, DType::kF32, 1, n_kv, HK, DV);
+      call.out = TensorView::contiguous(attn.data(), DType::kF32, 1, n, H, DV);
+      call.q_pos0 = pos;
+      call.params.causal = true;
+      call.params.window_left = c.window_left(l);
+      call.params.scale = c.attn_scale;
+      call.params.softcap = c.attn_logit_softcap;
+      call.params.num_threads = threads;
+      Status st = backend_for(l)->attend(call);
+      if (!st.ok()) return Status(st.code(), "gemma: layer " + std::to_string(l) + " attention (" + backend_for(l)->name() + "): " + st.message());
+
+      if (tap) {
+        TapData td;
+        td.layer = l;
+        td.pos0 = pos;
+        td.n = n;
+        td.n_kv = n_kv;
+        td.q_pre = qpre.data();
+        td.q_post = q.data();
+        td.k_pre = kpre.data();
+        td.k_post = kcache + pos * nk;
+        td.v = vcache + pos * nv;
+        tap_probs(l, pos, n, n_kv, q.data(), &td);
+        taps.on_layer(td);
+      }
+
+      linear(attn.data(), n, H * DV, w.wo, E, proj.data(), threads);
+      for (int64_t i = 0; i < n; ++i) {
+        float* pi = proj.data() + i * E;
+        rmsnorm(pi, w.post_attn_norm.data(), E, c.rms_eps, pi);
+        float* xi = x.data() + i * E;
+        for (int64_t e = 0; e < E; ++e) xi[e] += pi[e];
+        rmsnorm(xi, w.ffn_norm.data(), E, c.rms_eps, h.data() + i * E);
+      }
+      const int64_t F = c.n_ff;
+      linear(h.data(), n, E, w.wgu, 2 * F, gu.data(), threads);
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float* g = gu.data() + i * 2 * F;
+        float* a = act.data() + i * F;
+        for (int64_t f = 0; f < F; ++f) a[f] = gelu_tanh(g[f]) * g[F + f];
+      }
+      linear(act.data(), n, F, w.wdown, E, proj.data(), threads);
+      for (int64_t i = 0; i < n; ++i) {
+        float* pi = proj.data() + i * E;
+        rmsnorm(pi, w.post_ffn_norm.data(), E, c.rms_eps, pi);
+        float* xi = x.data() + i * E;
+        for (int64_t e = 0; e < E; ++e) xi[e] += pi[e];
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, output_norm.data(), E, c.rms_eps, hidden + i * E);
+    pos += n;
+    return Status::ok_status();
+  }
+
+  void softcap_logits(float* logits, int64_t n) const {
+    if (cfg.final_logit_softcap <= 0) return;
+    const float s = cfg.final_logit_softcap;
+    for (int64_t i = 0; i < n; ++i) logits[i] = s * std::tanh(logits[i] / s);
+  }
+
+  Status logits_one(const float* hidden, float* logits) {
+    ATTNKIT_RETURN_IF_ERROR(quantized_matvec(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
+                                             logits, threads));
+    softcap_logits(logits, cfg.n_vocab);
+    return Status::ok_status();
+  }
+
+  // Logits of n hidden rows by vocabulary slices: each slice of the embedding is dequantized once
+  // (amortized over the n rows) and multiplied with sgemm. Writes all logits when `all` is given,
+  // and/or the log-probability of targets[i] via an online log-sum-exp per row.
+  Status logits_many(const float* hidden, int64_t n, float* all, const int32_t* targets, float* logprobs) {
+    const int64_t V = cfg.n_vocab, E = cfg.n_embd;
+    constexpr int64_t kSlice = 8192;
+    std::vector<float> wslice(static_cast<size_t>(kSlice * E));
+    std::vector<float> out(all ? 0 : static_cast<size_t>(n * kSlice));
+    std::vector<double> run_max(static_cast<size_t>(n), -1e300), run_sum(static_cast<size_t>(n), 0.0);
+    std::vector<float> target_logit(static_cast<size_t>(n), 0.f);
+    for (int64_t v0 = 0; v0 < V; v0 += kSlice) {
+      const int64_t vs = std::min(kSlice, V - v0);
+      bool failed = false;
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (int64_t r = 0; r < vs; r += 256) {
+        const int64_t cnt = std::min<int64_t>(256, vs - r);
+        if (!file->dequantize_rows(*embd, v0 + r, cnt, wslice.data() + r * E).ok()) failed = true;
+      }
+      if (failed) return Status::corrupt_data("gemma: token_embd.weight could not be dequantized");
+      float* dst = all ? all + v0 : out.data();
+      const int64_t ldc = all ? V : kSlice;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(vs), static_cast<int>(E), 1.0f,
+                  hidden, static_cast<int>(E), wslice.data(), static_cast<int>(E), 0.0f, dst, static_cast<int>(ldc));
+      if (cfg.final_logit_softcap > 0)
+        for (int64_t i = 0; i < n; ++i) softcap_logits(dst + i * ldc, vs);
+      if (targets != nullptr && logprobs != nullptr) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t i = 0; i < n; ++i) {
+          const float* row = dst + i * ldc;
+          double mx = run_max[static_cast<size_t>(i)];
+          for (int64_t j = 0; j < vs; ++j) mx = std::max(mx, static_cast<double>(row[j]));
+          double s = run_sum[static_cast<size_t>(i)] * std::exp(run_max[static_cast<size_t>(i)] - mx);
+          for (int64_t j = 0; j < vs; ++j) s += std::exp(static_cast<double>(row[j]) - mx);
+          run_max[static_cast<size_t>(i)] = mx;
+          run_sum[static_cast<size_t>(i)] = s;
+          const int32_t t = targets[i];
+          if (t >= v0 && t < v0 + vs) target_logit[static_cast<size_t>(i)] = row[t - v0];
+        }
+      }
+    }
+    if (targets != nullptr && logprobs != nullptr)
+      for (int64_t i = 0; i < n; ++i)
+        logprobs[i] = static_cast<float>(target_logit[static_cast<size_t>(i)] - (run_max[static_cast<size_t>(i)] + std::log(run_sum[static_cast<size_t>(i)])));
+    return Status::ok_status();
+  }
+};
+
+Model::Model() : impl_(std::make_unique<Impl>()) {}
+Model::~Model() = default;
+
+Status Model::load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out) {
+  if (out == nullptr) return Status::invalid_argument("Model::load: out is null");
+  if (options.threads < 0) return Status::invalid_argument("Model::load: threads " + std::to_string(options.threads) + " must be >= 0");
+  if (options.prefill_chunk <= 0)
+    return Status::invalid_argument("Model::load: prefill_chunk " + std::to_string(options.prefill_chunk) + " must be > 0");
+  std::unique_ptr<Model> m(new Model());
+  Impl& I = *m->impl_;
+  I.threads = options.threads == 0 ? omp_get_max_threads() : options.threads;
+  I.chunk = options.prefill_chunk;
+  I.apply_threads();
+  ATTNKIT_RETURN_IF_ERROR(gguf::GgufFile::open(path, &I.file));
+  ATTNKIT_RETURN_IF_ERROR(read_config(*I.file, &I.cfg));
+  ATTNKIT_RETURN_IF_ERROR(Tokenizer::from_gguf(*I.file, &I.tok));
+  ATTNKIT_RETURN_IF_ERROR(I.load_weights());
+  *out = std::move(m);
+  return Status::ok_status();
+}
+
+const GemmaConfig& Model::config() const { return impl_->cfg; }
+const Tokenizer& Model::tokenizer() const { return *impl_->tok; }
+void Model::reset() { impl_->pos = 0; }
+int64_t Model::position() const { return impl_->pos; }
+Status Model::reserve(int64_t n) {
+  if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
+  return impl_->reserve(n);
+}
+
+Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o) {
+  Impl& I = *impl_;
+  if (n <= 0) return Status::invalid_argument("Model::forward: n " + std::to_string(n) + " must be > 0");
+  if (tokens == nullptr) return Status::invalid_argument("Model::forward: tokens is null");
+  if ((o.maybe_targets == nullptr) != (o.maybe_target_logprobs == nullptr))
+    return Status::invalid_argument("Model::forward: maybe_targets and maybe_target_logprobs must be given together");
+  I.apply_threads();
+  const int64_t E = I.cfg.n_embd, V = I.cfg.n_vocab;
+  ATTNKIT_RETURN_IF_ERROR(I.reserve(I.pos + n));
+  std::vector<float> hidden;
+  for (int64_t s = 0; s < n; s += I.chunk) {
+    const int64_t m = std::min(I.chunk, n - s);
+    hidden.resize(static_cast<size_t>(m * E));
+    ATTNKIT_RETURN_IF_ERROR(I.forward_chunk(tokens + s, m, hidden.data()));
+    if (o.maybe_hidden) std::memcpy(o.maybe_hidden + s * E, hidden.data(), static_cast<size_t>(m * E) * sizeof(float));
+    const bool need_many = o.maybe_all_logits != nullptr || o.maybe_targets != nullptr;
+    if (need_many) {
+      if (m == 1 && o.maybe_all_logits == nullptr) {
+        std::vector<float> lg(static_cast<size_t>(V));
+        ATTNKIT_RETURN_IF_ERROR(I.logits_one(hidden.data(), lg.data()));
+        double mx = *std::max_element(lg.begin(), lg.end()), sum = 0;
+        for (float v : lg) sum += std::exp(v - mx);
+        o.maybe_target_logprobs[s] = static_cast<float>(lg[static_cast<size_t>(o.maybe_targets[s])] - (mx + std::log(sum)));
+      } else {
+        ATTNKIT_RETURN_IF_ERROR(I.logits_many(hidden.data(), m, o.maybe_all_logits ? o.maybe_all_logits + s * V : nullptr,
+                                              o.maybe_targets ? o.maybe_targets + s : nullptr,
+                                              o.maybe_target_logprobs ? o.maybe_target_logprobs + s : nullptr));
+      }
+    }
+    if (o.maybe_last_logits && s + m == n) {
+      if (o.maybe_all_logits) {
+        std::memcpy(o.maybe_last_logits, o.maybe_all_logits + (n - 1) * V, static_cast<size_t>(V) * sizeof(float));
+      } else {
+        ATTNKIT_RETURN_IF_ERROR(I.logits_one(hidden.data() + (m - 1) * E, o.maybe_last_logits));
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+Status Model::decode(int32_t token, float* logits) {
+  ForwardOutputs o;
+  o.maybe_last_logits = logits;
+  return forward(&token, 1, o);
+}
+
+Status Model::logits_from_hidden(const float* hidden, int64_t n, float* logits) {
+  if (hidden == nullptr || logits == nullptr || n <= 0) return Status::invalid_argument("Model::logits_from_hidden: bad arguments (n " + std::to_string(n) + ")");
+  impl_->apply_threads();
+  if (n == 1) return impl_->logits_one(hidden, logits);
+  return impl_->logits_many(hidden, n, logits, nullptr, nullptr);
+}
+
+int32_t sample_token(const float* logits, int64_t n_vocab, const SampleOptions& opt, std::mt19937_64* rng) {
+  if (opt.temperature <= 0 || rng == nullptr) return static_cast<int32_t>(std::max_element(logits, logits + n_vocab) - logits);
+  // Candidates: the top 1024 logits cover any practical top-p at a realistic temperature; if their
+  // mass is short of top_p, the full sorted vocabulary is used.
+  const double inv_t = 1.0 / opt.temperature;
+  const double mx = *std::max_element(logits, logits + n_vocab);
+  double total = 0;
+  for (int64_t i = 0; i < n_vocab; ++i) total += std::exp((logits[i] - mx) * inv_t);
+  std::vector<int32_t> idx(static_cast<size_t>(n_vocab));
+  for (int64_t i = 0; i < n_vocab; ++i) idx[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  int64_t k = std::min<int64_t>(1024, n_vocab);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
+  const double top_p = std::clamp(static_cast<double>(opt.top_p), 1e-9, 1.0);
+  double cum = 0;
+  int64_t keep = 0;
+  for (; keep < k; ++keep) {
+    cum += std::exp((logits[idx[static_cast<size_t>(keep)]] - mx) * inv_t) / total;
+    if (cum >= top_p) { ++keep; break; }
+  }
+  if (cum < top_p && k < n_vocab) {
+    std::sort(idx.begin(), idx.end(), by_logit);
+    for (keep = k; keep < n_vocab; ++keep) {
+      cum += std::exp((logits[idx[static_cast<size_t>(keep)]] - mx) * inv_t) / total;
+      if (cum >= top_p) { ++keep; break; }
+    }
+  }
+  keep = std::clamp<int64_t>(keep, 1, n_vocab);
+  double mass = 0;
+  for (int64_t i = 0; i < keep; ++i) mass += std::exp((logits[idx[static_cast<size_t>(i)]] - mx) * inv_t);
+  std::uniform_real_distribution<double> u(0.0, mass);
+  double r = u(*rng);
+  for (int64_t i = 0; i < keep; ++i) {
+    r -= std::exp((logits[idx[static_cast<size_t>(i)]] - mx) * inv_t);
+    if (r <= 0) return idx[static_cast<size_t>(i)];
+  }
+  return idx[static_cast<size_t>(keep - 1)];
+}
+
+Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options, std::vector<int32_t>* out,
+                       GenerateStats* maybe_stats) {
+  if (prompt.empty()) return Status::invalid_argument("Model::generate: the prompt is empty");
+  if (options.max_tokens < 0) return Status::invalid_argument("Model::generate: max_tokens " + std::to_string(options.max_tokens) + " must be >= 0");
+  if (options.sample.top_p <= 0 || options.sample.top_p > 1)
+    return Status::invalid_argument("Model::generate: top_p " + std::to_string(options.sample.top_p) + " must be in (0, 1]");
+  Impl& I = *impl_;
+  reset();
+  using clock = std::chrono::steady_clock;
+  std::vector<float> logits(static_cast<size_t>(I.cfg.n_vocab));
+  auto t0 = clock::now();
+  ForwardOutputs fo;
+  fo.maybe_last_logits = logits.data();
+  ATTNKIT_RETURN_IF_ERROR(forward(prompt.data(), static_cast<int64_t>(prompt.size()), fo));
+  auto t1 = clock::now();
+  std::mt19937_64 rng(options.sample.seed);
+  std::vector<int32_t> gen;
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const int32_t t = sample_token(logits.data(), I.cfg.n_vocab, options.sample, &rng);
+    gen.push_back(t);
+    const bool eos = options.stop_at_eos && (t == I.tok->eos_id() || I.tok->token_text(t) == "<end_of_turn>");
+    if (eos) break;
+    if (options.on_token && !options.on_token(t, I.tok->token_to_piece(t))) break;
+    if (i + 1 == options.max_tokens) break;
+    ATTNKIT_RETURN_IF_ERROR(decode(t, logits.data()));
+  }
+  auto t2 = clock::now();
+  if (out) *out = gen;
+  if (maybe_stats) {
+    maybe_stats->prompt_tokens = static_cast<int64_t>(prompt.size());
+    maybe_stats->generated = static_cast<int64_t>(gen.size());
+    maybe_stats->prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+    maybe_stats->decode_seconds = std::chrono::duration<double>(t2 - t1).count();
+  }
+  return Status::ok_status();
+}
+
+void Model::set_attention(std::shared_ptr<AttentionBackend> backend) { impl_->all_layers = std::move(backend); }
+void Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend) {
+  if (layer < 0 || layer >= impl_->cfg.n_layer) return;
+  impl_->per_layer.resize(static_cast<size_t>(impl_->cfg.n_layer));
+  impl_->per_layer[static_cast<size_t>(layer)] = std::move(backend);
+}
+void Model::set_taps(Taps taps) { impl_->taps = std::move(taps); }
+void Model::clear_taps() { impl_->taps = Taps(); }
+void Model::set_threads(int threads) {
+  impl_->threads = threads <= 0 ? omp_get_max_threads() : threads;
+  impl_->apply_threads();
+}
+int Model::threads() const { return impl_->threads; }
+void Model::set_prefill_chunk(int64_t chunk) { impl_->chunk = chunk > 0 ? chunk : 512; }
+
+}  // namespace attnkit::model

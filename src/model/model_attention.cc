@@ -1,0 +1,132 @@
+// Attention backends of the Gemma forward pass, selected by name.
+//
+// Every backend here runs the exact kernel (attnkit::attention) with a different visibility rule,
+// so a comparison against "exact" isolates what the rule loses:
+//   exact                         the model's own masks (causal; window of sliding_window on local layers)
+//   streaming:sinks=S,window=W    StreamingLLM / A-shape (Xiao et al. 2023, "Efficient Streaming
+//                                 Language Models with Attention Sinks"): the first S positions plus
+//                                 the last W (self included) on every layer; local layers keep their
+//                                 own window when it is smaller
+//   window:size=W                 sliding window of W positions (self included) on every layer
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "attnkit/model.h"
+
+namespace attnkit::model {
+namespace {
+
+class ExactNamed final : public AttentionBackend {
+ public:
+  std::string name() const override { return "exact"; }
+  Status attend(const AttentionCall& call) override { return attention(call.q, call.k, call.v, call.out, nullptr, call.params); }
+};
+
+class StreamingBackend final : public AttentionBackend {
+ public:
+  StreamingBackend(int64_t sinks, int64_t window) : sinks_(sinks), window_(window) {}
+  std::string name() const override { return "streaming:sinks=" + std::to_string(sinks_) + ",window=" + std::to_string(window_); }
+  Status attend(const AttentionCall& call) override {
+    AttentionParams p = call.params;
+    const int64_t wl = window_ - 1;
+    p.window_left = p.window_left < 0 ? wl : std::min(p.window_left, wl);
+    p.n_sink_tokens = sinks_;
+    return attention(call.q, call.k, call.v, call.out, nullptr, p);
+  }
+
+ private:
+  int64_t sinks_, window_;
+};
+
+class WindowBackend final : public AttentionBackend {
+ public:
+  explicit WindowBackend(int64_t size) : size_(size) {}
+  std::string name() const override { return "window:size=" + std::to_string(size_); }
+  Status attend(const AttentionCall& call) override {
+    AttentionParams p = call.params;
+    p.window_left = size_ - 1;
+    return attention(call.q, call.k, call.v, call.out, nullptr, p);
+  }
+
+ private:
+  int64_t size_;
+};
+
+Status parse_params(const std::string& spec, std::string* name, std::map<std::string, std::string>* kv) {
+  const size_t colon = spec.find(':');
+  *name = spec.substr(0, colon);
+  if (colon == std::string::npos) return Status::ok_status();
+  std::string rest = spec.substr(colon + 1);
+  size_t start = 0;
+  while (start <= rest.size()) {
+    size_t comma = rest.find(',', start);
+    std::string item = rest.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!item.empty()) {
+      const size_t eq = item.find('=');
+      if (eq == std::string::npos || eq == 0)
+        return Status::invalid_argument("attention: parameter '" + item + "' of '" + spec + "' is not key=value");
+      (*kv)[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return Status::ok_status();
+}
+
+Status take_int(std::map<std::string, std::string>* kv, const std::string& key, int64_t def, int64_t min_value,
+                const std::string& spec, int64_t* out) {
+  auto it = kv->find(key);
+  if (it == kv->end()) {
+    *out = def;
+    return Status::ok_status();
+  }
+  size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(it->second, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (used == 0 || used != it->second.size() || v < min_value)
+    return Status::invalid_argument("attention: " + key + "=" + it->second + " in '" + spec + "' must be an integer >= " +
+                                    std::to_string(min_value));
+  *out = v;
+  kv->erase(it);
+  return Status::ok_status();
+}
+
+}  // namespace
+
+std::vector<std::string> attention_backend_names() {
+  return {"exact", "streaming:sinks=4,window=1024", "window:size=1024"};
+}
+
+Status make_attention_backend(const std::string& spec, std::unique_ptr<AttentionBackend>* out) {
+  if (out == nullptr) return Status::invalid_argument("make_attention_backend: out is null");
+  std::string name;
+  std::map<std::string, std::string> kv;
+  ATTNKIT_RETURN_IF_ERROR(parse_params(spec, &name, &kv));
+  if (name == "exact") {
+    *out = std::make_unique<ExactNamed>();
+  } else if (name == "streaming") {
+    int64_t sinks = 0, window = 0;
+    ATTNKIT_RETURN_IF_ERROR(take_int(&kv, "sinks", 4, 0, spec, &sinks));
+    ATTNKIT_RETURN_IF_ERROR(take_int(&kv, "window", 1024, 1, spec, &window));
+    *out = std::make_unique<StreamingBackend>(sinks, window);
+  } else if (name == "window") {
+    int64_t size = 0;
+    ATTNKIT_RETURN_IF_ERROR(take_int(&kv, "size", 1024, 1, spec, &size));
+    *out = std::make_unique<WindowBackend>(size);
+  } else {
+    std::string names;
+    for (const auto& n : attention_backend_names()) names += (names.empty() ? "" : ", ") + n;
+    return Status::invalid_argument("attention: unknown mechanism '" + name + "' (known: " + names + ")");
+  }
+  if (!kv.empty())
+    return Status::invalid_argument("attention: unknown parameter '" + kv.begin()->first + "' for '" + name + "'");
+  return Status::ok_status();
+}
+
+}  // namespace attnkit::model
