@@ -16,6 +16,10 @@ Functions:
     decode(q, k, v, ...)                 the split-KV decode path of attention()
     merge_states(o_a, lse_a, o_b, lse_b) -> (out, lse)
     attention_flops(...)                 the FLOP formula of the benchmarks
+    sparse_attention(q, k, v, "moba:topk=8", causal=True) -> (out, info)   named sparse methods
+    sparse_fidelity(q, k, v, method) -> dict    density, mass recall, error vs exact attention
+    linear_attention(q, k, v, feature_map=..., decay=..., update=..., norm=...) -> out [, state]
+    Tokenizer.from_gguf(path=None)       the GGUF model's tokenizer (encode / decode)
     simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
     bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
@@ -34,13 +38,22 @@ except ImportError:  # pragma: no cover - ml_dtypes is a dependency; float32/flo
     pass
 
 from ._attnkit import (  # noqa: E402
+    Tokenizer,
     attention,
     attention_flops,
     bench_mechanism,
     decode,
+    default_model_path,
+    lightning_log_decays,
+    linear_attention,
     list_mechanisms,
     merge_states,
+    relative_l2_error,
+    retnet_log_decays,
     simd_target,
+    sparse_attention,
+    sparse_fidelity,
+    sparse_method_names,
 )
 
 __all__ = [
@@ -48,6 +61,15 @@ __all__ = [
     "decode",
     "merge_states",
     "attention_flops",
+    "sparse_attention",
+    "sparse_fidelity",
+    "sparse_method_names",
+    "relative_l2_error",
+    "linear_attention",
+    "retnet_log_decays",
+    "lightning_log_decays",
+    "Tokenizer",
+    "default_model_path",
     "simd_target",
     "list_mechanisms",
     "bench_mechanism",

@@ -120,6 +120,101 @@ def bench_mechanism(
     iters: int = 5,
 ) -> BenchResult: ...
 
+def sparse_attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    method: str,
+    *,
+    causal: bool = True,
+    causal_align: _CausalAlign = "bottom_right",
+    scale: Optional[float] = None,
+    softcap: float = 0.0,
+    return_lse: bool = False,
+    threads: int = 0,
+    out: Optional[ArrayLike] = None,
+) -> Tuple[Any, ...]:
+    """(out, info) or (out, lse, info); out [batch, seq_q, heads_q, head_dim_v]."""
+
+def sparse_fidelity(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    method: str,
+    *,
+    causal: bool = True,
+    causal_align: _CausalAlign = "bottom_right",
+    scale: Optional[float] = None,
+    softcap: float = 0.0,
+    repeats: int = 1,
+    threads: int = 0,
+) -> dict[str, Any]: ...
+def sparse_method_names() -> list[str]: ...
+def relative_l2_error(approx: ArrayLike, exact: ArrayLike) -> float: ...
+def linear_attention(
+    q: ArrayLike,
+    k: ArrayLike,
+    v: ArrayLike,
+    *,
+    feature_map: str = "identity",
+    scale: Optional[float] = None,
+    decay: Literal["none", "per_head", "scalar_gate", "vector_gate"] = "none",
+    log_decay: Optional[VectorLike] = None,
+    gate: Optional[ArrayLike] = None,
+    tie_key_to_gate: bool = False,
+    update: Literal["additive", "delta"] = "additive",
+    beta: Optional[ArrayLike] = None,
+    norm: Literal["none", "denominator", "output_rms"] = "none",
+    norm_eps: float = 1e-6,
+    form: Literal["auto", "parallel", "chunked", "recurrent"] = "auto",
+    chunk_size: int = 64,
+    performer_features: int = 0,
+    performer_seed: int = 0,
+    feature_weight: Optional[ArrayLike] = None,
+    feature_bias: Optional[ArrayLike] = None,
+    taylor_temperature: Optional[float] = None,
+    taylor_l2_normalize: bool = False,
+    cosformer_max_len: float = 0.0,
+    cottention_c: Optional[VectorLike] = None,
+    lln_alpha: float = 1.0,
+    lln_beta: float = 1.0,
+    cu_seqlens: Optional[VectorLike] = None,
+    start_positions: Optional[VectorLike] = None,
+    initial_state: Optional[ArrayLike] = None,
+    return_state: bool = False,
+    state_out: Optional[ArrayLike] = None,
+    threads: int = 0,
+    out: Optional[ArrayLike] = None,
+) -> Any:
+    """out [batch, seq, heads_q, head_dim_v], or (out, state [n_states, heads_q, F, Dv'])."""
+
+def retnet_log_decays(heads: int) -> npt.NDArray[np.float32]: ...
+def lightning_log_decays(heads: int) -> npt.NDArray[np.float32]: ...
+def default_model_path() -> str: ...
+
+class Tokenizer:
+    @staticmethod
+    def from_gguf(path: Optional[str] = None) -> Tokenizer: ...
+    def encode(
+        self, text: str, *, add_bos: Optional[bool] = None, add_eos: bool = False, parse_special: bool = False
+    ) -> list[int]: ...
+    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+    def token_text(self, id: int) -> str: ...
+    def token_id(self, text: str) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def eos_id(self) -> int: ...
+    @property
+    def pad_id(self) -> int: ...
+    @property
+    def unk_id(self) -> int: ...
+    @property
+    def add_bos_default(self) -> bool: ...
+
 # private helpers (tests and benchmarks)
 def _set_bfloat16_dtype(dtype: Optional[np.dtype]) -> None: ...
 def _debug_view(x: ArrayLike) -> Tuple[int, str, Tuple[int, ...], Tuple[int, ...]]: ...

@@ -39,12 +39,6 @@ double process_cpu_seconds() {
 
 [[noreturn]] void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
 
-CausalAlign parse_align(const char* s) {
-  if (std::strcmp(s, "bottom_right") == 0) return CausalAlign::kBottomRight;
-  if (std::strcmp(s, "top_left") == 0) return CausalAlign::kTopLeft;
-  raise_value("causal_align '" + std::string(s) + "' is not supported; expected 'bottom_right' or 'top_left'");
-}
-
 Normalization parse_normalization(const char* s) {
   if (std::strcmp(s, "softmax") == 0) return Normalization::kSoftmax;
   if (std::strcmp(s, "sigmoid") == 0) return Normalization::kSigmoid;
@@ -163,7 +157,7 @@ nb::object run_attention(nb::handle q_obj, nb::handle k_obj, nb::handle v_obj, b
 
   AttentionParams p;
   p.causal = causal;
-  p.causal_align = parse_align(causal_align);
+  p.causal_align = parse_causal_align(causal_align);
   p.window_left = window.first;
   p.window_right = window.second;
   p.n_sink_tokens = sinks;
@@ -372,6 +366,12 @@ Returns:
     (out, lse_out))doc";
 
 }  // namespace
+
+CausalAlign parse_causal_align(const char* s) {
+  if (std::strcmp(s, "bottom_right") == 0) return CausalAlign::kBottomRight;
+  if (std::strcmp(s, "top_left") == 0) return CausalAlign::kTopLeft;
+  raise_value("causal_align '" + std::string(s) + "' is not supported; expected 'bottom_right' or 'top_left'");
+}
 
 void bind_attention(nb::module_& m) {
   // The keyword arguments shared by attention() and decode(), in the C++ parameter order.

@@ -221,8 +221,9 @@ nb::object new_array(nb::handle like_obj, const Array& like, const int64_t* dims
   return nb::steal(o);
 }
 
-const void* small_vector(nb::handle h, const char* name, bool int32, int64_t* length, nb::object* keep) {
-  const int want = int32 ? NPY_INT32 : NPY_FLOAT32;
+const void* small_vector(nb::handle h, const char* name, Elem kind, int64_t* length, nb::object* keep) {
+  const int want = kind == Elem::kI32 ? NPY_INT32 : kind == Elem::kF32 ? NPY_FLOAT32 : NPY_INT64;
+  const char* want_name = kind == Elem::kI32 ? "int32" : kind == Elem::kF32 ? "float32" : "int64";
   nb::handle src = h;
   const bool fast = PyArray_Check(h.ptr()) && PyArray_TYPE(reinterpret_cast<PyArrayObject*>(h.ptr())) == want &&
                     PyArray_IS_C_CONTIGUOUS(reinterpret_cast<PyArrayObject*>(h.ptr())) &&
@@ -231,9 +232,9 @@ const void* small_vector(nb::handle h, const char* name, bool int32, int64_t* le
     // Tiny ([heads] or [n_seqs + 1]): converting (a list, a torch tensor, float64) costs nothing
     // that matters next to the kernel, and keeps the API forgiving.
     try {
-      *keep = numpy_ascontiguousarray()(h, nb::arg("dtype") = int32 ? "int32" : "float32");
+      *keep = numpy_ascontiguousarray()(h, nb::arg("dtype") = want_name);
     } catch (nb::python_error& e) {
-      raise_type(std::string(name) + " must be a 1-d " + (int32 ? "int32" : "float32") +
+      raise_type(std::string(name) + " must be a 1-d " + want_name +
                  " array or sequence: " + e.what());
     }
     src = *keep;

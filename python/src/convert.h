@@ -15,6 +15,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 
+#include "attnkit/attention.h"
 #include "attnkit/status.h"
 #include "attnkit/tensor.h"
 
@@ -62,13 +63,20 @@ TensorView to_view(const Array& a, const char* name, bool allow_3d);
 // torch tensor, else numpy) with the dtype of `like` (or float32 when `f32`).
 nb::object new_array(nb::handle like_obj, const Array& like, const int64_t* dims, int ndim, bool f32);
 
-// Small parameter vectors ([heads] slopes, cu_seqlens, ...): returns a contiguous 1-d array of
-// the given numpy type number (converting lists, other dtypes or torch tensors with numpy, since
-// these are tiny) and its length; `keep` holds the converted object alive.
-const void* small_vector(nb::handle h, const char* name, bool int32, int64_t* length, nb::object* keep);
+// Small parameter vectors ([heads] slopes, cu_seqlens, ...): returns the data of a contiguous
+// 1-d array of float32 (kind kF32), int32 (kI32) or int64 (kOther; converting lists, other
+// dtypes or torch tensors with numpy, since these are tiny) and its length; `keep` holds the
+// converted object alive.
+const void* small_vector(nb::handle h, const char* name, Elem kind, int64_t* length, nb::object* keep);
+inline const void* small_vector(nb::handle h, const char* name, bool int32, int64_t* length, nb::object* keep) {
+  return small_vector(h, name, int32 ? Elem::kI32 : Elem::kF32, length, keep);
+}
 
 // Checks that `a` is a C-contiguous float32 array with exactly these dims (the LSE layout).
 float* f32_exact(const Array& a, const char* name, const int64_t* dims, int ndim);
+
+// "bottom_right" / "top_left" (ValueError otherwise); shared by the attention-like bindings.
+CausalAlign parse_causal_align(const char* s);
 
 // Raises ValueError carrying the C++ message for a failed Status.
 void raise_if_error(const Status& s);

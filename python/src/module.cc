@@ -17,6 +17,9 @@
 namespace attnkit::python {
 
 void bind_attention(nb::module_& m);
+void bind_sparse(nb::module_& m);
+void bind_linear(nb::module_& m);
+void bind_model(nb::module_& m);
 
 namespace {
 
@@ -119,4 +122,7 @@ NB_MODULE(_attnkit, m) {
   m.def("_debug_view", &debug_view, nb::arg("x"),
         "Debug: (data pointer, dtype, shape, strides in elements) of x as the C++ side sees it.");
   bind_attention(m);
+  bind_sparse(m);
+  bind_linear(m);
+  bind_model(m);
 }
