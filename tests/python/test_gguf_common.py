@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def find_tool():
-    """tests/tools/gguf_tool from the newest build folder, or $ATTNKIT_GGUF_TOOL."""
+    """$ATTNKIT_GGUF_TOOL, else $ATTNKIT_BUILD_DIR/tests/gguf_tool, else the newest build*/."""
     env = os.environ.get("ATTNKIT_GGUF_TOOL")
     if env:
         return env
+    build = os.environ.get("ATTNKIT_BUILD_DIR")
+    if build and (Path(build) / "tests" / "gguf_tool").exists():
+        return str(Path(build) / "tests" / "gguf_tool")
     found = sorted(ROOT.glob("build*/tests/gguf_tool"), key=lambda p: p.stat().st_mtime, reverse=True)
     if not found:
         pytest.fail("gguf_tool is not built: build the 'gguf_tool' CMake target or set ATTNKIT_GGUF_TOOL")
