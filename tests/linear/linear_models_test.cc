@@ -246,3 +246,33 @@ TEST(Based, MatchesTaylorPlusWindowReference) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// Aaren against the core exact kernel: attnkit::attention (causal) with the learned query
+// broadcast to every position (q stride 0 along seq) gives the same outputs.
+TEST(Aaren, EqualsCoreExactAttentionWithBroadcastQuery) {
+  const int64_t T = 257, H = 2, d = 32, dv = 16;
+  lintest::Buf k, v;
+  k.make(1, T, H, d);
+  v.make(1, T, H, dv);
+  lintest::fill_normal(k.data, 8);
+  lintest::fill_normal(v.data, 9);
+  std::vector<float> query(static_cast<size_t>(H * d));
+  lintest::fill_normal(query, 10);
+  TensorView qv = TensorView::contiguous(query.data(), DType::kF32, 1, T, H, d);
+  qv.stride = {0, 0, d, 1};  // the same query row at every position
+  std::vector<float> exact(static_cast<size_t>(T * H * dv)), aar(exact.size());
+  AttentionParams ap;
+  ap.causal = true;
+  const Status s = attention(qv, k.view, v.view, TensorView::contiguous(exact.data(), DType::kF32, 1, T, H, dv), nullptr, ap);
+  ASSERT_TRUE(s.ok()) << s.message();
+  AarenParams p;
+  p.scan_block = 50;
+  ASSERT_TRUE(aaren_attention(query.data(), k.view, v.view, TensorView::contiguous(aar.data(), DType::kF32, 1, T, H, dv), p).ok());
+  EXPECT_LT(lintest::compare_f(aar, exact).rel, 1e-5);
+}
+
+}  // namespace
+}  // namespace attnkit
