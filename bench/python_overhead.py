@@ -7,7 +7,8 @@ Two measurements (the targets of issue 5):
   2. seq 4096 (batch 1, heads 8/2, head_dim 128, causal, f32, as `attnkit bench` defaults):
      the Python call against three C++ timings of the same case: the same call looped in C++,
      the registry's exact mechanism timed in C++ (attnkit.bench_mechanism, what `attnkit bench`
-     runs), and, with --cli, `attnkit bench --json` itself. Target: within 2%.
+     runs), and, with --cli, `attnkit bench --quick --json` itself (one timed run per round,
+     against the same libattnkit). Target: within 2%.
 Rounds are interleaved (Python, C++, Python, ...) so that load from other processes on a shared
 machine hits both sides alike; medians and minimums are reported.
 
@@ -76,18 +77,22 @@ def tiny(args):
 
 
 def cli_time(args, shape):
-    """Median and min seconds from `attnkit bench --json` for the same case (None without --cli)."""
+    """Seconds of one timed run of `attnkit bench --quick --json` for the same case (None without
+    --cli). The CLI runs against the installed package's libattnkit (LD_LIBRARY_PATH; the CLI's
+    RUNPATH yields to it), so both sides time the same library build."""
     if not args.cli:
         return None
+    lib_dir = os.path.dirname(attnkit._C.__file__)
+    env = dict(os.environ, LD_LIBRARY_PATH=lib_dir + os.pathsep + os.environ.get("LD_LIBRARY_PATH", ""))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "bench.json")
         cmd = [args.cli, "bench", "--mechanism", "exact", "--seq-q", str(shape["seq"]), "--seq-kv", str(shape["seq"]),
                "--heads-q", str(shape["hq"]), "--heads-kv", str(shape["hkv"]), "--head-dim", str(shape["d"]),
-               "--batch", "1", "--causal", "--dtype", "f32", "--threads", str(args.threads), "--json", path]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+               "--batch", "1", "--causal", "--dtype", "f32", "--threads", str(args.threads), "--quick", "--json", path]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         with open(path) as f:
             rec = json.load(f)[0]
-    return {"command": " ".join(cmd[:-2]) + " --json FILE", "seconds": rec["seconds"], "min_seconds": rec["min_seconds"]}
+    return " ".join(cmd[:-2]) + " --json FILE", rec["seconds"]
 
 
 def long(args):
@@ -99,8 +104,13 @@ def long(args):
     out = np.empty_like(q)
     kw = dict(causal=True, threads=args.threads)
     attnkit.attention(q, k, v, out=out, **kw)  # warm up (pages of out, thread pool)
-    py, py_out, cpp, mech, cpu_py, cpu_cpp = [], [], [], [], [], []
+    py, py_out, cpp, mech, cpu_py, cpu_cpp, cli = [], [], [], [], [], [], []
+    cli_cmd = None
     for _ in range(args.long_rounds):
+        c = cli_time(args, shape)
+        if c:
+            cli_cmd = c[0]
+            cli.append(c[1])
         c0, t0 = time.process_time(), time.perf_counter()
         attnkit.attention(q, k, v, **kw)  # as users call it: the output is allocated each call
         py.append(time.perf_counter() - t0)
@@ -135,11 +145,12 @@ def long(args):
     res["wall_python_vs_cpp_mechanism_pct_median"] = pct(med(py), med(mech))
     res["wall_python_vs_cpp_mechanism_pct_min"] = pct(min(py), min(mech))
     res["cpu_python_vs_cpp_same_call_pct_median"] = pct(med(cpu_py), med(cpu_cpp))
-    cli = cli_time(args, shape)
     if cli:
-        res["cli"] = cli
-        res["wall_python_vs_cli_pct_median"] = pct(med(py), cli["seconds"])
-        res["wall_python_vs_cli_pct_min"] = pct(min(py), cli["min_seconds"])
+        res["cli_command"] = cli_cmd
+        res["wall_cli_s_median"] = med(cli)
+        res["wall_cli_s_min"] = min(cli)
+        res["wall_python_vs_cli_pct_median"] = pct(med(py), med(cli))
+        res["wall_python_vs_cli_pct_min"] = pct(min(py), min(cli))
     return res
 
 
@@ -149,7 +160,7 @@ def main():
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--rounds", type=int, default=7, help="tiny-call rounds")
     ap.add_argument("--tiny-calls", type=int, default=20000, help="calls per tiny round")
-    ap.add_argument("--long-rounds", type=int, default=5)
+    ap.add_argument("--long-rounds", type=int, default=7)
     ap.add_argument("--cli", help="path of the attnkit CLI binary, to also time `attnkit bench --json`")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--json", help="write the results here")
