@@ -26,6 +26,7 @@ log-sum-exp.
 import os
 import pathlib
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_matches_jax(tmp_path, case):
     name, b, sq, sk, hq, hkv, d, causal, window, scale = case
-    rng = np.random.default_rng(abs(hash(name)) % (2**32))
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # reproducible across runs
     q = rng.uniform(-1, 1, (b, sq, hq, d)).astype(np.float32)
     k = rng.uniform(-1, 1, (b, sk, hkv, d)).astype(np.float32)
     v = rng.uniform(-1, 1, (b, sk, hkv, d)).astype(np.float32)
