@@ -30,8 +30,10 @@ int64_t causal_keys_in(const BlockMaskShape& s, int64_t p, int64_t k0, int64_t k
 
 // Causally visible pairs of query rows [r0, r1) against keys [k0, k1).
 double causal_pairs_in(const BlockMaskShape& s, int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
-  if (!s.causal) return static_cast<double>(r1 - r0) * static_cast<double>(k1 - k0);
   const int64_t off = diag_offset(s);
+  // Closed forms for the common cases: wholly visible (or not causal), wholly hidden.
+  if (!s.causal || k1 - 1 <= r0 + off) return static_cast<double>(r1 - r0) * static_cast<double>(k1 - k0);
+  if (k0 > r1 - 1 + off) return 0.0;
   double total = 0;
   for (int64_t r = r0; r < r1; ++r) total += static_cast<double>(causal_keys_in(s, r + off, k0, k1));
   return total;

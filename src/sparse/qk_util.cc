@@ -24,24 +24,30 @@ void copy_rows(const TensorView& t, int64_t b, int64_t h, int64_t r0, int64_t r1
   }
 }
 
-void pool_rows(const float* x, int64_t n, int64_t d, int64_t block, std::vector<float>* out) {
+void pool_rows(const float* x, int64_t n, int64_t d, int64_t block, std::vector<float>* out, int64_t ld) {
+  if (ld < 0) ld = d;
   const int64_t nb = (n + block - 1) / block;
   out->assign(nb * d, 0.0f);
   for (int64_t bi = 0; bi < nb; ++bi) {
     const int64_t r0 = bi * block, r1 = std::min(n, r0 + block);
     float* o = out->data() + bi * d;
     for (int64_t r = r0; r < r1; ++r)
-      for (int64_t c = 0; c < d; ++c) o[c] += x[r * d + c];
+      for (int64_t c = 0; c < d; ++c) o[c] += x[r * ld + c];
     const float inv = 1.0f / static_cast<float>(r1 - r0);
     for (int64_t c = 0; c < d; ++c) o[c] *= inv;
   }
 }
 
-void gemm_abt(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, float alpha) {
+void gemm_abt(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, float alpha, int64_t lda,
+              int64_t ldb) {
   if (m == 0 || n == 0) return;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              alpha, a, static_cast<int>(k), b, static_cast<int>(k), 0.0f, c, static_cast<int>(n));
+              alpha, a, static_cast<int>(lda < 0 ? k : lda), b, static_cast<int>(ldb < 0 ? k : ldb), 0.0f, c,
+              static_cast<int>(n));
 }
+
+BlasSingleThread::BlasSingleThread() : previous_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+BlasSingleThread::~BlasSingleThread() { openblas_set_num_threads(previous_); }
 
 void softmax_prefix(float* x, int64_t n, int64_t valid) {
   valid = std::min(valid, n);

@@ -13,12 +13,28 @@ namespace attnkit::sparse_internal {
 // Rows [r0, r1) of (batch b, head h) of a BSHD view as dense f32 [r1 - r0, head_dim].
 void copy_rows(const TensorView& t, int64_t b, int64_t h, int64_t r0, int64_t r1, float* dst);
 
-// Mean of each block of `block` rows of a dense [n, d] matrix -> [ceil(n / block), d].
-void pool_rows(const float* x, int64_t n, int64_t d, int64_t block, std::vector<float>* out);
+// Mean of each block of `block` rows of an [n, d] matrix with row stride ld (-1 = d)
+// -> dense [ceil(n / block), d].
+void pool_rows(const float* x, int64_t n, int64_t d, int64_t block, std::vector<float>* out, int64_t ld = -1);
 
-// C[m, n] = alpha * A[m, k] B[n, k]^T (all row-major, dense). OpenBLAS; call outside OpenMP
-// parallel regions (OpenBLAS threads itself).
-void gemm_abt(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, float alpha);
+// C[m, n] = alpha * A[m, k] B[n, k]^T, row-major, C dense; lda / ldb are row strides (-1 = k).
+// OpenBLAS with the thread count it has (the estimators pin it to 1 inside their OpenMP region).
+void gemm_abt(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, float alpha,
+              int64_t lda = -1, int64_t ldb = -1);
+
+// Pins OpenBLAS to one thread for the object's lifetime (restores the previous count): the
+// estimators run one head per OpenMP thread, and OpenMP threads spin-waiting next to OpenBLAS's
+// own threads cost more than the products themselves on a busy machine.
+class BlasSingleThread {
+ public:
+  BlasSingleThread();
+  ~BlasSingleThread();
+  BlasSingleThread(const BlasSingleThread&) = delete;
+  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
+
+ private:
+  int previous_;
+};
 
 // In-place softmax of x[0, n) where entries past `valid` are ignored (set to 0).
 void softmax_prefix(float* x, int64_t n, int64_t valid);
