@@ -234,7 +234,17 @@ struct BasedParams {
   int64_t chunk_size = 64;
   int num_threads = 0;
 };
+// Streaming state of one sequence: the Taylor state [heads_q, F, head_dim_v + 1] and the last
+// `window - 1` keys/values (what the next token's window can still see). Empty = fresh sequence.
+struct BasedState {
+  std::vector<float> linear_state;
+  std::vector<float> recent_k, recent_v;  // [n_recent, heads_kv, head_dim] / [.., head_dim_v]
+  int64_t n_recent = 0;
+};
+// With maybe_state (batch must be 1) the call continues the sequence held in the state and
+// updates it, so prefill(N) == prefill(N1) + single-token calls; without it, each batch row is a
+// fresh sequence.
 Status based_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                       const BasedParams& params);
+                       const BasedParams& params, BasedState* maybe_state = nullptr);
 
 }  // namespace attnkit

@@ -3,6 +3,11 @@
 // which approximates exp(s) for the global context, plus exact softmax attention over a small
 // sliding window (64 tokens) for precise local recall. The window runs through the core exact
 // kernel (attnkit::attention with window_left = window - 1, causal); the two outputs are mixed.
+//
+// Streaming: the state keeps the Taylor state and the last window - 1 keys/values. A continued
+// call attends [recent keys ; new keys] with bottom-right causal alignment, so a decode step is
+// the same computation as the corresponding prefill row.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -11,12 +16,24 @@
 #include "attnkit/linear.h"
 
 namespace attnkit {
+namespace {
+
+// Copies a [1, n, h, w] view into a dense buffer at row offset `row0` of a [rows, h, w] array.
+void copy_rows(const TensorView& t, int64_t n, float* dst) {
+  const int64_t h = t.heads(), w = t.head_dim();
+  for (int64_t s = 0; s < n; ++s)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) dst[(s * h + i) * w + j] = t.get(0, s, i, j);
+}
+
+}  // namespace
 
 Status based_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                       const BasedParams& p) {
+                       const BasedParams& p, BasedState* st) {
   if (p.window < 1) return Status::invalid_argument("based window " + std::to_string(p.window) + " must be >= 1");
   if (!(p.mix >= 0.0f && p.mix <= 1.0f)) return Status::invalid_argument("based mix " + std::to_string(p.mix) + " must be in [0, 1]");
   if (out.data == nullptr) return Status::invalid_argument("based out is null");
+  if (st && q.batch() != 1) return Status::invalid_argument("based with a state needs batch 1, got " + std::to_string(q.batch()));
   LinearAttentionParams lp;
   lp.feature_map = FeatureMap::kTaylor2;
   lp.norm = LinearNorm::kDenominator;
@@ -24,21 +41,60 @@ Status based_attention(const TensorView& q, const TensorView& k, const TensorVie
   lp.chunk_size = p.chunk_size;
   lp.num_threads = p.num_threads;
   ATTNKIT_RETURN_IF_ERROR(validate_linear_attention(q, k, v, out, lp));
+  const int64_t T = q.seq(), Hq = q.heads(), Hkv = k.heads(), d = q.head_dim(), dv = v.head_dim();
   const int64_t n = out.numel();
   std::vector<float> lin(static_cast<size_t>(n)), win(static_cast<size_t>(n));
-  const TensorView lin_v = TensorView::contiguous(lin.data(), DType::kF32, out.shape[0], out.shape[1], out.shape[2], out.shape[3]);
-  const TensorView win_v = TensorView::contiguous(win.data(), DType::kF32, out.shape[0], out.shape[1], out.shape[2], out.shape[3]);
+  const TensorView lin_v = TensorView::contiguous(lin.data(), DType::kF32, out.shape[0], T, Hq, dv);
+  const TensorView win_v = TensorView::contiguous(win.data(), DType::kF32, out.shape[0], T, Hq, dv);
+
+  // Linear (Taylor) part, continuing the state when there is one.
+  int64_t sf = 0;
+  ATTNKIT_RETURN_IF_ERROR(linear_state_floats(lp, d, dv, &sf));
+  if (st) {
+    if (st->linear_state.empty()) st->linear_state.assign(static_cast<size_t>(Hq * sf), 0.0f);
+    if (static_cast<int64_t>(st->linear_state.size()) != Hq * sf)
+      return Status::invalid_argument("based state holds " + std::to_string(st->linear_state.size()) +
+                                      " floats; expected heads_q * F * (head_dim_v + 1) = " + std::to_string(Hq * sf));
+    lp.maybe_initial_state = st->linear_state.data();
+    lp.maybe_final_state = st->linear_state.data();
+  }
   ATTNKIT_RETURN_IF_ERROR(linear_attention(q, k, v, lin_v, lp));
+
+  // Window part: [recent ; new] keys with the queries aligned to the end (bottom-right causal).
   AttentionParams ap;
   ap.causal = true;
   ap.window_left = p.window - 1;  // inclusive: the token itself and window - 1 before it
   ap.window_right = 0;
   ap.num_threads = p.num_threads;
-  ATTNKIT_RETURN_IF_ERROR(attention(q, k, v, win_v, nullptr, ap));
+  const int64_t nr = st ? st->n_recent : 0;
+  if (nr == 0) {
+    ATTNKIT_RETURN_IF_ERROR(attention(q, k, v, win_v, nullptr, ap));
+  } else {
+    std::vector<float> kk(static_cast<size_t>((nr + T) * Hkv * d)), vv(static_cast<size_t>((nr + T) * Hkv * dv));
+    std::copy(st->recent_k.begin(), st->recent_k.begin() + nr * Hkv * d, kk.begin());
+    std::copy(st->recent_v.begin(), st->recent_v.begin() + nr * Hkv * dv, vv.begin());
+    copy_rows(k, T, kk.data() + nr * Hkv * d);
+    copy_rows(v, T, vv.data() + nr * Hkv * dv);
+    const TensorView kc = TensorView::contiguous(kk.data(), DType::kF32, 1, nr + T, Hkv, d);
+    const TensorView vc = TensorView::contiguous(vv.data(), DType::kF32, 1, nr + T, Hkv, dv);
+    ATTNKIT_RETURN_IF_ERROR(attention(q, kc, vc, win_v, nullptr, ap));
+  }
+  if (st) {
+    // Keep the last window - 1 keys/values of [recent ; new].
+    const int64_t keep = std::min(p.window - 1, nr + T);
+    std::vector<float> kk(static_cast<size_t>((nr + T) * Hkv * d)), vv(static_cast<size_t>((nr + T) * Hkv * dv));
+    std::copy(st->recent_k.begin(), st->recent_k.begin() + nr * Hkv * d, kk.begin());
+    std::copy(st->recent_v.begin(), st->recent_v.begin() + nr * Hkv * dv, vv.begin());
+    copy_rows(k, T, kk.data() + nr * Hkv * d);
+    copy_rows(v, T, vv.data() + nr * Hkv * dv);
+    st->recent_k.assign(kk.end() - keep * Hkv * d, kk.end());
+    st->recent_v.assign(vv.end() - keep * Hkv * dv, vv.end());
+    st->n_recent = keep;
+  }
   for (int64_t b = 0; b < out.shape[0]; ++b)
-    for (int64_t s = 0; s < out.shape[1]; ++s)
-      for (int64_t h = 0; h < out.shape[2]; ++h)
-        for (int64_t j = 0; j < out.shape[3]; ++j)
+    for (int64_t s = 0; s < T; ++s)
+      for (int64_t h = 0; h < Hq; ++h)
+        for (int64_t j = 0; j < dv; ++j)
           out.set(b, s, h, j, p.mix * win_v.get(b, s, h, j) + (1.0f - p.mix) * lin_v.get(b, s, h, j));
   return Status::ok_status();
 }

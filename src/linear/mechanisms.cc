@@ -499,7 +499,6 @@ Mechanism make_based() {
               {"qk_dim", "16", "width of q and k (features 1 + d + d(d+1)/2)"}, {"chunk", "64", "chunk of the linear part"}};
   m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
     ATTNKIT_RETURN_IF_ERROR(check_shape(s));
-    if (s.seq_q != s.seq_kv) return Status::unsupported("based is registered for prefill only (seq_q == seq_kv)");
     BasedParams p;
     int64_t qk = 0;
     double mix = 0;
@@ -525,10 +524,35 @@ Mechanism make_based() {
     int64_t f = 0;
     ATTNKIT_RETURN_IF_ERROR(linear_feature_dim(lp, qk, &f));
     auto run = std::make_unique<FnRun>();
-    run->fn = [in, p]() { return based_attention(in->qv, in->kv, in->vv, in->ov, p); };
+    const int64_t ctx = s.seq_kv - s.seq_q;
+    if (ctx > 0) {
+      // Decode: one state per batch row with a full window of recent keys as context.
+      auto states = std::make_shared<std::vector<BasedState>>(static_cast<size_t>(B));
+      for (BasedState& st : *states) {
+        st.n_recent = std::min(p.window - 1, ctx);
+        st.recent_k.resize(static_cast<size_t>(st.n_recent * H * qk));
+        st.recent_v.resize(static_cast<size_t>(st.n_recent * H * d));
+        fill_uniform(st.recent_k, 11);
+        fill_uniform(st.recent_v, 12);
+      }
+      run->fn = [in, p, states, B]() -> Status {
+        for (int64_t b = 0; b < B; ++b) {
+          auto slice = [&](const TensorView& t) {
+            TensorView r = t;
+            r.data = static_cast<float*>(t.data) + b * t.stride[0];
+            r.shape[0] = 1;
+            return r;
+          };
+          ATTNKIT_RETURN_IF_ERROR(based_attention(slice(in->qv), slice(in->kv), slice(in->vv), slice(in->ov), p, &(*states)[b]));
+        }
+        return Status::ok_status();
+      };
+    } else {
+      run->fn = [in, p]() { return based_attention(in->qv, in->kv, in->vv, in->ov, p); };
+    }
     double pairs = 0;
-    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>(std::min<int64_t>(t + 1, p.window));
-    run->f = linear_chunked_flops(B, T, H, f, d + 1, p.chunk_size, false) + static_cast<double>(B * H) * pairs * 2.0 * (qk + d);
+    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>(std::min<int64_t>(ctx + t + 1, p.window));
+    run->f = linear_chunked_flops(B, T, H, f, d + 1, ctx > 0 ? 1 : p.chunk_size, false) + static_cast<double>(B * H) * pairs * 2.0 * (qk + d);
     run->b = in->io_bytes();
     *out = std::move(run);
     return Status::ok_status();

@@ -276,3 +276,44 @@ TEST(Aaren, EqualsCoreExactAttentionWithBroadcastQuery) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// Based streaming: prefill(N) == prefill(N1) with a state + single-token steps (window and
+// Taylor parts both continue), including a first prefill shorter than the window.
+TEST(Based, PrefillThenDecodeMatchesOneShot) {
+  const int64_t T = 120, H = 2, d = 8, dv = 12;
+  lintest::Buf q, k, v;
+  q.make(1, T, H, d);
+  k.make(1, T, H, d);
+  v.make(1, T, H, dv);
+  lintest::fill_normal(q.data, 11);
+  lintest::fill_normal(k.data, 12);
+  lintest::fill_normal(v.data, 13);
+  BasedParams bp;
+  bp.window = 16;
+  std::vector<float> full(static_cast<size_t>(T * H * dv));
+  ASSERT_TRUE(based_attention(q.view, k.view, v.view, TensorView::contiguous(full.data(), DType::kF32, 1, T, H, dv), bp).ok());
+  auto slice = [](const TensorView& t, int64_t s0, int64_t n) {
+    TensorView r = t;
+    r.data = static_cast<float*>(t.data) + s0 * t.stride[1];
+    r.shape[1] = n;
+    return r;
+  };
+  for (int64_t n1 : {5, 70}) {
+    std::vector<float> part(full.size());
+    const TensorView pv = TensorView::contiguous(part.data(), DType::kF32, 1, T, H, dv);
+    BasedState st;
+    ASSERT_TRUE(based_attention(slice(q.view, 0, n1), slice(k.view, 0, n1), slice(v.view, 0, n1), slice(pv, 0, n1), bp, &st).ok());
+    for (int64_t t = n1; t < T; ++t) {
+      const Status s = based_attention(slice(q.view, t, 1), slice(k.view, t, 1), slice(v.view, t, 1), slice(pv, t, 1), bp, &st);
+      ASSERT_TRUE(s.ok()) << s.message();
+    }
+    EXPECT_EQ(st.n_recent, bp.window - 1);
+    EXPECT_LT(lintest::compare_f(part, full).rel, 1e-5) << "n1 " << n1;
+  }
+}
+
+}  // namespace
+}  // namespace attnkit
