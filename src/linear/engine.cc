@@ -91,7 +91,7 @@ struct Io {
 
 // Per-thread scratch of the chunk and recurrent paths.
 struct Scratch {
-  std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr;
+  std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr, rawq, rawk, proj;
   void ensure(const Resolved& r, int64_t c) {
     const int64_t f = r.f, dvp = r.dvp;
     auto grow = [](std::vector<float>& v, int64_t n) {
@@ -111,6 +111,9 @@ struct Scratch {
     grow(beta, c);
     grow(tmp, std::max<int64_t>({r.d, 2 * r.p.feature_proj_dim, r.f, r.dv}) + 8);
     grow(row, std::max(r.d, r.dv) + 8);
+    grow(rawq, c * r.d);
+    grow(rawk, c * r.d);
+    grow(proj, c * std::max(r.f, r.p.feature_proj_dim));
   }
 };
 
@@ -126,6 +129,8 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   // few tokens ahead explicitly (f32 inputs).
   constexpr int64_t kAhead = 4;
   const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
+  // Projection feature maps run as one GEMM over the block of rows (feature_rows).
+  const bool batched = r.p.feature_map == FeatureMap::kPerformer || r.p.feature_map == FeatureMap::kHedgehog;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = t.t0 + s0 + i;
     const int64_t pos = t.start_pos + s0 + i;
@@ -140,7 +145,9 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       for (int64_t c = 0; c < r.dv; c += 16) __builtin_prefetch(va + c);
     }
     const bool identity = r.p.feature_map == FeatureMap::kIdentity;  // load straight into the features
-    if (identity) {
+    if (batched) {
+      load_row(*io.q, t.batch, s, t.h, r.d, &w.rawq[i * r.d]);
+    } else if (identity) {
       load_row(*io.q, t.batch, s, t.h, r.d, &w.qf[i * r.f]);
     } else {
       load_row(*io.q, t.batch, s, t.h, r.d, w.row.data());
@@ -157,7 +164,9 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     if (r.p.tie_key_to_gate) {
       for (int64_t j = 0; j < r.f; ++j) w.kf[i * r.f + j] = -std::expm1(gi[j]);  // 1 - e^g, exact for small g
     } else {
-      if (identity) {
+      if (batched) {
+        load_row(*io.k, t.batch, s, kvh, r.d, &w.rawk[i * r.d]);
+      } else if (identity) {
         load_row(*io.k, t.batch, s, kvh, r.d, &w.kf[i * r.f]);
       } else {
         load_row(*io.k, t.batch, s, kvh, r.d, w.row.data());
@@ -168,6 +177,10 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     load_row(*io.v, t.batch, s, kvh, r.dv, vr);
     if (r.dvp > r.dv) vr[r.dv] = 1.0f;
     if (r.p.update == UpdateRule::kDelta) w.beta[i] = r.p.beta.get(t.batch, s, t.h, 0);
+  }
+  if (batched) {
+    feature_rows(r, t.h, w.rawq.data(), n, true, w.qf.data(), w.proj.data());
+    feature_rows(r, t.h, w.rawk.data(), n, false, w.kf.data(), w.proj.data());
   }
 }
 

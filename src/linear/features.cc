@@ -8,6 +8,8 @@
 #include <cstring>
 #include <random>
 
+#include <cblas.h>
+
 namespace attnkit {
 namespace linear_internal {
 
@@ -165,6 +167,66 @@ void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool
         out[pd + j] *= i2;
       }
       return;
+    }
+  }
+}
+
+void feature_rows(const Resolved& r, int64_t h, float* x, int64_t n, bool is_query, float* out, float* proj) {
+  const int64_t d = r.d;
+  const LinearAttentionParams& p = r.p;
+  if (n == 0) return;
+  if (p.feature_map == FeatureMap::kPerformer) {
+    const int64_t m = r.f;
+    const float xs = static_cast<float>(std::pow(static_cast<double>(d), -0.25));
+    for (int64_t i = 0; i < n * d; ++i) x[i] *= xs;
+    // out[n, m] = x[n, d] W^T, W [m, d].
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(m), static_cast<int>(d),
+                1.0f, x, static_cast<int>(d), r.feature_w, static_cast<int>(d), 0.0f, out, static_cast<int>(m));
+    const float inv_sqrt_m = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m)));
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x + i * d;
+      float* oi = out + i * m;
+      double sq = 0;
+      for (int64_t c = 0; c < d; ++c) sq += static_cast<double>(xi[c]) * xi[c];
+      float mx = 0.0f;
+      if (is_query && r.stabilize_query) {  // see feature_row: a per-query shift cancels
+        mx = -INFINITY;
+        for (int64_t j = 0; j < m; ++j) mx = std::max(mx, oi[j]);
+      }
+      exp_shift_inplace(oi, m, static_cast<float>(sq * 0.5) + mx, inv_sqrt_m);
+    }
+    return;
+  }
+  // Hedgehog: proj[n, pd] = x W_h + b, then the two softmaxes per row.
+  const int64_t pd = p.feature_proj_dim;
+  const float* w = r.feature_w + h * d * pd;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(n), static_cast<int>(pd), static_cast<int>(d),
+              1.0f, x, static_cast<int>(d), w, static_cast<int>(pd), 0.0f, proj, static_cast<int>(pd));
+  const float* b = p.maybe_feature_bias ? p.maybe_feature_bias + h * pd : nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    float* z = proj + i * pd;
+    float* o = out + i * 2 * pd;
+    float mx = -INFINITY, mn = INFINITY;
+    for (int64_t j = 0; j < pd; ++j) {
+      if (b) z[j] += b[j];
+      mx = std::max(mx, z[j]);
+      mn = std::min(mn, z[j]);
+    }
+    for (int64_t j = 0; j < pd; ++j) {
+      o[j] = z[j];
+      o[pd + j] = -z[j];
+    }
+    exp_shift_inplace(o, pd, mx, 1.0f);
+    exp_shift_inplace(o + pd, pd, -mn, 1.0f);
+    double s1 = 0, s2 = 0;
+    for (int64_t j = 0; j < pd; ++j) {
+      s1 += o[j];
+      s2 += o[pd + j];
+    }
+    const float i1 = static_cast<float>(1.0 / s1), i2 = static_cast<float>(1.0 / s2);
+    for (int64_t j = 0; j < pd; ++j) {
+      o[j] *= i1;
+      o[pd + j] *= i2;
     }
   }
 }

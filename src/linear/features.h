@@ -25,6 +25,11 @@ struct Resolved {
 // pos. tmp must hold at least max(d, 2 * feature_proj_dim, m) floats.
 void feature_row(const Resolved& r, int64_t h, const float* x, int64_t pos, bool is_query, float* out, float* tmp);
 
+// The same for n rows x[n, d] (modified in place) into out[n, f], with the Performer / Hedgehog
+// projections as one GEMM; proj must hold n * max(f, feature_proj_dim) floats. Only for kPerformer
+// and kHedgehog (which do not depend on the position).
+void feature_rows(const Resolved& r, int64_t h, float* x, int64_t n, bool is_query, float* out, float* proj);
+
 // Feature dimension of a map (no validation beyond the map's own parameters).
 int64_t feature_dim_of(const LinearAttentionParams& p, int64_t d);
 
