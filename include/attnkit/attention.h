@@ -15,7 +15,9 @@
 //   s  = (q_i . k_j) * scale * temperature[h] * ssmax_factor(i)     scale default 1/sqrt(head_dim)
 //        ssmax_factor(i) = ssmax_s * ln(n_i), n_i = keys visible to row i (Scalable-Softmax)
 //   s  = softcap * tanh(s / softcap)                                if softcap > 0
-//   s -= alibi_slopes[h] * |pos_i - j|                              pos_i = i + Sk - Sq (bottom-right)
+//   s -= alibi_slopes[h] * |pos_i - j|
+//        pos_i = position of row i on the key axis: i + Sk - Sq with bottom-right alignment (the
+//        default), i with top-left; the window below is anchored at the same pos_i
 //   s += additive_mask[b, h, i, j]                                  custom additive mask
 // Visibility of key j to row i (all must hold, except that sinks ignore the window):
 //   causal:  j <= i + Sk - Sq (bottom-right, default) or j <= i (top-left)
