@@ -112,6 +112,63 @@ class GgufWriter {
   std::vector<WriterTensor> tensors_;
 };
 
+// Re-encodes a metadata value, keeping at most `keep` items of any array.
+inline Bytes encode_value(const Value& v, uint64_t keep) {
+  switch (v.type) {
+    case ValueType::kString: return enc_str(std::string(v.str));
+    case ValueType::kArray: {
+      const uint64_t n = v.array_size < keep ? v.array_size : keep;
+      Bytes items;
+      if (v.array_type == ValueType::kString) {
+        for (uint64_t i = 0; i < n; ++i) append(&items, enc_str(std::string(v.array_strings[i])));
+      } else if (v.array_type == ValueType::kArray) {
+        for (uint64_t i = 0; i < n; ++i) append(&items, encode_value(v.array_items[i], keep));
+      } else {
+        items.assign(v.array_raw, v.array_raw + n * value_scalar_size(v.array_type));
+      }
+      return enc_array(v.array_type, n, items);
+    }
+    default: {
+      Bytes b(value_scalar_size(v.type));
+      uint64_t u = 0;
+      switch (v.type) {
+        case ValueType::kFloat32: { float x = static_cast<float>(v.f64); std::memcpy(&u, &x, 4); break; }
+        case ValueType::kFloat64: std::memcpy(&u, &v.f64, 8); break;
+        case ValueType::kBool: u = v.b; break;
+        case ValueType::kInt8: case ValueType::kInt16: case ValueType::kInt32: case ValueType::kInt64:
+          u = static_cast<uint64_t>(v.i64); break;
+        default: u = v.u64;
+      }
+      std::memcpy(b.data(), &u, b.size());
+      return b;
+    }
+  }
+}
+
+// A small copy of a real file: every metadata key (arrays cut to `keep_items`) and, for each tensor
+// type present, the first tensor of that type cut to `rows` rows. Used as the fuzz seed.
+inline Status reduced_copy(const GgufFile& f, uint64_t keep_items, int64_t rows, Bytes* out) {
+  GgufWriter w;
+  w.version = f.version();
+  w.alignment = f.alignment();
+  for (const KeyValue& kv : f.metadata()) w.kv(std::string(kv.key), kv.value.type, encode_value(kv.value, keep_items));
+  std::vector<TensorType> seen;
+  for (const TensorInfo& t : f.tensors()) {
+    bool dup = false;
+    for (TensorType s : seen) dup = dup || s == t.type;
+    if (dup) continue;
+    seen.push_back(t.type);
+    const int64_t r = t.n_rows() < rows ? t.n_rows() : rows;
+    const uint8_t* data;
+    ATTNKIT_RETURN_IF_ERROR(f.tensor_data(t, &data));
+    std::vector<uint64_t> dims = {static_cast<uint64_t>(t.dims[0])};
+    if (t.n_dims > 1) dims.push_back(static_cast<uint64_t>(r));
+    w.tensor({std::string(t.name), dims, static_cast<uint32_t>(t.type), Bytes(data, data + r * t.row_bytes()), {}});
+  }
+  *out = w.build();
+  return Status::ok_status();
+}
+
 // A buffer whose last byte is immediately followed by an inaccessible page, so any read past the
 // end faults at once (the test then crashes instead of silently passing).
 class GuardedBuffer {

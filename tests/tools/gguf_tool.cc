@@ -11,6 +11,7 @@
 //        one JSON line per corpus record: {"ids": [...], "decoded": [bytes...]}; records are the
 //        lines of CORPUS (without '\n'), or with --nul its NUL-separated parts (may hold '\n')
 //   gguf_tool model-path                      -> prints default_model_path()
+//   gguf_tool reduce FILE OUT                 -> a ~20 KB copy of FILE's header (fuzz seed)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,7 @@
 
 #include "attnkit/gguf.h"
 #include "attnkit/tokenizer.h"
+#include "../model/gguf_writer.h"
 
 using attnkit::Status;
 namespace gguf = attnkit::gguf;
@@ -219,6 +221,16 @@ int main(int argc, char** argv) {
     if (a.size() == 4 && a[0] == "dequant-batch") return cmd_dequant_batch(a[1], a[2], a[3]);
     if (a.size() == 5 && a[0] == "dequant-raw") return cmd_dequant_raw(std::stoul(a[1]), a[2], std::stoll(a[3]), a[4]);
     if (a.size() == 1 && a[0] == "types") return cmd_types();
+    if (a.size() == 3 && a[0] == "reduce") {
+      std::unique_ptr<gguf::GgufFile> f;
+      Status s = gguf::GgufFile::open(a[1], &f);
+      gguf::testing::Bytes b;
+      if (s.ok()) s = gguf::testing::reduced_copy(*f, 600, 2, &b);
+      if (!s.ok()) return fail(s);
+      std::ofstream o(a[2], std::ios::binary);
+      o.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+      return o ? 0 : fail(Status::io_error("cannot write " + a[2]));
+    }
     if (a.size() == 1 && a[0] == "model-path") {
       std::cout << gguf::default_model_path() << "\n";
       return 0;
