@@ -365,3 +365,66 @@ TEST(LinearValidation, BadInputsReturnStatusNamingTheParameter) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// bf16 inputs and an f16 output: the engine converts on load/store; the reference reads the same
+// bf16 values, so the only extra error is the f16 rounding of the output.
+TEST(LinearDtypes, Bf16InputsF16Output) {
+  const int64_t T = 70, H = 2, d = 16, dv = 16;
+  for (const std::string name : {"gla", "gated_deltanet", "linear_elu"}) {
+    lintest::Case c;
+    lintest::build_case(&c, name, 1, T, H, d, dv, 4);
+    std::vector<uint16_t> qb(c.q.data.size()), kb(c.k.data.size()), vb(c.v.data.size()), ob(T * H * dv);
+    for (size_t i = 0; i < qb.size(); ++i) qb[i] = f32_to_bf16(c.q.data[i]);
+    for (size_t i = 0; i < kb.size(); ++i) kb[i] = f32_to_bf16(c.k.data[i]);
+    for (size_t i = 0; i < vb.size(); ++i) vb[i] = f32_to_bf16(c.v.data[i]);
+    const TensorView qv = TensorView::contiguous(qb.data(), DType::kBF16, 1, T, H, d);
+    const TensorView kv = TensorView::contiguous(kb.data(), DType::kBF16, 1, T, H, d);
+    const TensorView vv = TensorView::contiguous(vb.data(), DType::kBF16, 1, T, H, dv);
+    const TensorView ov = TensorView::contiguous(ob.data(), DType::kF16, 1, T, H, dv);
+    c.p.chunk_size = 16;
+    ASSERT_TRUE(linear_attention(qv, kv, vv, ov, c.p).ok());
+    std::vector<double> ref;
+    ASSERT_TRUE(reference::linear_attention_ref(qv, kv, vv, c.p, &ref).ok());
+    std::vector<float> got(ob.size());
+    for (size_t i = 0; i < ob.size(); ++i) got[i] = f16_to_f32(ob[i]);
+    const Err e = lintest::compare(got, ref);
+    EXPECT_FALSE(e.nan);
+    EXPECT_LT(e.rel, 2e-3) << name;  // f16 output rounding is 2^-11 relative per element
+  }
+}
+
+}  // namespace
+}  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+// Long sweep (ATTNKIT_LONG_TESTS=1): every configuration x head dims x chunk sizes at T = 1023.
+TEST(LinearLongSweep, AllConfigsHeadDimsChunks) {
+  if (std::getenv("ATTNKIT_LONG_TESTS") == nullptr) GTEST_SKIP() << "set ATTNKIT_LONG_TESTS=1";
+  const int64_t T = 1023;
+  for (const std::string& name : lintest::engine_configs()) {
+    const bool taylor = name == "based_taylor" || name == "taylorshift";
+    for (int64_t d : {16, 31, 64, 128}) {
+      const int64_t dd = taylor ? std::min<int64_t>(d, 16) : d;
+      lintest::Case c;
+      lintest::build_case(&c, name, 1, T, 2, dd, d, 50 + d);
+      std::vector<double> ref;
+      ASSERT_TRUE(reference::linear_attention_ref(c.q.view, c.k.view, c.v.view, c.p, &ref).ok());
+      for (int64_t C : {16, 32, 64}) {
+        c.p.chunk_size = C;
+        std::vector<float> out(static_cast<size_t>(T * 2 * d));
+        ASSERT_TRUE(linear_attention(c.q.view, c.k.view, c.v.view, TensorView::contiguous(out.data(), DType::kF32, 1, T, 2, d), c.p).ok());
+        const Err e = lintest::compare(out, ref);
+        EXPECT_FALSE(e.nan);
+        EXPECT_LT(e.rel, 1e-3) << name << " d " << d << " C " << C;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace attnkit
