@@ -169,6 +169,7 @@ struct AarenParams {
   int64_t n_seqs = 0;
   const float* maybe_initial_state = nullptr;
   float* maybe_final_state = nullptr;
+  int num_threads = 0;  // 0 = OpenMP default
 };
 void aaren_init_state(int64_t n_states, int64_t heads, int64_t head_dim_v, float* state);
 Status aaren_attention(const float* query, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -192,6 +193,7 @@ struct InfiniParams {
   int64_t segment_len = 2048;
   const float* maybe_gate_logits = nullptr;  // [heads]; null = 0 (an even mix)
   bool delta_update = false;
+  int num_threads = 0;  // 0 = OpenMP default
 };
 // Runs seq tokens of one sequence (batch must be 1) continuing from *state (which is updated).
 Status infini_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -212,6 +214,7 @@ struct TitansParams {
   int64_t chunk_size = 16;
   float alpha = 0.01f, eta = 0.9f, theta = 0.1f;
   TensorView alpha_t, eta_t, theta_t;
+  int num_threads = 0;  // 0 = OpenMP default
 };
 // Memory weights + momentum per (batch, head), all f32: linear W[d*dv] then S[d*dv]; MLP W1, W2,
 // S1, S2. titans_state_floats gives the size; titans_init_state seeds small random weights.

@@ -93,6 +93,7 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
   const float scale = std::isnan(p.scale) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))) : p.scale;
   const int64_t n_states = p.maybe_cu_seqlens ? p.n_seqs : k.batch();
   const int64_t sf = 2 + dv;
+  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
 
   auto score = [&](int64_t b, int64_t t, int64_t h) {
     float acc = 0.0f;
@@ -105,7 +106,7 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
 
   // One long sequence and head: the outer loop stays serial so the block loops below can use the
   // threads; otherwise the (sequence, head) tasks are the parallel unit.
-#pragma omp parallel for schedule(dynamic, 1) if (n_states * H > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (n_states * H > 1) num_threads(nt)
   for (int64_t task = 0; task < n_states * H; ++task) {
     const int64_t si = task / H, h = task % H;
     const int64_t b = p.maybe_cu_seqlens ? 0 : si;
@@ -135,7 +136,7 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
       const int64_t nb = (len + p.scan_block - 1) / p.scan_block;
       std::vector<ScanState> sums(static_cast<size_t>(nb));
       // Reduce: one summary per block (independent; runs in parallel when this task is alone).
-#pragma omp parallel for schedule(static) if (n_states * H == 1)
+#pragma omp parallel for schedule(static) if (n_states * H == 1) num_threads(nt)
       for (int64_t bi = 0; bi < nb; ++bi) {
         ScanState& x = sums[bi];
         x.a.assign(static_cast<size_t>(dv), 0.0f);
@@ -153,7 +154,7 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
         combine(carry, sums[bi].m, sums[bi].c, sums[bi].a.data(), dv);
       }
       // Rescan each block from its carry-in and write the outputs.
-#pragma omp parallel for schedule(static) if (n_states * H == 1)
+#pragma omp parallel for schedule(static) if (n_states * H == 1) num_threads(nt)
       for (int64_t bi = 0; bi < nb; ++bi) {
         ScanState x = carry_in[bi];
         std::vector<float> vr(static_cast<size_t>(dv)), orw(static_cast<size_t>(dv));

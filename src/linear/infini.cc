@@ -53,8 +53,9 @@ Status infini_attention(const TensorView& q, const TensorView& k, const TensorVi
   st->segment_k.resize(static_cast<size_t>(L * H * d));
   st->segment_v.resize(static_cast<size_t>(L * H * dv));
   const int64_t filled0 = st->filled;
+  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
 
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t h = 0; h < H; ++h) {
     float* M = st->memory.data() + h * d * dvp;  // [d, dv + 1], last column z
     const float g = p.maybe_gate_logits ? p.maybe_gate_logits[h] : 0.0f;

@@ -385,6 +385,7 @@ Mechanism make_aaren() {
     aaren_init_state(B, H, d, st->data());
     AarenParams p;
     p.scan_block = block;
+    p.num_threads = s.threads;
     p.sequential = seq || s.seq_q < s.seq_kv;
     if (s.seq_q < s.seq_kv) {
       p.maybe_initial_state = st->data();
@@ -418,6 +419,7 @@ Mechanism make_infini() {
     in->make(B, T, H, d, d);
     InfiniParams p;
     p.segment_len = seg;
+    p.num_threads = s.threads;
     p.delta_update = delta;
     auto states = std::make_shared<std::vector<InfiniState>>(static_cast<size_t>(B));
     auto run = std::make_unique<FnRun>();
@@ -472,6 +474,7 @@ Mechanism make_titans() {
     ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &p.chunk_size));
     if (p.hidden < 0) return Status::invalid_argument("parameter hidden=" + mp.at("hidden") + " must be >= 0");
     if (p.chunk_size < 1) return Status::invalid_argument("parameter chunk=" + mp.at("chunk") + " must be >= 1");
+    p.num_threads = s.threads;
     const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
     auto in = std::make_shared<Inputs>();
     in->make(B, T, H, d, d);

@@ -140,8 +140,9 @@ Status titans_memory(const TensorView& q, const TensorView& k, const TensorView&
   const Dims m = dims_of(p, d, dv);
   const int64_t w = m.weights();
   const int64_t C = p.chunk_size;
+  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
 
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t task = 0; task < B * H; ++task) {
     const int64_t b = task / H, h = task % H;
     float* W = state + task * 2 * w;
