@@ -53,6 +53,9 @@ class SparsePattern {
   // (both non-empty). The default checks every element; patterns override it with a closed form
   // so that building a BlockMask costs O(blocks), not O(elements).
   virtual Cover cover(int64_t head, int64_t p0, int64_t p1, int64_t k0, int64_t k1) const;
+  // visible() for keys [k0, k1) of one query position: out[j - k0] = 1 or 0. The kernel reads
+  // partial blocks through this, one row of a tile at a time; the default calls visible().
+  virtual void visible_row(int64_t head, int64_t p, int64_t k0, int64_t k1, uint8_t* out) const;
 };
 
 using PatternPtr = std::shared_ptr<const SparsePattern>;

@@ -26,6 +26,10 @@ Cover SparsePattern::cover(int64_t head, int64_t p0, int64_t p1, int64_t k0, int
   return all ? Cover::kFull : (any ? Cover::kPartial : Cover::kNone);
 }
 
+void SparsePattern::visible_row(int64_t head, int64_t p, int64_t k0, int64_t k1, uint8_t* out) const {
+  for (int64_t j = k0; j < k1; ++j) out[j - k0] = visible(head, p, j) ? 1 : 0;
+}
+
 namespace {
 
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
@@ -126,11 +130,34 @@ class DilatedPattern final : public SparsePattern {
   }
   bool visible(int64_t head, int64_t p, int64_t j) const override {
     if (p < 0 || j < 0) return false;
+    // floor(p / (w0 2^l)) = floor(p / w0) >> l and x mod 2^l = x & (2^l - 1): two divisions per
+    // element instead of two per level (this runs once per element of every partial block).
+    const int64_t sp = p / w0_, sj = j / w0_;
     for (int64_t l = 0; l < levels_; ++l) {
-      const int64_t w = w0_ << l, r = int64_t{1} << l, off = head % r;
-      if (p / w == j / w && p % r == off && j % r == off) return true;
+      const int64_t mask = (int64_t{1} << l) - 1, off = head & mask;
+      if ((sp >> l) == (sj >> l) && (p & mask) == off && (j & mask) == off) return true;
     }
     return false;
+  }
+  void visible_row(int64_t head, int64_t p, int64_t k0, int64_t k1, uint8_t* out) const override {
+    if (p < 0) {
+      std::fill(out, out + (k1 - k0), uint8_t{0});
+      return;
+    }
+    const int64_t sp = p / w0_;
+    int64_t sj = k0 / w0_, rem = k0 % w0_;  // walk j's level-0 segment without dividing
+    for (int64_t j = k0; j < k1; ++j) {
+      bool v = false;
+      for (int64_t l = 0; l < levels_ && !v; ++l) {
+        const int64_t mask = (int64_t{1} << l) - 1, off = head & mask;
+        v = (sp >> l) == (sj >> l) && (p & mask) == off && (j & mask) == off;
+      }
+      out[j - k0] = v ? 1 : 0;
+      if (++rem == w0_) {
+        rem = 0;
+        ++sj;
+      }
+    }
   }
   Cover cover(int64_t head, int64_t p0, int64_t p1, int64_t k0, int64_t k1) const override {
     const bool clipped = p0 < 0 || k0 < 0;

@@ -106,9 +106,9 @@ void run_unit(const core::Call& call, const ListWork& w, ThreadScratch* ts, floa
   }
 }
 
-int resolve_threads(int n) { return n > 0 ? n : omp_get_max_threads(); }
-
 }  // namespace
+
+int resolve_threads(int n) { return n > 0 ? n : omp_get_max_threads(); }
 
 void run_work(const core::Call& call, int64_t n_work, const FillWork& fill) {
 #pragma omp parallel num_threads(resolve_threads(call.p.num_threads))
@@ -153,14 +153,35 @@ using namespace sparse_internal;
 
 namespace {
 
+// The kernel asks for one element at a time, row by row within a tile. Each thread keeps the
+// current row's verdicts for the next kTileK keys (filled by one visible_row() call), so a
+// pattern computes its per-row quantities once per row and tile instead of once per element.
+// The memos live in the context, one per OpenMP thread (cache-line aligned), which avoids a
+// thread_local lookup (__tls_get_addr in a shared library) on every element.
+struct alignas(64) RowMemo {
+  int64_t s = -1, h = -1, i = -1, k0 = 0, k1 = 0;
+  uint8_t bits[core::kTileK];
+};
+
 struct PatternCtx {
   const SparsePattern* pattern;
   int64_t off;  // query row -> key-axis position
+  int64_t seq_kv;
+  std::vector<RowMemo> memos;  // one per thread of the call
 };
 
-bool pattern_fn(const void* ctx, int64_t, int64_t h, int64_t i, int64_t j) {
-  const auto* c = static_cast<const PatternCtx*>(ctx);
-  return c->pattern->visible(h, i + c->off, j);
+bool pattern_fn(const void* ctx, int64_t s, int64_t h, int64_t i, int64_t j) {
+  auto* c = static_cast<PatternCtx*>(const_cast<void*>(ctx));
+  RowMemo& m = c->memos[omp_get_thread_num()];
+  if (m.s != s || m.h != h || m.i != i || j < m.k0 || j >= m.k1) {
+    m.s = s;
+    m.h = h;
+    m.i = i;
+    m.k0 = j;
+    m.k1 = std::min(c->seq_kv, j + core::kTileK);
+    c->pattern->visible_row(h, i + c->off, m.k0, m.k1, m.bits);
+  }
+  return m.bits[j - m.k0] != 0;
 }
 
 // Appends the spans of one list: full and partial block lists (each ascending) merged by key
@@ -208,7 +229,7 @@ Status sparse_attention(const TensorView& q, const TensorView& k, const TensorVi
     return Status::invalid_argument(std::string("sparse_attention: block mask causal=") + (s.causal ? "true" : "false") +
                                     " / alignment does not match params.causal=" + (params.causal ? "true" : "false"));
   }
-  PatternCtx ctx{mask.maybe_pattern.get(), diag_offset(s)};
+  PatternCtx ctx{mask.maybe_pattern.get(), diag_offset(s), s.seq_kv, std::vector<RowMemo>(resolve_threads(params.num_threads))};
   core::ElementMask emask{pattern_fn, &ctx};
   const bool pattern = mask.maybe_pattern != nullptr;
   const int64_t nqb = mask.n_q_blocks();
