@@ -227,6 +227,29 @@ TEST(Patterns, CoverAgreesWithBruteForce) {
   }
 }
 
+TEST(Patterns, VisibleRowAgreesWithVisible) {
+  // The kernel reads partial blocks through visible_row(); it must equal visible() everywhere.
+  std::vector<PatternPtr> pats(4);
+  ASSERT_TRUE(make_dilated_pattern(5, 4, &pats[0]).ok());
+  ASSERT_TRUE(make_dilated_pattern(16, 2, &pats[1]).ok());
+  ASSERT_TRUE(make_window_pattern(7, 3, &pats[2]).ok());
+  ASSERT_TRUE(make_bigbird_pattern(4, 1, 1, 2, 5, true, 80, &pats[3]).ok());
+  std::vector<uint8_t> row(64);
+  for (const PatternPtr& pat : pats) {
+    for (int64_t h = 0; h < 3; ++h) {
+      for (int64_t p = -2; p < 80; ++p) {
+        for (int64_t k0 : {0, 3, 17, 40}) {
+          const int64_t k1 = k0 + 37;
+          pat->visible_row(h, p, k0, k1, row.data());
+          for (int64_t j = k0; j < k1; ++j) {
+            ASSERT_EQ(row[j - k0] != 0, pat->visible(h, p, j)) << pat->describe() << " h=" << h << " p=" << p << " j=" << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Patterns, DensityOfWindowIsAsExpected) {
   // Causal window of 1023 keys over 8192 tokens with 64x64 blocks: computed pairs are the
   // visited blocks' causal pairs, a little above the exact window's share.
