@@ -317,3 +317,42 @@ TEST(Based, PrefillThenDecodeMatchesOneShot) {
 
 }  // namespace
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+TEST(LinearModelsValidation, BadInputsNameTheParameter) {
+  lintest::Buf q, k, v, o;
+  q.make(1, 8, 2, 4);
+  k.make(1, 8, 2, 4);
+  v.make(1, 8, 2, 4);
+  o.make(1, 8, 2, 4);
+  Status s = aaren_attention(nullptr, k.view, v.view, o.view, AarenParams());
+  EXPECT_NE(s.message().find("query"), std::string::npos) << s.message();
+  AarenParams ap;
+  ap.scan_block = 0;
+  std::vector<float> query(8, 0.0f);
+  s = aaren_attention(query.data(), k.view, v.view, o.view, ap);
+  EXPECT_NE(s.message().find("scan_block 0"), std::string::npos) << s.message();
+  TitansParams tp;
+  tp.chunk_size = 0;
+  std::vector<float> st(static_cast<size_t>(2 * titans_state_floats(tp, 4, 4)));
+  s = titans_memory(q.view, k.view, v.view, o.view, tp, st.data());
+  EXPECT_NE(s.message().find("chunk_size 0"), std::string::npos) << s.message();
+  InfiniParams ip;
+  ip.segment_len = 0;
+  InfiniState ist;
+  s = infini_attention(q.view, k.view, v.view, o.view, ip, &ist);
+  EXPECT_NE(s.message().find("segment_len 0"), std::string::npos) << s.message();
+  BasedParams bp;
+  bp.window = 0;
+  s = based_attention(q.view, k.view, v.view, o.view, bp);
+  EXPECT_NE(s.message().find("window 0"), std::string::npos) << s.message();
+  bp.window = 4;
+  bp.mix = 1.5f;
+  s = based_attention(q.view, k.view, v.view, o.view, bp);
+  EXPECT_NE(s.message().find("mix"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace attnkit
