@@ -72,13 +72,13 @@ void load_kv_head(const TensorView& k, int64_t b, int64_t hk, int64_t block, KvH
 // Runs fn(b, h, kv) for every (batch, query head), one head per OpenMP thread (dynamic
 // schedule), with OpenBLAS pinned to one thread; the kv heads are prepared first, in parallel.
 template <class F>
-void for_each_head(const TensorView& q, const TensorView& k, int64_t block, F&& fn) {
+void for_each_head(const TensorView& q, const TensorView& k, int64_t block, int threads, F&& fn) {
   BlasSingleThread single;
   const int64_t batch = q.batch(), hkv = k.heads(), hq = q.heads(), group = hq / hkv;
   std::vector<KvHeadData> kv(batch * hkv);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t x = 0; x < batch * hkv; ++x) load_kv_head(k, x / hkv, x % hkv, block, &kv[x]);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t x = 0; x < batch * hq; ++x) {
     const int64_t b = x / hq, h = x % hq;
     fn(b, h, kv[b * hkv + h / group]);
@@ -204,7 +204,7 @@ Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const A
   BlockMask probe;
   probe.shape = s;
   std::vector<std::vector<int32_t>> sel(probe.n_lists()), cols(probe.n_lists());
-  for_each_head(q, k, cfg.block, [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> probs;
     std::vector<int64_t> pos;
     std::vector<double> vert, slash;
@@ -240,7 +240,7 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
-  for_each_head(q, k, cfg.block, [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> qf(s.seq_q * d), pq, scores(nqb * nkb);
     copy_rows(q, b, h, 0, s.seq_q, qf.data());
     pool_rows(qf.data(), s.seq_q, d, cfg.block, &pq);
@@ -270,7 +270,7 @@ Status estimate_moba(const TensorView& q, const TensorView& k, const AttentionPa
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
   // Gates in chunks of query blocks to bound memory: rows x nkb floats.
   const int64_t chunk_blocks = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, nkb * s.block_q));
-  for_each_head(q, k, cfg.block, [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> qf, gate;
     for (int64_t c0 = 0; c0 < nqb; c0 += chunk_blocks) {
       const int64_t c1 = std::min(nqb, c0 + chunk_blocks);
@@ -363,7 +363,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists()), cols(probe.n_lists());
   if (maybe_head_choice) maybe_head_choice->assign(s.batch * s.heads, 0);
-  for_each_head(q, k, cfg.block, [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<int64_t> pos;
     std::vector<float> probs, qf(s.seq_q * d), pq, scores(nqb * nkb);
     last_rows_probs(q, kv, s, b, h, last, scale, &probs, &pos);
@@ -422,7 +422,7 @@ Status estimate_hip(const TensorView& q, const TensorView& k, const AttentionPar
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
-  for_each_head(q, k, cfg.block, [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> qf(s.seq_q * d), pq, scores(nqb * nkb);
     copy_rows(q, b, h, 0, s.seq_q, qf.data());
     pool_rows(qf.data(), s.seq_q, d, cfg.block, &pq);
