@@ -216,6 +216,16 @@ TEST(Estimators, FlexPrefillPicksPerHeadPattern) {
   ASSERT_TRUE(estimate_flexprefill(pl.qv, pl.kv, p, c, &m, &choice).ok());
   ASSERT_EQ(choice.size(), 2u);
   EXPECT_GT(worst_recall(pl, m, 600, 13), 0.99);
+  // Single planted keys vanish in a 64-key block mean, so the pooled estimate is far from the
+  // true block distribution: vertical-slash (0) for both heads.
+  EXPECT_EQ(choice[0], 0);
+  EXPECT_EQ(choice[1], 0);
+  // Random data: both distributions are close to uniform, the pooled estimate is trusted:
+  // query-aware block-sparse (1).
+  Planted flat(1024, 2, 2, 64, {}, 1024, 6);
+  ASSERT_TRUE(estimate_flexprefill(flat.qv, flat.kv, p, c, &m, &choice).ok());
+  EXPECT_EQ(choice[0], 1);
+  EXPECT_EQ(choice[1], 1);
 }
 
 TEST(Estimators, BadConfigsReturnStatus) {
