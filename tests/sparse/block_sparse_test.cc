@@ -36,6 +36,8 @@ const std::vector<Case>& cases() {
       {201, 150, 4, 4, 33, true, CausalAlign::kTopLeft, 64, 32},
       {130, 130, 8, 2, 128, true, CausalAlign::kBottomRight, 32, 64},
       {257, 257, 2, 1, 64, false, CausalAlign::kBottomRight, 128, 64},
+      // More queries than keys, bottom-right: the first 60 rows see no key (output 0, LSE -inf).
+      {150, 90, 2, 2, 16, true, CausalAlign::kBottomRight, 64, 64},
   };
   return v;
 }
