@@ -154,6 +154,8 @@ nb::object run_attention(nb::handle q_obj, nb::handle k_obj, nb::handle v_obj, b
   if (oa.ndim != qa.ndim || !std::equal(out_dims, out_dims + qa.ndim, oa.shape))
     raise_value("out shape " + oa.shape_string() + " does not match " + shape_string(out_dims, qa.ndim) +
                 " ([batch, seq_q, heads_q, head_dim_v])");
+  if (!out_obj.is_none() && (views_overlap(out, q) || views_overlap(out, k) || views_overlap(out, v)))
+    raise_value("out overlaps q, k or v in memory; pass a separate output array");
 
   AttentionParams p;
   p.causal = causal;

@@ -260,6 +260,24 @@ float* f32_exact(const Array& a, const char* name, const int64_t* dims, int ndim
   return static_cast<float*>(a.data);
 }
 
+bool views_overlap(const TensorView& a, const TensorView& b) {
+  auto span = [](const TensorView& v, uintptr_t* lo, uintptr_t* hi) {
+    int64_t min_off = 0, max_off = 0;
+    for (int i = 0; i < 4; ++i) {
+      if (v.shape[i] == 0) return false;
+      const int64_t reach = (v.shape[i] - 1) * v.stride[i];
+      (reach < 0 ? min_off : max_off) += reach;
+    }
+    const int64_t item = static_cast<int64_t>(dtype_size(v.dtype));
+    *lo = reinterpret_cast<uintptr_t>(v.data) + min_off * item;
+    *hi = reinterpret_cast<uintptr_t>(v.data) + max_off * item + item - 1;
+    return true;
+  };
+  uintptr_t alo, ahi, blo, bhi;
+  if (!span(a, &alo, &ahi) || !span(b, &blo, &bhi)) return false;
+  return alo <= bhi && blo <= ahi;
+}
+
 void raise_if_error(const Status& s) {
   if (!s.ok()) throw nb::value_error(s.message().c_str());
 }

@@ -78,6 +78,10 @@ float* f32_exact(const Array& a, const char* name, const int64_t* dims, int ndim
 // "bottom_right" / "top_left" (ValueError otherwise); shared by the attention-like bindings.
 CausalAlign parse_causal_align(const char* s);
 
+// Whether the memory spans of two views intersect (a user-given out= that overlaps an input
+// would be read after it is written). Spans are [lowest, highest] element addresses.
+bool views_overlap(const TensorView& a, const TensorView& b);
+
 // Raises ValueError carrying the C++ message for a failed Status.
 void raise_if_error(const Status& s);
 

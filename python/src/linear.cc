@@ -155,6 +155,8 @@ nb::object linear_attention_py(nb::handle q_obj, nb::handle k_obj, nb::handle v_
   nb::object out_keep = out_obj.is_none() ? new_array(q_obj, qa, out_dims, qa.ndim, false) : nb::borrow(out_obj);
   const Array oa = borrow_array(out_keep, "out", true);
   const TensorView out = to_view(oa, "out", varlen);
+  if (!out_obj.is_none() && (views_overlap(out, q) || views_overlap(out, k) || views_overlap(out, v)))
+    raise_value("out overlaps q, k or v in memory; pass a separate output array");
   Status status;
   {
     nb::gil_scoped_release release;

@@ -162,6 +162,8 @@ def test_wrong_shapes_and_values_raise_value_error_with_cpp_message():
         attnkit.attention(q, k, v, normalization="sigmoid", return_lse=True)
     with pytest.raises(ValueError, match="lse has shape"):
         attnkit.attention(q, k, v, lse=np.zeros((2, 9, 4), np.float32))
+    with pytest.raises(ValueError, match="out overlaps q, k or v"):
+        attnkit.attention(q, q, q, out=q)
     with pytest.raises(ValueError, match="threads"):
         attnkit.attention(q, k, v, threads=-2)
     with pytest.raises(ValueError, match="o_a shape .* and o_b shape .* must be equal"):
