@@ -110,6 +110,30 @@ TEST(BlockSparse, StridedLayoutsAndBatch) {
   }
 }
 
+TEST(BlockSparse, HalfPrecisionInputs) {
+  // bf16 / f16 Q, K, V (f32 output): the kernel converts tiles; the reference reads the same
+  // rounded values.
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Inputs in(1, 140, 140, 4, 2, 64, 13, testing::Layout::kContiguous, dt);
+    AttentionParams p = sparse_test::causal_params(true);
+    PatternPtr pat;
+    ASSERT_TRUE(make_power_pattern(16, 2, &pat).ok());
+    const BlockMaskShape shape = sparse_test::mask_shape(in, true);
+    BlockMask m;
+    ASSERT_TRUE(build_block_mask(shape, pat, &m).ok());
+    ASSERT_TRUE(sparse_attention(in.q.view(), in.k.view(), in.v.view(), in.out.view(), in.lse.data(), p, m).ok());
+    EXPECT_EQ(sparse_test::check_against_reference(in, p, sparse_test::pattern_predicate(pat, shape)), "");
+    // An estimator reading bf16/f16 keys (converted copy) still returns a valid causal mask.
+    BlockTopKConfig bt;
+    bt.topk = 1;
+    BlockMask est;
+    ASSERT_TRUE(estimate_block_topk(in.q.view(), in.k.view(), p, bt, &est).ok());
+    ASSERT_TRUE(validate_block_mask(est).ok());
+    EXPECT_LE(block_mask_stats(est).density, 1.0);
+  }
+}
+
 TEST(BlockSparse, SelectedBlocksAndColumnsEqualReference) {
   // A hand-made selection with gathered columns: blocks and columns merge through LSE.
   Inputs in(1, 200, 200, 2, 1, 32, 3);

@@ -21,10 +21,10 @@ struct Inputs {
   testing::TestTensor q, k, v, out;
   std::vector<float> lse;
   Inputs(int64_t batch, int64_t sq, int64_t sk, int64_t hq, int64_t hkv, int64_t d, uint64_t seed,
-         testing::Layout layout = testing::Layout::kContiguous)
-      : q(DType::kF32, batch, sq, hq, d, layout),
-        k(DType::kF32, batch, sk, hkv, d, layout),
-        v(DType::kF32, batch, sk, hkv, d, layout),
+         testing::Layout layout = testing::Layout::kContiguous, DType in_dtype = DType::kF32)
+      : q(in_dtype, batch, sq, hq, d, layout),
+        k(in_dtype, batch, sk, hkv, d, layout),
+        v(in_dtype, batch, sk, hkv, d, layout),
         out(DType::kF32, batch, sq, hq, d, layout),
         lse(batch * hq * sq, 0.0f) {
     q.fill_uniform(seed * 3 + 1);
