@@ -195,8 +195,9 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
                            const BlockTopKConfig& cfg, BlockMask* out);
 
 // MoBA (Lu et al. 2025): gate of query i on key block b = q_i . mean(K_b); each query takes its
-// top-k causal blocks and its own block always. Queries of one query block share one list: the
-// union of their choices (so the kernel still runs 64-row tiles).
+// own block and its top-(k-1) earlier blocks. Queries of one query block share one list (so the
+// kernel still runs 64-row tiles): each query votes for its choices and the list keeps the k-1
+// most voted blocks (ties by summed gate) plus the diagonal block(s).
 struct MobaConfig {
   int64_t block = 64, topk = 8;
 };
@@ -216,9 +217,9 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
                             const FlexPrefillConfig& cfg, BlockMask* out, std::vector<int>* maybe_head_choice);
 
 // HiP-style hierarchical top-k (Lee et al. 2024): per query block, start from the causal key
-// range split into `topk` chunks, score each chunk by its representative key (the key with the
-// largest pooled-q dot product among a few probes), keep the top-k chunks, split each in two and
-// repeat until chunks are one block; result is `topk` blocks per query block.
+// blocks split into `topk` chunks; halve every chunk, score each half by its best probe block
+// (first, middle, last; score = pooled q . pooled k), keep the top-k halves, repeat until chunks
+// are single blocks: `topk` blocks per query block, plus the sink and diagonal blocks.
 struct HipConfig {
   int64_t block = 64, topk = 16;
 };
@@ -271,10 +272,12 @@ class SparseMethod {
   virtual Status estimate(const TensorView& q, const TensorView& k, const AttentionParams& params) = 0;
   virtual Status attend(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                         float* maybe_lse, const AttentionParams& params) = 0;
-  // After estimate(): the causally visible (query, key) pairs the kernel computes, summed over
-  // batch and heads; and per row the keys that enter the softmax (for mass recall).
+  // The causally visible (query, key) pairs the kernel computes, summed over batch and heads:
+  // known after estimate() for BlockMask methods, after attend() for HyperAttention / Routing
+  // (their key choice happens inside attend()).
   virtual double computed_pairs() const = 0;
-  // Null when the method has no per-row key set (HyperAttention's sampled part is weighted).
+  // The BlockMask of the last estimate() (per-row key sets for mass recall); null for
+  // HyperAttention / Routing.
   virtual const BlockMask* maybe_mask() const { return nullptr; }
 };
 
