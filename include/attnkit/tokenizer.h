@@ -95,8 +95,11 @@ class Tokenizer {
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
   struct Trie;
-  struct Symbol;
-  void encode_segment(std::string_view normalized, bool parse_special, std::vector<int32_t>* ids) const;
+  struct WordCache;
+  void encode_normalized(std::string_view normalized, bool parse_special, std::vector<int32_t>* ids) const;
+  void encode_run(std::string_view run, WordCache* cache, std::vector<int32_t>* ids) const;
+  void encode_word(std::string_view word, std::vector<int32_t>* ids) const;
+  bool bridged(std::string_view run, size_t pos) const;
   void emit_piece(std::string_view piece, std::vector<int32_t>* ids) const;
 
   // The maps hold views into pieces_ / normalized_, which are filled once and never resized.
@@ -112,6 +115,9 @@ class Tokenizer {
   int32_t byte_ids_[256];
   std::shared_ptr<const Trie> user_trie_;      // user-defined tokens (normalized text)
   std::shared_ptr<const Trie> special_trie_;   // user-defined + control tokens
+  // Mergeable pieces with a '▁' after their first character (Gemma has one: ">▁</"). Only these
+  // can join text across a '▁', so a run splits into independent words before every other '▁'.
+  std::vector<std::string_view> bridging_;
   int32_t bos_id_ = -1, eos_id_ = -1, pad_id_ = -1, unk_id_ = -1;
   bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = false;
 };

@@ -207,6 +207,8 @@ Status Tokenizer::from_gguf(const gguf::GgufFile& f, std::unique_ptr<Tokenizer>*
       case TokenType::kUnused:
       case TokenType::kUndefined:
         t->mergeable_.emplace(t->normalized_[i], id);
+        // User-defined pieces never bridge: the trie always takes them whole before BPE runs.
+        if (t->normalized_[i].find(kSpaceMark, 1) != std::string::npos) t->bridging_.push_back(t->normalized_[i]);
         break;
     }
   }
@@ -215,12 +217,6 @@ Status Tokenizer::from_gguf(const gguf::GgufFile& f, std::unique_ptr<Tokenizer>*
   *out = std::move(t);
   return Status::ok_status();
 }
-
-struct Tokenizer::Symbol {
-  int32_t prev, next;
-  uint32_t start, len;
-  int32_t frozen_id;  // >= 0: a matched user-defined/control token, never merged
-};
 
 void Tokenizer::emit_piece(std::string_view piece, std::vector<int32_t>* ids) const {
   auto it = mergeable_.find(piece);
@@ -232,24 +228,22 @@ void Tokenizer::emit_piece(std::string_view piece, std::vector<int32_t>* ids) co
   for (unsigned char c : piece) ids->push_back(byte_ids_[c] >= 0 ? byte_ids_[c] : unk_id_);
 }
 
-void Tokenizer::encode_segment(std::string_view s, bool parse_special, std::vector<int32_t>* ids) const {
+// BPE on one word (no frozen symbols inside): SentencePiece's bpe_model.cc Encode.
+void Tokenizer::encode_word(std::string_view s, std::vector<int32_t>* ids) const {
   if (s.empty()) return;
-  const Trie& trie = parse_special ? *special_trie_ : *user_trie_;
+  struct Symbol {
+    int32_t prev, next;
+    uint32_t start, len;
+  };
   std::vector<Symbol> sym;
   sym.reserve(s.size());
   for (size_t pos = 0; pos < s.size();) {
-    int32_t id = -1;
-    size_t len = trie.longest(s.substr(pos), &id);
-    if (len == 0) {
-      len = utf8_len(s.substr(pos));
-      id = -1;
-    }
+    const size_t len = utf8_len(s.substr(pos));
     const int32_t idx = static_cast<int32_t>(sym.size());
-    sym.push_back({idx - 1, -1, static_cast<uint32_t>(pos), static_cast<uint32_t>(len), id});
+    sym.push_back({idx - 1, -1, static_cast<uint32_t>(pos), static_cast<uint32_t>(len)});
     if (idx > 0) sym[idx - 1].next = idx;
     pos += len;
   }
-
   // Candidate merges, best first: highest score, then leftmost (SentencePiece's order).
   struct Cand {
     float score;
@@ -262,7 +256,7 @@ void Tokenizer::encode_segment(std::string_view s, bool parse_special, std::vect
   std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>> rev_merge;
 
   auto try_pair = [&](int32_t l, int32_t r) {
-    if (l < 0 || r < 0 || sym[l].frozen_id >= 0 || sym[r].frozen_id >= 0) return;
+    if (l < 0 || r < 0) return;
     const std::string_view piece = s.substr(sym[l].start, sym[l].len + sym[r].len);
     auto it = mergeable_.find(piece);
     if (it == mergeable_.end()) return;
@@ -290,13 +284,8 @@ void Tokenizer::encode_segment(std::string_view s, bool parse_special, std::vect
 
   std::vector<std::string_view> stack;
   for (int32_t i = 0; i >= 0; i = sym[i].next) {
-    const Symbol& x = sym[i];
-    if (x.frozen_id >= 0) {
-      ids->push_back(x.frozen_id);
-      continue;
-    }
     // Resegment unused pieces (depth-first, left half first), emit the rest.
-    stack.assign(1, s.substr(x.start, x.len));
+    stack.assign(1, s.substr(sym[i].start, sym[i].len));
     while (!stack.empty()) {
       const std::string_view p = stack.back();
       stack.pop_back();
@@ -312,6 +301,73 @@ void Tokenizer::encode_segment(std::string_view s, bool parse_special, std::vect
       emit_piece(p, ids);
     }
   }
+}
+
+// Words already encoded during one encode() call: long texts repeat words, and BPE on a word does
+// not depend on its neighbours once the split is exact (see bridged()).
+struct Tokenizer::WordCache {
+  std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> words;  // -> [begin, end) in ids
+  std::vector<int32_t> ids;
+};
+
+// True when a mergeable piece containing a '▁' after its first character occurs in `run` with that
+// '▁' at `pos`: only then could BPE merge across the boundary before run[pos].
+bool Tokenizer::bridged(std::string_view run, size_t pos) const {
+  for (std::string_view b : bridging_) {
+    for (size_t j = b.find(kSpaceMark, 1); j != std::string_view::npos; j = b.find(kSpaceMark, j + 1)) {
+      if (j <= pos && pos - j + b.size() <= run.size() && run.compare(pos - j, b.size(), b) == 0) return true;
+    }
+  }
+  return false;
+}
+
+// A run of text between frozen symbols: split before each '▁' that no piece can bridge, then BPE
+// each word (SentencePiece runs BPE on the whole run; merges never cross these split points, so
+// the result is the same).
+void Tokenizer::encode_run(std::string_view run, WordCache* cache, std::vector<int32_t>* ids) const {
+  size_t start = 0;
+  while (start < run.size()) {
+    size_t end = start + 1;
+    for (;;) {
+      end = run.find(kSpaceMark, end);
+      if (end == std::string_view::npos) {
+        end = run.size();
+        break;
+      }
+      if (!bridged(run, end)) break;
+      ++end;
+    }
+    const std::string_view word = run.substr(start, end - start);
+    auto it = cache->words.find(word);
+    if (it == cache->words.end()) {
+      const uint32_t begin = static_cast<uint32_t>(cache->ids.size());
+      encode_word(word, &cache->ids);
+      it = cache->words.emplace(word, std::make_pair(begin, static_cast<uint32_t>(cache->ids.size()))).first;
+    }
+    ids->insert(ids->end(), cache->ids.begin() + it->second.first, cache->ids.begin() + it->second.second);
+    start = end;
+  }
+}
+
+void Tokenizer::encode_normalized(std::string_view s, bool parse_special, std::vector<int32_t>* ids) const {
+  // Frozen symbols first: at each character position the longest user-defined token (and control
+  // token with parse_special) is taken whole; the text between them is BPE'd.
+  const Trie& trie = parse_special ? *special_trie_ : *user_trie_;
+  WordCache cache;
+  size_t run_start = 0;
+  for (size_t pos = 0; pos < s.size();) {
+    int32_t id = -1;
+    const size_t len = trie.longest(s.substr(pos), &id);
+    if (len == 0) {
+      pos += utf8_len(s.substr(pos));
+      continue;
+    }
+    encode_run(s.substr(run_start, pos - run_start), &cache, ids);
+    ids->push_back(id);
+    pos += len;
+    run_start = pos;
+  }
+  encode_run(s.substr(run_start), &cache, ids);
 }
 
 Status Tokenizer::encode(std::string_view text, const EncodeOptions& options, std::vector<int32_t>* ids) const {
@@ -331,7 +387,7 @@ Status Tokenizer::encode(std::string_view text, const EncodeOptions& options, st
       normalized += c;
     }
   }
-  encode_segment(normalized, options.parse_special, ids);
+  encode_normalized(normalized, options.parse_special, ids);
   if (options.add_eos) {
     if (eos_id_ < 0) return Status::invalid_argument("tokenizer: add_eos requested but the vocabulary has no eos id");
     ids->push_back(eos_id_);
