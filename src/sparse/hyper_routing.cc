@@ -52,9 +52,13 @@ class HeadContext {
     const int64_t n = static_cast<int64_t>(rows.size()), d = main_.head_dim, dv = main_.head_dim_v;
     qbuf_.resize(std::max<int64_t>(1, n) * d);
     for (int64_t i = 0; i < n; ++i) copy_rows(main_.q, b_, h_, rows[i], rows[i] + 1, qbuf_.data() + i * d);
-    obuf_.resize(std::max<int64_t>(1, n) * dv);
+    // Results of the permuted call always go to partial states, never to its `out`: one row
+    // repeated with stride 0 satisfies the call's shape without an n x dv allocation.
+    obuf_.resize(dv);
     TensorView q1 = TensorView::contiguous(qbuf_.data(), DType::kF32, 1, std::max<int64_t>(1, n), 1, d);
-    TensorView o1 = TensorView::contiguous(obuf_.data(), DType::kF32, 1, std::max<int64_t>(1, n), 1, dv);
+    TensorView o1 = TensorView::contiguous(obuf_.data(), DType::kF32, 1, 1, 1, dv);
+    o1.shape[1] = std::max<int64_t>(1, n);
+    o1.stride[1] = 0;
     AttentionParams p;
     p.scale = main_.scale;
     p.softcap = main_.p.softcap;
@@ -101,8 +105,6 @@ void exact_part(const core::Call& main, int64_t b, int64_t h, int64_t r0, int64_
                 RowState* st, double* pairs) {
   const int64_t rows = r1 - r0, dv = main.head_dim_v;
   st->reset(rows, dv);
-  std::vector<float> o(rows * dv), lse(rows);
-  core::Workspace ws;
   core::KvSpan span{k0, k1, true};
   // Parallel over 64-row chunks.
   const int64_t n_chunks = (rows + core::kTileQ - 1) / core::kTileQ;
