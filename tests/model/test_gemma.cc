@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -114,6 +115,8 @@ TEST_F(GemmaTest, MatchesHuggingFaceGolden) {
         max_diff = std::max(max_diff, std::fabs(row[ref_ids[k].get<int32_t>()] - ref_vals[k].get<float>()));
     }
     EXPECT_LT(max_diff, kGoldenLogitTol) << "prompt '" << p["text"] << "'";
+    std::printf("golden prompt %-24.24s: %zu positions, max |top-10 logit diff| = %.5f\n",
+                p["text"].get<std::string>().c_str(), ids.size(), max_diff);
   }
 }
 

@@ -1,0 +1,133 @@
+// Model evaluations: prompt construction, the PNG heatmap writer, the KJV corpus, and a 1K-token
+// passkey retrieval on the real model (asserted correct).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "attnkit/gguf.h"
+#include "attnkit/model.h"
+#include "attnkit/tokenizer.h"
+#include "eval/model_eval.h"
+
+namespace attnkit::eval {
+namespace {
+
+uint32_t be32(const std::string& s, size_t at) {
+  return (static_cast<uint32_t>(static_cast<unsigned char>(s[at])) << 24) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(s[at + 1])) << 16) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(s[at + 2])) << 8) | static_cast<unsigned char>(s[at + 3]);
+}
+
+TEST(EvalHeatmap, WritesAValidPng) {
+  const std::string path = (std::filesystem::temp_directory_path() / "attnkit_heatmap_test.png").string();
+  std::vector<std::vector<double>> v = {{1.0, 0.0, 0.5}, {0.25, 1.0, std::nan("")}};
+  ASSERT_TRUE(write_heatmap_png(path, v, 10).ok());
+  std::ifstream f(path, std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  ASSERT_GT(s.size(), 33u);
+  EXPECT_EQ(s.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(s.substr(12, 4), "IHDR");
+  EXPECT_EQ(be32(s, 16), 3u * 10 + 10 + 16);  // 3 columns of 10 px, gap, colour bar
+  EXPECT_EQ(be32(s, 20), 2u * 10);
+  // Raw image bytes: each row is a filter byte + 3 bytes per pixel, stored uncompressed.
+  const size_t raw = 20 * (1 + 3 * 56);
+  EXPECT_GT(s.size(), raw);
+  EXPECT_EQ(s.substr(s.size() - 8, 4), "IEND");
+  std::filesystem::remove(path);
+  // Ragged input is rejected naming the row.
+  Status bad = write_heatmap_png(path, {{1.0, 0.5}, {1.0}});
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("row 1"), std::string::npos) << bad.message();
+}
+
+class EvalModelTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path;
+    if (!gguf::find_default_model(&path).ok()) return;
+    model::LoadOptions lo;
+    lo.threads = 2;
+    if (!model::Model::load(path, lo, &model_).ok()) model_.reset();
+  }
+  static void TearDownTestSuite() { model_.reset(); }
+  void SetUp() override {
+    if (!model_) GTEST_SKIP() << "Gemma 3 270M GGUF not installed (scripts/setup.sh installs it)";
+  }
+  static inline std::unique_ptr<model::Model> model_;
+};
+
+TEST_F(EvalModelTest, PasskeyPromptHasTheRequestedLengthAndKey) {
+  const Tokenizer& tok = model_->tokenizer();
+  for (int64_t len : {256, 1024, 4096}) {
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(passkey_prompt(tok, len, 54321, 0.3, &ids).ok());
+    EXPECT_LE(static_cast<int64_t>(ids.size()), len);
+    EXPECT_GE(static_cast<int64_t>(ids.size()), len - 40) << "length " << len;
+    EXPECT_EQ(ids[0], tok.bos_id());
+    const std::string text = tok.decode(ids);
+    EXPECT_NE(text.find("The pass key is 54321. Remember it. 54321 is the pass key."), std::string::npos);
+    EXPECT_EQ(text.substr(text.size() - 37), "What is the pass key? The pass key is");
+  }
+  std::vector<int32_t> ids;
+  EXPECT_FALSE(passkey_prompt(tok, 10, 1, 0.5, &ids).ok());
+  EXPECT_FALSE(passkey_prompt(tok, 1024, 1, 1.5, &ids).ok());
+}
+
+TEST_F(EvalModelTest, PasskeyAt1KIsRetrieved) {
+  std::vector<RetrievalTrial> trials;
+  ASSERT_TRUE(passkey(model_.get(), {1024}, 1, 7, nullptr, &trials).ok());
+  ASSERT_EQ(trials.size(), 1u);
+  EXPECT_TRUE(trials[0].correct) << "expected " << trials[0].expected << ", generated '" << trials[0].generated << "'";
+  EXPECT_GT(trials[0].prompt_tokens, 900);
+}
+
+TEST_F(EvalModelTest, NiahPromptPlacesTheNeedleInKjvText) {
+  std::string text;
+  Status s = kjv_text("", &text);
+  if (!s.ok()) GTEST_SKIP() << s.message();
+  EXPECT_GT(text.size(), 4000000u);
+  EXPECT_EQ(text.substr(0, 56), "In the beginning God created the heaven and the earth.\nA");
+  const Tokenizer& tok = model_->tokenizer();
+  for (double depth : {0.0, 0.5, 1.0}) {
+    std::vector<int32_t> ids;
+    ASSERT_TRUE(niah_prompt(tok, text, 1024, 7654321, depth, 3, &ids).ok());
+    EXPECT_LE(static_cast<int64_t>(ids.size()), 1024 + 16);
+    EXPECT_GE(static_cast<int64_t>(ids.size()), 900);
+    const std::string p = tok.decode(ids);
+    const size_t at = p.find("The secret number of the treasure is 7654321.");
+    ASSERT_NE(at, std::string::npos);
+    const double rel = static_cast<double>(at) / static_cast<double>(p.size());
+    EXPECT_NEAR(rel, depth, 0.12) << "depth " << depth;
+  }
+}
+
+}  // namespace
+}  // namespace attnkit::eval
+
+namespace attnkit::eval {
+namespace {
+// The perplexity evaluation tokenizes the KJV text itself; its ids must be the ones the
+// transformers reference scored (tests/data/golden_gemma3.json), or the 1% comparison is moot.
+TEST_F(EvalModelTest, KjvTokenizationMatchesTheReferenceIds) {
+  std::string text;
+  Status s = kjv_text("", &text);
+  if (!s.ok()) GTEST_SKIP() << s.message();
+  std::ifstream f(std::filesystem::path(__FILE__).parent_path().parent_path() / "data" / "golden_gemma3.json");
+  ASSERT_TRUE(f);
+  nlohmann::json g = nlohmann::json::parse(f);
+  std::vector<int32_t> ref = g["perplexity"]["ids"].get<std::vector<int32_t>>();
+  std::vector<int32_t> ids = model_->tokenizer().encode(text.substr(0, 60000));
+  ids.insert(ids.begin(), model_->tokenizer().bos_id());
+  ASSERT_GE(ids.size(), ref.size());
+  ids.resize(ref.size());
+  size_t first_diff = ref.size();
+  for (size_t i = 0; i < ref.size(); ++i)
+    if (ids[i] != ref[i]) { first_diff = i; break; }
+  EXPECT_EQ(first_diff, ref.size()) << "first differing token at " << first_diff;
+}
+}  // namespace
+}  // namespace attnkit::eval
