@@ -300,6 +300,32 @@ void write_rows(const core::Call& call, int64_t b, int64_t h, const RowState& st
   for (int64_t i = 0; i < r.q_len; ++i) core::write_final_row(call, r, h, i, st.o.data() + i * dv, st.lse[i], true);
 }
 
+// Runs fn(b, h, &pairs) for every (batch, query head). With at least as many heads as threads,
+// heads run in parallel (one per thread; the kernel calls inside then run serially in that
+// thread, and OpenBLAS is pinned to one thread), else heads run one after another and the
+// kernel calls inside use the threads. Returns the first failure.
+template <class F>
+Status run_heads(const core::Call& call, int64_t batch, F&& fn, double* pairs_out) {
+  const int64_t n = batch * call.heads_q;
+  const int threads = resolve_threads(call.p.num_threads);
+  std::vector<Status> status(n);
+  std::vector<double> pairs(n, 0.0);
+  if (n >= threads && threads > 1) {
+    BlasSingleThread single;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t x = 0; x < n; ++x) status[x] = fn(x / call.heads_q, x % call.heads_q, &pairs[x]);
+  } else {
+    for (int64_t x = 0; x < n; ++x) status[x] = fn(x / call.heads_q, x % call.heads_q, &pairs[x]);
+  }
+  double total = 0;
+  for (int64_t x = 0; x < n; ++x) {
+    ATTNKIT_RETURN_IF_ERROR(status[x]);
+    total += pairs[x];
+  }
+  if (pairs_out) *pairs_out = total;
+  return Status::ok_status();
+}
+
 }  // namespace
 
 Status hyper_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -315,24 +341,20 @@ Status hyper_attention(const TensorView& q, const TensorView& k, const TensorVie
                                     ", min_len " + std::to_string(cfg.min_len) +
                                     " out of range; expected block >= 1, samples >= 0, n_projections 1..30, min_len >= 1");
   }
-  double pairs = 0;
-  for (int64_t b = 0; b < q.batch(); ++b) {
-    for (int64_t h = 0; h < call.heads_q; ++h) {
-      Hyper hy{call, cfg, b, h, {}, 0};
-      const uint64_t seed = cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h);
-      hy.make_planes(seed);
-      RowState st;
-      if (params.causal) {
-        ATTNKIT_RETURN_IF_ERROR(hy.causal(0, q.seq(), seed, &st));
-      } else {
-        ATTNKIT_RETURN_IF_ERROR(hy.noncausal(0, q.seq(), 0, k.seq(), seed, &st));
-      }
-      write_rows(call, b, h, st);
-      pairs += hy.pairs;
+  return run_heads(call, q.batch(), [&](int64_t b, int64_t h, double* pairs) -> Status {
+    Hyper hy{call, cfg, b, h, {}, 0};
+    const uint64_t seed = cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h);
+    hy.make_planes(seed);
+    RowState st;
+    if (params.causal) {
+      ATTNKIT_RETURN_IF_ERROR(hy.causal(0, q.seq(), seed, &st));
+    } else {
+      ATTNKIT_RETURN_IF_ERROR(hy.noncausal(0, q.seq(), 0, k.seq(), seed, &st));
     }
-  }
-  if (maybe_computed_pairs) *maybe_computed_pairs = pairs;
-  return Status::ok_status();
+    write_rows(call, b, h, st);
+    *pairs = hy.pairs;
+    return Status::ok_status();
+  }, maybe_computed_pairs);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -355,143 +377,141 @@ Status routing_attention(const TensorView& q, const TensorView& k, const TensorV
   core::Call wcall = call;
   wcall.p.window_left = cfg.window - 1;
   if (!params.causal) wcall.p.window_right = cfg.window - 1;
-  double pairs = 0;
-  for (int64_t b = 0; b < q.batch(); ++b) {
-    for (int64_t h = 0; h < call.heads_q; ++h) {
-      // Spherical k-means (Roy et al. 2021) on unit queries and keys; centroids from keys.
-      std::vector<float> xq(sq * d), xk(sk * d);
-      copy_rows(q, b, h, 0, sq, xq.data());
-      copy_rows(k, b, call.kv_head(h), 0, sk, xk.data());
-      auto normalize = [d](std::vector<float>* x) {
-        const int64_t n = static_cast<int64_t>(x->size()) / d;
-        for (int64_t i = 0; i < n; ++i) {
-          double s = 0;
-          for (int64_t c = 0; c < d; ++c) s += double((*x)[i * d + c]) * (*x)[i * d + c];
-          const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
-          for (int64_t c = 0; c < d; ++c) (*x)[i * d + c] *= inv;
-        }
-      };
-      normalize(&xq);
-      normalize(&xk);
-      std::vector<float> cent(C * d);
-      uint64_t state = cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h);
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t j = static_cast<int64_t>(splitmix64(&state) % static_cast<uint64_t>(sk));
-        std::copy(xk.begin() + j * d, xk.begin() + (j + 1) * d, cent.begin() + c * d);
+  return run_heads(call, q.batch(), [&](int64_t b, int64_t h, double* pairs_out) -> Status {
+    double pairs = 0;
+    // Spherical k-means (Roy et al. 2021) on unit queries and keys; centroids from keys.
+    std::vector<float> xq(sq * d), xk(sk * d);
+    copy_rows(q, b, h, 0, sq, xq.data());
+    copy_rows(k, b, call.kv_head(h), 0, sk, xk.data());
+    auto normalize = [d](std::vector<float>* x) {
+      const int64_t n = static_cast<int64_t>(x->size()) / d;
+      for (int64_t i = 0; i < n; ++i) {
+        double s = 0;
+        for (int64_t c = 0; c < d; ++c) s += double((*x)[i * d + c]) * (*x)[i * d + c];
+        const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
+        for (int64_t c = 0; c < d; ++c) (*x)[i * d + c] *= inv;
       }
-      std::vector<int32_t> cq(sq), ck(sk);
-      std::vector<float> sc(std::max(sq, sk) * C);
-      auto assign = [&](const std::vector<float>& x, int64_t n, std::vector<int32_t>* a) {
-        gemm_abt(x.data(), cent.data(), sc.data(), n, C, d, 1.0f);
-        for (int64_t i = 0; i < n; ++i) {
-          const float* r = sc.data() + i * C;
-          (*a)[i] = static_cast<int32_t>(std::max_element(r, r + C) - r);
-        }
-      };
-      for (int64_t it = 0; it <= cfg.iters; ++it) {
-        assign(xq, sq, &cq);
-        assign(xk, sk, &ck);
-        if (it == cfg.iters) break;
-        std::vector<double> acc(C * d, 0.0);
-        for (int64_t i = 0; i < sq; ++i)
-          for (int64_t c = 0; c < d; ++c) acc[cq[i] * d + c] += xq[i * d + c];
-        for (int64_t j = 0; j < sk; ++j)
-          for (int64_t c = 0; c < d; ++c) acc[ck[j] * d + c] += xk[j * d + c];
-        for (int64_t c = 0; c < C; ++c) {
-          double s = 0;
-          for (int64_t x = 0; x < d; ++x) s += acc[c * d + x] * acc[c * d + x];
-          if (s == 0) continue;  // empty cluster keeps its centroid
-          for (int64_t x = 0; x < d; ++x) cent[c * d + x] = static_cast<float>(acc[c * d + x] / std::sqrt(s));
-        }
-      }
-      // Part A: the local window on the original rows, through the main call with a window.
-      RowState win;
-      {
-        win.reset(sq, dv);
-        const int64_t n_chunks = (sq + core::kTileQ - 1) / core::kTileQ;
-#pragma omp parallel num_threads(call.p.num_threads > 0 ? call.p.num_threads : omp_get_max_threads())
-        {
-          core::Workspace ws;
-#pragma omp for schedule(dynamic, 1)
-          for (int64_t c = 0; c < n_chunks; ++c) {
-            core::BlockJob job;
-            job.seq = b;
-            job.head_q = h;
-            job.row_begin = c * core::kTileQ;
-            job.row_end = std::min(sq, job.row_begin + core::kTileQ);
-            int64_t lo, hi;
-            wcall.key_range(wcall.seq(b), job.row_begin, job.row_end, &lo, &hi);
-            core::KvSpan span{lo, hi, true};
-            job.spans = &span;
-            job.n_spans = hi > lo ? 1 : 0;
-            job.include_sink_logit = false;
-            core::PartialOut po{win.o.data() + job.row_begin * dv, win.lse.data() + job.row_begin};
-            job.maybe_partial = &po;
-            core::attend_block(wcall, job, &ws);
-          }
-        }
-        for (int64_t i = 0; i < sq; ++i) {
-          const int64_t p = i + (params.causal ? call.diag_offset(call.seq(b)) : 0);
-          const int64_t lo = std::max<int64_t>(0, p - cfg.window + 1);
-          const int64_t hi = params.causal ? std::min(sk, p + 1) : std::min(sk, p + cfg.window);
-          pairs += static_cast<double>(std::max<int64_t>(0, hi - lo));
-        }
-      }
-      // Part B: each cluster's queries (contiguous in the permuted call) gather the cluster's keys
-      // outside their own window (those are in part A), after causality.
-      std::vector<int64_t> order(sq);
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return cq[a] < cq[c]; });
-      std::vector<std::vector<int32_t>> keys(C);
-      for (int64_t j = 0; j < sk; ++j) keys[ck[j]].push_back(static_cast<int32_t>(j));
-      struct Unit {
-        int64_t row_begin, row_end;
-        int32_t cluster;
-      };
-      std::vector<Unit> units;
-      for (int64_t i = 0; i < sq;) {
-        int64_t e = i;
-        while (e < sq && cq[order[e]] == cq[order[i]] && e - i < core::kTileQ) ++e;
-        units.push_back({i, e, cq[order[i]]});
-        i = e;
-      }
-      HeadContext hc(call, b, h);
-      ATTNKIT_RETURN_IF_ERROR(hc.set_permutation(order));
-      struct Ctx {
-        const int64_t* order;
-        int64_t off, window;
-        bool causal;
-      } ctx{order.data(), params.causal ? call.diag_offset(call.seq(b)) : 0, cfg.window, params.causal};
-      core::ElementMask outside_window{[](const void* c, int64_t, int64_t, int64_t i, int64_t j) {
-                                         const auto* x = static_cast<const Ctx*>(c);
-                                         const int64_t p = x->order[i] + x->off;
-                                         if (x->causal) return j <= p - x->window;
-                                         return j <= p - x->window || j >= p + x->window;
-                                       },
-                                       &ctx};
-      RowState clus;
-      run_partial(hc.permuted(), sq, static_cast<int64_t>(units.size()),
-                  [&](int64_t u, std::vector<core::KvSpan>*, ListWork* w) {
-                    w->row_begin = units[u].row_begin;
-                    w->row_end = units[u].row_end;
-                    const std::vector<int32_t>& ks = keys[units[u].cluster];
-                    w->indices = ks.data();
-                    w->n_indices = static_cast<int64_t>(ks.size());
-                    w->maybe_index_mask = &outside_window;
-                  },
-                  &clus);
-      for (int64_t i = 0; i < sq; ++i) {
-        const int64_t p = order[i] + ctx.off;
-        for (int32_t j : keys[cq[order[i]]]) {
-          if (params.causal ? j <= p - cfg.window : (j <= p - cfg.window || j >= p + cfg.window)) pairs += 1;
-        }
-      }
-      merge_into(&win, clus, &order, 0, dv);
-      write_rows(call, b, h, win);
+    };
+    normalize(&xq);
+    normalize(&xk);
+    std::vector<float> cent(C * d);
+    uint64_t state = cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h);
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t j = static_cast<int64_t>(splitmix64(&state) % static_cast<uint64_t>(sk));
+      std::copy(xk.begin() + j * d, xk.begin() + (j + 1) * d, cent.begin() + c * d);
     }
-  }
-  if (maybe_computed_pairs) *maybe_computed_pairs = pairs;
-  return Status::ok_status();
+    std::vector<int32_t> cq(sq), ck(sk);
+    std::vector<float> sc(std::max(sq, sk) * C);
+    auto assign = [&](const std::vector<float>& x, int64_t n, std::vector<int32_t>* a) {
+      gemm_abt(x.data(), cent.data(), sc.data(), n, C, d, 1.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        const float* r = sc.data() + i * C;
+        (*a)[i] = static_cast<int32_t>(std::max_element(r, r + C) - r);
+      }
+    };
+    for (int64_t it = 0; it <= cfg.iters; ++it) {
+      assign(xq, sq, &cq);
+      assign(xk, sk, &ck);
+      if (it == cfg.iters) break;
+      std::vector<double> acc(C * d, 0.0);
+      for (int64_t i = 0; i < sq; ++i)
+        for (int64_t c = 0; c < d; ++c) acc[cq[i] * d + c] += xq[i * d + c];
+      for (int64_t j = 0; j < sk; ++j)
+        for (int64_t c = 0; c < d; ++c) acc[ck[j] * d + c] += xk[j * d + c];
+      for (int64_t c = 0; c < C; ++c) {
+        double s = 0;
+        for (int64_t x = 0; x < d; ++x) s += acc[c * d + x] * acc[c * d + x];
+        if (s == 0) continue;  // empty cluster keeps its centroid
+        for (int64_t x = 0; x < d; ++x) cent[c * d + x] = static_cast<float>(acc[c * d + x] / std::sqrt(s));
+      }
+    }
+    // Part A: the local window on the original rows, through the main call with a window.
+    RowState win;
+    {
+      win.reset(sq, dv);
+      const int64_t n_chunks = (sq + core::kTileQ - 1) / core::kTileQ;
+#pragma omp parallel num_threads(call.p.num_threads > 0 ? call.p.num_threads : omp_get_max_threads())
+      {
+        core::Workspace ws;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < n_chunks; ++c) {
+          core::BlockJob job;
+          job.seq = b;
+          job.head_q = h;
+          job.row_begin = c * core::kTileQ;
+          job.row_end = std::min(sq, job.row_begin + core::kTileQ);
+          int64_t lo, hi;
+          wcall.key_range(wcall.seq(b), job.row_begin, job.row_end, &lo, &hi);
+          core::KvSpan span{lo, hi, true};
+          job.spans = &span;
+          job.n_spans = hi > lo ? 1 : 0;
+          job.include_sink_logit = false;
+          core::PartialOut po{win.o.data() + job.row_begin * dv, win.lse.data() + job.row_begin};
+          job.maybe_partial = &po;
+          core::attend_block(wcall, job, &ws);
+        }
+      }
+      for (int64_t i = 0; i < sq; ++i) {
+        const int64_t p = i + (params.causal ? call.diag_offset(call.seq(b)) : 0);
+        const int64_t lo = std::max<int64_t>(0, p - cfg.window + 1);
+        const int64_t hi = params.causal ? std::min(sk, p + 1) : std::min(sk, p + cfg.window);
+        pairs += static_cast<double>(std::max<int64_t>(0, hi - lo));
+      }
+    }
+    // Part B: each cluster's queries (contiguous in the permuted call) gather the cluster's keys
+    // outside their own window (those are in part A), after causality.
+    std::vector<int64_t> order(sq);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return cq[a] < cq[c]; });
+    std::vector<std::vector<int32_t>> keys(C);
+    for (int64_t j = 0; j < sk; ++j) keys[ck[j]].push_back(static_cast<int32_t>(j));
+    struct Unit {
+      int64_t row_begin, row_end;
+      int32_t cluster;
+    };
+    std::vector<Unit> units;
+    for (int64_t i = 0; i < sq;) {
+      int64_t e = i;
+      while (e < sq && cq[order[e]] == cq[order[i]] && e - i < core::kTileQ) ++e;
+      units.push_back({i, e, cq[order[i]]});
+      i = e;
+    }
+    HeadContext hc(call, b, h);
+    ATTNKIT_RETURN_IF_ERROR(hc.set_permutation(order));
+    struct Ctx {
+      const int64_t* order;
+      int64_t off, window;
+      bool causal;
+    } ctx{order.data(), params.causal ? call.diag_offset(call.seq(b)) : 0, cfg.window, params.causal};
+    core::ElementMask outside_window{[](const void* c, int64_t, int64_t, int64_t i, int64_t j) {
+                                       const auto* x = static_cast<const Ctx*>(c);
+                                       const int64_t p = x->order[i] + x->off;
+                                       if (x->causal) return j <= p - x->window;
+                                       return j <= p - x->window || j >= p + x->window;
+                                     },
+                                     &ctx};
+    RowState clus;
+    run_partial(hc.permuted(), sq, static_cast<int64_t>(units.size()),
+                [&](int64_t u, std::vector<core::KvSpan>*, ListWork* w) {
+                  w->row_begin = units[u].row_begin;
+                  w->row_end = units[u].row_end;
+                  const std::vector<int32_t>& ks = keys[units[u].cluster];
+                  w->indices = ks.data();
+                  w->n_indices = static_cast<int64_t>(ks.size());
+                  w->maybe_index_mask = &outside_window;
+                },
+                &clus);
+    for (int64_t i = 0; i < sq; ++i) {
+      const int64_t p = order[i] + ctx.off;
+      for (int32_t j : keys[cq[order[i]]]) {
+        if (params.causal ? j <= p - cfg.window : (j <= p - cfg.window || j >= p + cfg.window)) pairs += 1;
+      }
+    }
+    merge_into(&win, clus, &order, 0, dv);
+    write_rows(call, b, h, win);
+    *pairs_out = pairs;
+    return Status::ok_status();
+  }, maybe_computed_pairs);
 }
 
 }  // namespace attnkit
