@@ -337,6 +337,7 @@ struct TileKeys {
   int64_t pos[kTileK];     // key position of each column
   bool contiguous;         // pos[c] = pos[0] + c
   bool extra_needed;       // the job's extra mask must be evaluated
+  int64_t prefetch_ahead = 0;  // >0: prefetch the K/V rows this many positions ahead (decode)
   const ElementMask* extra;
 };
 
@@ -363,6 +364,16 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
     const int64_t j = t.pos[cidx];
     const T* kp = k_row<T>(s, b->hk, j);
     const T* vp = v_row<T>(s, b->hk, j);
+    if (t.prefetch_ahead > 0 && j + t.prefetch_ahead < s.r.k_len) {
+      // In BSHD memory a kv head's consecutive rows are heads_kv * head_dim apart (4 KiB for
+      // 8 heads of 128 floats), so each row sits in its own page and the hardware stream
+      // prefetcher does not follow; decode is then latency-bound. Ask for the rows of the next
+      // tile explicitly while this one is computed.
+      const char* kn = reinterpret_cast<const char*>(k_row<T>(s, b->hk, j + t.prefetch_ahead));
+      const char* vn = reinterpret_cast<const char*>(v_row<T>(s, b->hk, j + t.prefetch_ahead));
+      for (int64_t off = 0; off < s.d * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(kn + off);
+      for (int64_t off = 0; off < s.dv * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(vn + off);
+    }
     if (s.direct_k) {
       krow[cidx] = reinterpret_cast<const float*>(kp);
     } else {
@@ -631,6 +642,7 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   t.contiguous = true;
   t.extra_needed = false;
   t.extra = nullptr;
+  t.prefetch_ahead = kTileK;
   for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
     t.kc = std::min<int64_t>(kTileK, key_end - t0);
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
