@@ -3,7 +3,8 @@
 //   - dense exact attention vs block-sparse attention at densities 5/10/25/50% (random causal
 //     blocks, attention time only: block_random:density=D,phase=attend);
 //   - estimation time of vertical-slash and block top-k (phase=estimate) as a share of dense;
-//   - time against density: each density's time over the 10% time, against the density ratio.
+//   - time against density: each density's time against a line through the origin fitted to the
+//     four points, and against density x dense time.
 //
 //   attnkit sparse-bench --seq 32768 --head-dim 128 --heads-q 1 --heads-kv 1 --json sparse.json
 #include <cmath>
@@ -82,14 +83,24 @@ void run_sparse_bench(const SparseBenchOptions& o) {
   const double t10 = recs[2].seconds;
   std::printf("\nblock-sparse at 10%% density: %.2fx faster than dense (target >= 7x)\n", dense / t10);
   out["speedup_10pct"] = dense / t10;
-  std::printf("time vs density (relative to 10%%; proportional = density / 0.10; target within 25%%):\n");
+  // Proportionality: each density's time against c * density, with c the least-squares slope
+  // through the origin of the four points (and, second column, against density x dense time).
+  double num = 0, den = 0;
+  for (size_t i = 0; i < densities.size(); ++i) {
+    num += recs[1 + i].seconds * densities[i];
+    den += densities[i] * densities[i];
+  }
+  const double slope = num / den;
+  std::printf("time vs density (target: within 25%% of proportional):\n");
+  std::printf("  density  time_ms  vs fitted c*density  vs density*dense  time/time(10%%)\n");
   nlohmann::json scaling = nlohmann::json::array();
   for (size_t i = 0; i < densities.size(); ++i) {
-    const double ratio = recs[1 + i].seconds / t10, ideal = densities[i] / 0.10;
-    const double dev = ratio / ideal - 1.0;
-    std::printf("  density %.2f: time ratio %.3f, proportional %.3f, deviation %+.1f%%\n", densities[i], ratio, ideal,
-                100.0 * dev);
-    scaling.push_back({{"density", densities[i]}, {"time_ratio", ratio}, {"proportional", ideal}, {"deviation", dev}});
+    const double t = recs[1 + i].seconds;
+    const double dev_fit = t / (slope * densities[i]) - 1.0, dev_dense = t / (densities[i] * dense) - 1.0;
+    std::printf("  %7.2f %8.1f %+19.1f%% %+16.1f%% %14.3f\n", densities[i], 1e3 * t, 100.0 * dev_fit, 100.0 * dev_dense,
+                t / t10);
+    scaling.push_back({{"density", densities[i]}, {"seconds", t}, {"deviation_from_fit", dev_fit},
+                       {"deviation_from_dense_scaled", dev_dense}, {"time_ratio_to_10pct", t / t10}});
   }
   out["scaling"] = scaling;
   const double vs = recs[5].seconds / dense, bt = recs[6].seconds / dense;
