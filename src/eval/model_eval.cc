@@ -213,14 +213,20 @@ Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64
   std::mt19937_64 rng(seed);
   size_t first = static_cast<size_t>(rng() % (lines.size() / 2));
   std::vector<std::string_view> chosen;
+  std::vector<int64_t> cum = {0};  // tokens before verse i
   int64_t used = 0;
   for (size_t i = first; i < lines.size(); ++i) {
     const int64_t c = count_tokens(tok, std::string(lines[i])) + 1;
     if (used + c > budget) break;
     chosen.push_back(lines[i]);
     used += c;
+    cum.push_back(used);
   }
-  const size_t at = static_cast<size_t>(std::llround(depth * static_cast<double>(chosen.size())));
+  // Depth is a fraction of the haystack's tokens: the needle goes at the verse boundary nearest to it.
+  const double target = depth * static_cast<double>(used);
+  size_t at = 0;
+  for (size_t i = 0; i < cum.size(); ++i)
+    if (std::fabs(static_cast<double>(cum[i]) - target) < std::fabs(static_cast<double>(cum[at]) - target)) at = i;
   std::string text;
   for (size_t i = 0; i <= chosen.size(); ++i) {
     if (i == at) text += needle + "\n";

@@ -38,14 +38,31 @@ struct LayerWeights {
   std::vector<float> wdown; // [n_embd, n_ff]
 };
 
-// y[n, out] = x[n, in] W^T with W row-major [out, in].
+// Y[n, out] (row stride ldc) = X[n, in] W^T with W row-major [out, in]. All parallelism is
+// OpenMP: OpenBLAS runs single-threaded inside each thread's slice of W's rows. Mixing OpenBLAS's
+// own pthreads with OpenMP's spinning workers on 2 cores made decode 3x slower than this.
+void parallel_sgemm_nt(const float* x, int64_t n, int64_t in, const float* w, int64_t out, float* y, int64_t ldc,
+                       int threads) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, out / 64));
+#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static)
+  for (int64_t t = 0; t < parts; ++t) {
+    const int64_t r0 = out * t / parts / 16 * 16;
+    const int64_t r1 = t + 1 == parts ? out : out * (t + 1) / parts / 16 * 16;
+    if (r1 <= r0) continue;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r1 - r0),
+                static_cast<int>(in), 1.0f, x, static_cast<int>(in), w + r0 * in, static_cast<int>(in), 0.0f, y + r0,
+                static_cast<int>(ldc));
+  }
+}
+
 void linear(const float* x, int64_t n, int64_t in, const std::vector<float>& w, int64_t out, float* y, int threads) {
   if (n == 1) {
-    internal::f32_matvec(w.data(), out, in, x, y, threads);
+    // Decode: a bandwidth-bound matvec, rows split over OpenMP threads (AVX2 dot per row).
+    (void)internal::quantized_matvec(gguf::TensorType::kF32, reinterpret_cast<const uint8_t*>(w.data()),
+                                     static_cast<uint64_t>(in) * sizeof(float), out, in, x, y, threads);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(out), static_cast<int>(in),
-              1.0f, x, static_cast<int>(in), w.data(), static_cast<int>(in), 0.0f, y, static_cast<int>(out));
+  parallel_sgemm_nt(x, n, in, w.data(), out, y, out, threads);
 }
 
 // Gemma RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, w already holding 1 + w_hf (llama.cpp's
@@ -202,7 +219,7 @@ struct Model::Impl {
   }
 
   void apply_threads() {
-    openblas_set_num_threads(threads);
+    openblas_set_num_threads(1);  // parallel_sgemm_nt splits the work over OpenMP threads
     omp_set_num_threads(threads);
   }
 
@@ -426,8 +443,7 @@ struct Model::Impl {
       if (failed) return Status::corrupt_data("gemma: token_embd.weight could not be dequantized");
       float* dst = all ? all + v0 : out.data();
       const int64_t ldc = all ? V : kSlice;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(vs), static_cast<int>(E), 1.0f,
-                  hidden, static_cast<int>(E), wslice.data(), static_cast<int>(E), 0.0f, dst, static_cast<int>(ldc));
+      parallel_sgemm_nt(hidden, n, E, wslice.data(), vs, dst, ldc, threads);
       if (cfg.final_logit_softcap > 0)
         for (int64_t i = 0; i < n; ++i) softcap_logits(dst + i * ldc, vs);
       if (targets != nullptr && logprobs != nullptr) {
