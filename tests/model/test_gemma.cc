@@ -327,6 +327,26 @@ TEST_F(GemmaTest, StreamingBackendWithLargeWindowEqualsExact) {
   EXPECT_GT(md, 0.5f);
 }
 
+TEST_F(GemmaTest, CaptureActivationsWritesNpyPerLayer) {
+  std::vector<int32_t> ids = text_ids("Jesus wept.");
+  const auto dir = std::filesystem::temp_directory_path() / "attnkit_capture_test";
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(capture_activations(model_.get(), ids, {3}, dir.string()).ok());
+  const GemmaConfig& c = model_->config();
+  const auto n = static_cast<uintmax_t>(ids.size());
+  // Data bytes = n * heads * dim * 4 after a 64-byte-aligned header.
+  const uintmax_t q = std::filesystem::file_size(dir / "layer03_q_post.npy");
+  const uintmax_t k = std::filesystem::file_size(dir / "layer03_k_pre.npy");
+  EXPECT_EQ(q % 64, (n * c.n_head * c.head_dim * 4) % 64);
+  EXPECT_GE(q, n * c.n_head * c.head_dim * 4 + 64);
+  EXPECT_LT(q, n * c.n_head * c.head_dim * 4 + 256);
+  EXPECT_GE(k, n * c.n_head_kv * c.head_dim * 4 + 64);
+  EXPECT_TRUE(std::filesystem::exists(dir / "layer03_v.npy"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "tokens.json"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "layer02_v.npy"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(GemmaNpy, WritesAReadableHeader) {
   const std::string path = (std::filesystem::temp_directory_path() / "attnkit_test.npy").string();
   std::vector<float> a = {1, 2, 3, 4, 5, 6};

@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +35,8 @@ struct RunOptions {
   int64_t length = 4096;
   int64_t decode_tokens = 32;
   std::string json_path;
+  std::string capture_dir;
+  std::vector<int64_t> capture_layers;
 };
 
 Status load_model(const std::string& path, const std::string& attention_spec, int threads, std::unique_ptr<model::Model>* m) {
@@ -102,6 +105,12 @@ Status do_run(const RunOptions& o) {
   eo.parse_special = o.chat;
   std::vector<int32_t> ids;
   ATTNKIT_RETURN_IF_ERROR(tok.encode(text, eo, &ids));
+  if (!o.capture_dir.empty()) {
+    // Capture the prompt's Q/K/V activations (no generation) for the fidelity tools.
+    ATTNKIT_RETURN_IF_ERROR(model::capture_activations(m.get(), ids, o.capture_layers, o.capture_dir));
+    std::fprintf(stderr, "captured %zu tokens into %s\n", ids.size(), o.capture_dir.c_str());
+    return Status::ok_status();
+  }
   model::GenerateOptions go;
   go.max_tokens = o.max_tokens;
   go.sample.temperature = o.temperature;
@@ -146,6 +155,8 @@ void add_run(CLI::App& root) {
   cmd->add_option("--length", o->length, "Context length for --bench")->capture_default_str();
   cmd->add_option("--decode-tokens", o->decode_tokens, "Decode steps timed by --bench")->capture_default_str();
   cmd->add_option("--json", o->json_path, "Write the --bench result to FILE");
+  cmd->add_option("--capture", o->capture_dir, "Write the prompt's per-layer Q/K (pre/post RoPE) and V as .npy into DIR instead of generating");
+  cmd->add_option("--capture-layers", o->capture_layers, "Layers to capture (default all)")->delimiter(',');
   cmd->callback([o] { check(do_run(*o)); });
 }
 
