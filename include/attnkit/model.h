@@ -102,9 +102,11 @@ class AttentionBackend {
   virtual Status attend(const AttentionCall& call) = 0;
 };
 
-// "exact" (default), "streaming:sinks=S,window=W" (every layer sees the first S positions and the
-// last W; local layers keep their own smaller window), "window:size=W" (every layer, also global
-// ones, sees only the last W positions). Unknown names or keys fail naming them.
+// "exact" (default), "streaming:sinks=S,window=W" (global layers see the first S positions and the
+// last W; local layers keep their own window, narrowed to W if smaller, without sinks),
+// "window:size=W" (every layer, also global ones, sees only the last W positions), or any name of
+// sparse_method_names() (attnkit/sparse.h) with its parameters, used for multi-token calls (prefill)
+// while single-token decode stays exact. Unknown names or keys fail naming them.
 Status make_attention_backend(const std::string& spec, std::unique_ptr<AttentionBackend>* out);
 // Names make_attention_backend accepts, with their parameters (for --help and errors).
 std::vector<std::string> attention_backend_names();

@@ -307,6 +307,10 @@ TEST(GemmaBackends, ParseNamesAndRejectBadSpecs) {
   EXPECT_NE(s.message().find("nosuch"), std::string::npos);
   s = make_attention_backend("window:size=8,bogus=1", &b);
   EXPECT_NE(s.message().find("bogus"), std::string::npos);
+  // Sparse methods of attnkit/sparse.h by name, with their own parameter checks.
+  ASSERT_TRUE(make_attention_backend("a_shape:sinks=4,window=64", &b).ok());
+  EXPECT_EQ(b->name(), "a_shape:sinks=4,window=64");
+  EXPECT_FALSE(make_attention_backend("a_shape:bogus=1", &b).ok());
 }
 
 TEST_F(GemmaTest, StreamingBackendWithLargeWindowEqualsExact) {
@@ -318,6 +322,11 @@ TEST_F(GemmaTest, StreamingBackendWithLargeWindowEqualsExact) {
   model_->set_attention(std::shared_ptr<AttentionBackend>(std::move(b)));
   std::vector<float> st = all_logits(ids);
   for (size_t i = 0; i < ex.size(); i += 97) ASSERT_NEAR(ex[i], st[i], 1e-3f) << i;
+  // The sparse A-shape with a window wider than the sequence is exact too (prefill path).
+  ASSERT_TRUE(make_attention_backend("a_shape:sinks=4,window=4096", &b).ok());
+  model_->set_attention(std::shared_ptr<AttentionBackend>(std::move(b)));
+  std::vector<float> sp = all_logits(ids);
+  for (size_t i = 0; i < ex.size(); i += 97) ASSERT_NEAR(ex[i], sp[i], 1e-3f) << i;
   // A 2-token window changes them.
   ASSERT_TRUE(make_attention_backend("window:size=2", &b).ok());
   model_->set_attention(std::shared_ptr<AttentionBackend>(std::move(b)));
