@@ -317,6 +317,23 @@ HWY_INLINE void pv_rows(const float* pt, const float* const* vrow, int64_t kc, f
   for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0);
 }
 
+// R query rows (stride dp) against one key row: the key vectors are loaded once for all rows
+// (decode blocks hold the heads of one GQA group). out[r] receives row r's score.
+template <int R>
+HWY_INLINE void dot_rows(const float* HWY_RESTRICT q, int64_t dp, const float* HWY_RESTRICT k, float* out) {
+  const DF df;
+  VF acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
+  for (int64_t i = 0; i < dp; i += kLanes) {
+    const VF kv = hn::LoadU(df, k + i);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::Load(df, q + r * dp + i), kv, acc[r]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) out[r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+}
+
 inline float dot(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
   const DF df;
   VF a0 = hn::Zero(df), a1 = hn::Zero(df);
@@ -337,7 +354,6 @@ struct TileKeys {
   int64_t pos[kTileK];     // key position of each column
   bool contiguous;         // pos[c] = pos[0] + c
   bool extra_needed;       // the job's extra mask must be evaluated
-  int64_t prefetch_ahead = 0;  // >0: prefetch the K/V rows this many positions ahead (decode)
   const ElementMask* extra;
 };
 
@@ -364,16 +380,6 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
     const int64_t j = t.pos[cidx];
     const T* kp = k_row<T>(s, b->hk, j);
     const T* vp = v_row<T>(s, b->hk, j);
-    if (t.prefetch_ahead > 0 && j + t.prefetch_ahead < s.r.k_len) {
-      // In BSHD memory a kv head's consecutive rows are heads_kv * head_dim apart (4 KiB for
-      // 8 heads of 128 floats), so each row sits in its own page and the hardware stream
-      // prefetcher does not follow; decode is then latency-bound. Ask for the rows of the next
-      // tile explicitly while this one is computed.
-      const char* kn = reinterpret_cast<const char*>(k_row<T>(s, b->hk, j + t.prefetch_ahead));
-      const char* vn = reinterpret_cast<const char*>(v_row<T>(s, b->hk, j + t.prefetch_ahead));
-      for (int64_t off = 0; off < s.d * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(kn + off);
-      for (int64_t off = 0; off < s.dv * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(vn + off);
-    }
     if (s.direct_k) {
       krow[cidx] = reinterpret_cast<const float*>(kp);
     } else {
@@ -394,8 +400,14 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
   float* st = sc.s;
   const int64_t n_groups = (M + kLanes - 1) / kLanes;  // query vectors holding the M rows
   if (M <= kDotRows) {
-    for (int64_t cidx = 0; cidx < kc; ++cidx)
-      for (int r = 0; r < M; ++r) st[cidx * kTileQ + r] = dot(b->q + r * s.dp, krow[cidx], s.dp);
+    // Scores land in st[c * kTileQ + r]: rows of one key are adjacent.
+    for (int64_t cidx = 0; cidx < kc; ++cidx) {
+      float* out = st + cidx * kTileQ;
+      int r = 0;
+      for (; r + 4 <= M; r += 4) dot_rows<4>(b->q + r * s.dp, s.dp, krow[cidx], out + r);
+      for (; r + 2 <= M; r += 2) dot_rows<2>(b->q + r * s.dp, s.dp, krow[cidx], out + r);
+      for (; r < M; ++r) dot_rows<1>(b->q + r * s.dp, s.dp, krow[cidx], out + r);
+    }
   } else {
     constexpr int64_t kGroups = kTileQ / kLanes;  // query vectors in a full row block
     constexpr int kNG = kGroups < kNV ? static_cast<int>(kGroups) : kNV;
@@ -642,7 +654,6 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   t.contiguous = true;
   t.extra_needed = false;
   t.extra = nullptr;
-  t.prefetch_ahead = kTileK;
   for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
     t.kc = std::min<int64_t>(kTileK, key_end - t0);
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
