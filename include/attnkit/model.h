@@ -207,7 +207,7 @@ class Model {
 
   // Attention: one backend for every layer, or per layer (nullptr = the exact default).
   void set_attention(std::shared_ptr<AttentionBackend> backend);
-  void set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend);
+  Status set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend);  // layer in [0, n_layer)
   void set_taps(Taps taps);
   void clear_taps();
   void set_threads(int threads);

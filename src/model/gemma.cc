@@ -628,10 +628,13 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
 }
 
 void Model::set_attention(std::shared_ptr<AttentionBackend> backend) { impl_->all_layers = std::move(backend); }
-void Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend) {
-  if (layer < 0 || layer >= impl_->cfg.n_layer) return;
+Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend) {
+  if (layer < 0 || layer >= impl_->cfg.n_layer)
+    return Status::out_of_range("Model::set_layer_attention: layer " + std::to_string(layer) + " is outside [0, " +
+                                std::to_string(impl_->cfg.n_layer) + ")");
   impl_->per_layer.resize(static_cast<size_t>(impl_->cfg.n_layer));
   impl_->per_layer[static_cast<size_t>(layer)] = std::move(backend);
+  return Status::ok_status();
 }
 void Model::set_taps(Taps taps) { impl_->taps = std::move(taps); }
 void Model::clear_taps() { impl_->taps = Taps(); }

@@ -327,6 +327,17 @@ TEST_F(GemmaTest, StreamingBackendWithLargeWindowEqualsExact) {
   model_->set_attention(std::shared_ptr<AttentionBackend>(std::move(b)));
   std::vector<float> sp = all_logits(ids);
   for (size_t i = 0; i < ex.size(); i += 97) ASSERT_NEAR(ex[i], sp[i], 1e-3f) << i;
+  // Per layer: a 2-token window on layer 17 only (global) also changes the logits; bad layers fail.
+  model_->set_attention(nullptr);
+  ASSERT_TRUE(make_attention_backend("window:size=2", &b).ok());
+  std::shared_ptr<AttentionBackend> w2shared(std::move(b));
+  ASSERT_TRUE(model_->set_layer_attention(17, w2shared).ok());
+  EXPECT_FALSE(model_->set_layer_attention(18, w2shared).ok());
+  std::vector<float> l17 = all_logits(ids);
+  float md17 = 0;
+  for (size_t i = 0; i < ex.size(); ++i) md17 = std::max(md17, std::fabs(ex[i] - l17[i]));
+  EXPECT_GT(md17, 0.05f);
+  ASSERT_TRUE(model_->set_layer_attention(17, nullptr).ok());
   // A 2-token window changes them.
   ASSERT_TRUE(make_attention_backend("window:size=2", &b).ok());
   model_->set_attention(std::shared_ptr<AttentionBackend>(std::move(b)));
