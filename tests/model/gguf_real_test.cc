@@ -100,6 +100,9 @@ TEST(GgufReal, MetadataAndTensors) {
 }
 
 TEST(GgufReal, DefaultModelPathHonoursEnv) {
+  // Open the real file first: real_file() itself looks the model up through ATTNKIT_MODEL, and
+  // under ctest each test runs in a fresh process.
+  const std::string real_path = real_file().path();
   const char* old = std::getenv("ATTNKIT_MODEL");
   std::string saved = old ? old : "";
   setenv("ATTNKIT_MODEL", "/nonexistent/x.gguf", 1);
@@ -108,8 +111,8 @@ TEST(GgufReal, DefaultModelPathHonoursEnv) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("/nonexistent/x.gguf"), std::string::npos);
   EXPECT_THROW(default_model_path(), Error);
-  setenv("ATTNKIT_MODEL", real_file().path().c_str(), 1);
-  EXPECT_EQ(default_model_path(), real_file().path());
+  setenv("ATTNKIT_MODEL", real_path.c_str(), 1);
+  EXPECT_EQ(default_model_path(), real_path);
   if (old) setenv("ATTNKIT_MODEL", saved.c_str(), 1); else unsetenv("ATTNKIT_MODEL");
 }
 
