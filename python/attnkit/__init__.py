@@ -20,6 +20,8 @@ Functions:
     sparse_fidelity(q, k, v, method) -> dict    density, mass recall, error vs exact attention
     linear_attention(q, k, v, feature_map=..., decay=..., update=..., norm=...) -> out [, state]
     Tokenizer.from_gguf(path=None)       the GGUF model's tokenizer (encode / decode)
+    Model.load(path=None, threads=2)     Gemma 3 on attnkit: generate, last_logits, perplexity,
+                                         passkey, set_attention("a_shape:sinks=4,window=256")
     simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
     bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
@@ -38,6 +40,7 @@ except ImportError:  # pragma: no cover - ml_dtypes is a dependency; float32/flo
     pass
 
 from ._attnkit import (  # noqa: E402
+    Model,
     Tokenizer,
     attention,
     attention_flops,
@@ -69,6 +72,7 @@ __all__ = [
     "retnet_log_decays",
     "lightning_log_decays",
     "Tokenizer",
+    "Model",
     "default_model_path",
     "simd_target",
     "list_mechanisms",

