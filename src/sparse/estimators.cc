@@ -24,19 +24,6 @@ using namespace sparse_internal;
 
 namespace {
 
-BlockMaskShape shape_for(const TensorView& q, const TensorView& k, const AttentionParams& p, int64_t block) {
-  BlockMaskShape s;
-  s.batch = q.batch();
-  s.heads = q.heads();
-  s.seq_q = q.seq();
-  s.seq_kv = k.seq();
-  s.block_q = block;
-  s.block_k = block;
-  s.causal = p.causal;
-  s.causal_align = p.causal_align;
-  return s;
-}
-
 // Rows of query block qb and their key-axis positions.
 struct QBlock {
   int64_t r0, r1, p0, p1;  // rows [r0, r1), positions [p0, p1)
@@ -197,7 +184,7 @@ Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const A
   ATTNKIT_RETURN_IF_ERROR(check_nonneg(what, "slash", cfg.slash));
   ATTNKIT_RETURN_IF_ERROR(check_nonneg(what, "force_first", cfg.force_first));
   ATTNKIT_RETURN_IF_ERROR(check_nonneg(what, "force_last", cfg.force_last));
-  const BlockMaskShape s = shape_for(q, k, params, cfg.block);
+  const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   const int64_t sk = s.seq_kv;
   const int64_t last = std::min(cfg.last_q, s.seq_q);
   const float scale = resolve_scale(params, q.head_dim());
@@ -234,7 +221,7 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
   const char* what = "block_topk";
   ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
-  const BlockMaskShape s = shape_for(q, k, params, cfg.block);
+  const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
   probe.shape = s;
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
@@ -261,7 +248,7 @@ Status estimate_moba(const TensorView& q, const TensorView& k, const AttentionPa
   const char* what = "moba";
   ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
-  const BlockMaskShape s = shape_for(q, k, params, cfg.block);
+  const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
   probe.shape = s;
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
@@ -355,7 +342,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
     return Status::invalid_argument("flexprefill: gamma " + std::to_string(cfg.gamma) + " is not supported; expected (0, 1]");
   }
   if (!(cfg.tau >= 0)) return Status::invalid_argument("flexprefill: tau " + std::to_string(cfg.tau) + " must be >= 0");
-  const BlockMaskShape s = shape_for(q, k, params, cfg.block);
+  const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
   probe.shape = s;
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim(), sk = s.seq_kv;
@@ -416,7 +403,7 @@ Status estimate_hip(const TensorView& q, const TensorView& k, const AttentionPar
   const char* what = "hip";
   ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
-  const BlockMaskShape s = shape_for(q, k, params, cfg.block);
+  const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
   probe.shape = s;
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();

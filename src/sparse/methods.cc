@@ -27,19 +27,6 @@ using namespace sparse_internal;
 
 namespace {
 
-BlockMaskShape shape_of(const TensorView& q, const TensorView& k, const AttentionParams& p, int64_t block) {
-  BlockMaskShape s;
-  s.batch = q.batch();
-  s.heads = q.heads();
-  s.seq_q = q.seq();
-  s.seq_kv = k.seq();
-  s.block_q = block;
-  s.block_k = block;
-  s.causal = p.causal;
-  s.causal_align = p.causal_align;
-  return s;
-}
-
 // A method whose estimate() produces a BlockMask and whose attend() is sparse_attention.
 class MaskMethod : public SparseMethod {
  public:
@@ -122,7 +109,7 @@ Factory pattern_factory(std::function<Status(const MechanismParams&, int64_t seq
         [make, p, block](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) -> Status {
           PatternPtr pat;
           ATTNKIT_RETURN_IF_ERROR(make(p, k.seq(), &pat));
-          return build_block_mask(shape_of(q, k, params, block), pat, m);
+          return build_block_mask(square_block_shape(q, k, params, block), pat, m);
         });
     return Status::ok_status();
   };
@@ -202,7 +189,7 @@ const std::vector<MethodDef>& method_table() {
          }
          *out = std::make_unique<MaskMethod>([=](const TensorView& q, const TensorView& k, const AttentionParams& params,
                                                  BlockMask* m) {
-           return random_block_mask(shape_of(q, k, params, block), density, static_cast<uint64_t>(seed), m);
+           return random_block_mask(square_block_shape(q, k, params, block), density, static_cast<uint64_t>(seed), m);
          });
          return Status::ok_status();
        }},

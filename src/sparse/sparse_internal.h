@@ -10,6 +10,21 @@
 
 namespace attnkit::sparse_internal {
 
+// BlockMask shape of a call with square blocks of `block` (q, k in BSHD).
+inline BlockMaskShape square_block_shape(const TensorView& q, const TensorView& k, const AttentionParams& p,
+                                         int64_t block) {
+  BlockMaskShape s;
+  s.batch = q.batch();
+  s.heads = q.heads();
+  s.seq_q = q.seq();
+  s.seq_kv = k.seq();
+  s.block_q = block;
+  s.block_k = block;
+  s.causal = p.causal;
+  s.causal_align = p.causal_align;
+  return s;
+}
+
 int64_t diag_offset(const BlockMaskShape& s);
 int64_t causal_keys_in(const BlockMaskShape& s, int64_t p, int64_t k0, int64_t k1);
 double causal_pairs_in(const BlockMaskShape& s, int64_t r0, int64_t r1, int64_t k0, int64_t k1);
