@@ -111,6 +111,12 @@ void run_unit(const core::Call& call, const ListWork& w, ThreadScratch* ts, floa
 int resolve_threads(int n) { return n > 0 ? n : omp_get_max_threads(); }
 
 void run_work(const core::Call& call, int64_t n_work, const FillWork& fill) {
+  run_work_partial(call, n_work, fill, nullptr, nullptr, 0);
+}
+
+void run_work_partial(const core::Call& call, int64_t n_work, const FillWork& fill, float* o_partial,
+                      float* lse_partial, int64_t rows) {
+  const int64_t dv = call.head_dim_v;
 #pragma omp parallel num_threads(resolve_threads(call.p.num_threads))
   {
     ThreadScratch ts;
@@ -123,24 +129,10 @@ void run_work(const core::Call& call, int64_t n_work, const FillWork& fill) {
       ts.spans.clear();
       w = ListWork{};
       fill(u, &ts.spans, &w);
-      run_unit(call, w, &ts, nullptr, nullptr);
-    }
-  }
-}
-
-void run_work_partial(const core::Call& call, int64_t n_work, const FillWork& fill, float* o_partial,
-                      float* lse_partial, int64_t rows) {
-  const int64_t dv = call.head_dim_v;
-#pragma omp parallel num_threads(resolve_threads(call.p.num_threads))
-  {
-    ThreadScratch ts;
-    ListWork w;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < n_work; ++t) {
-      const int64_t u = n_work - 1 - t;
-      ts.spans.clear();
-      w = ListWork{};
-      fill(u, &ts.spans, &w);
+      if (o_partial == nullptr) {  // final output written by the kernel
+        run_unit(call, w, &ts, nullptr, nullptr);
+        continue;
+      }
       const int64_t base = w.head * rows + w.row_begin;
       run_unit(call, w, &ts, o_partial + base * dv, lse_partial + base);
     }
