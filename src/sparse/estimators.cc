@@ -91,6 +91,19 @@ void last_rows_probs(const TensorView& q, const KvHeadData& kv, const BlockMaskS
   }
 }
 
+// Block-level scores of query head h: its mean-pooled query blocks against the kv head's
+// mean-pooled key blocks, scaled; scores is [nqb, nkb] (MInference block-sparse, FlexPrefill's
+// query-aware branch and HiP all start from it).
+void pooled_block_scores(const TensorView& q, const KvHeadData& kv, const BlockMaskShape& s, int64_t b, int64_t h,
+                         int64_t nqb, int64_t nkb, float scale, std::vector<float>* scores) {
+  const int64_t d = q.head_dim();
+  std::vector<float> qf(s.seq_q * d), pq;
+  copy_rows(q, b, h, 0, s.seq_q, qf.data());
+  pool_rows(qf.data(), s.seq_q, d, s.block_q, &pq);
+  scores->resize(nqb * nkb);
+  gemm_abt(pq.data(), kv.pooled.data(), scores->data(), nqb, nkb, d, scale);
+}
+
 // Adds the key blocks that slash (diagonal) distances `deltas` (j = p - delta) touch for the
 // query block to `sel`.
 void slash_blocks(const BlockMaskShape& s, const QBlock& qb, const std::vector<int64_t>& deltas, std::vector<uint8_t>* mark,
@@ -228,10 +241,8 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
   for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
-    std::vector<float> qf(s.seq_q * d), pq, scores(nqb * nkb);
-    copy_rows(q, b, h, 0, s.seq_q, qf.data());
-    pool_rows(qf.data(), s.seq_q, d, cfg.block, &pq);
-    gemm_abt(pq.data(), kv.pooled.data(), scores.data(), nqb, nkb, d, scale);
+    std::vector<float> scores;
+    pooled_block_scores(q, kv, s, b, h, nqb, nkb, scale, &scores);
     for (int64_t qb = 0; qb < nqb; ++qb) {
       const int64_t reach = reachable_k_blocks(s, qb);
       std::vector<int32_t>& l = sel[probe.list_index(b, h, qb)];
@@ -352,7 +363,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
   if (maybe_head_choice) maybe_head_choice->assign(s.batch * s.heads, 0);
   for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<int64_t> pos;
-    std::vector<float> probs, qf(s.seq_q * d), pq, scores(nqb * nkb);
+    std::vector<float> probs, scores;
     last_rows_probs(q, kv, s, b, h, last, scale, &probs, &pos);
     // True block distribution of the last rows (mean over rows of per-block mass) and the
     // pooled estimate (mean last query against block-mean keys), over the blocks the last
@@ -371,9 +382,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
     const bool query_aware = js_distance(a_est, a_true) < cfg.tau;
     if (maybe_head_choice) (*maybe_head_choice)[b * s.heads + h] = query_aware ? 1 : 0;
     if (query_aware) {
-      copy_rows(q, b, h, 0, s.seq_q, qf.data());
-      pool_rows(qf.data(), s.seq_q, d, cfg.block, &pq);
-      gemm_abt(pq.data(), kv.pooled.data(), scores.data(), nqb, nkb, d, scale);
+      pooled_block_scores(q, kv, s, b, h, nqb, nkb, scale, &scores);
       for (int64_t qb = 0; qb < nqb; ++qb) {
         const int64_t reach = reachable_k_blocks(s, qb);
         float* row = scores.data() + qb * nkb;
@@ -410,12 +419,10 @@ Status estimate_hip(const TensorView& q, const TensorView& k, const AttentionPar
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
   for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
-    std::vector<float> qf(s.seq_q * d), pq, scores(nqb * nkb);
-    copy_rows(q, b, h, 0, s.seq_q, qf.data());
-    pool_rows(qf.data(), s.seq_q, d, cfg.block, &pq);
     // Block-level scores pooled-q . pooled-k; the hierarchy below reads only the
     // representatives it needs (O(k log n) of them per query block).
-    gemm_abt(pq.data(), kv.pooled.data(), scores.data(), nqb, nkb, d, scale);
+    std::vector<float> scores;
+    pooled_block_scores(q, kv, s, b, h, nqb, nkb, scale, &scores);
     for (int64_t qb = 0; qb < nqb; ++qb) {
       const int64_t reach = reachable_k_blocks(s, qb);
       const float* sc = scores.data() + qb * nkb;
