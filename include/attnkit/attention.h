@@ -139,11 +139,6 @@ double attention_flops(int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t hea
 double attention_bytes(int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads_q, int64_t heads_kv,
                        int64_t head_dim, int64_t head_dim_v, size_t in_elem_bytes, size_t out_elem_bytes);
 
-// Bytes of scratch the kernel allocates for a call of this shape (for peak-memory reporting and
-// the O(threads x tile) guarantee).
-int64_t attention_scratch_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                const AttentionParams& params);
-
 // Name of the SIMD target the kernels dispatch to on this machine (e.g. "AVX3", "AVX2").
 std::string simd_target_name();
 

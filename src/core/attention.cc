@@ -483,15 +483,6 @@ double attention_bytes(int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t hea
   return (q + kv) * static_cast<double>(in_elem_bytes) + o * static_cast<double>(out_elem_bytes);
 }
 
-int64_t attention_scratch_bytes(const TensorView& q, const TensorView& k, const TensorView& v,
-                                const AttentionParams& params) {
-  const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
-  const int64_t dp = (q.shape[3] + 15) / 16 * 16, dvp = (v.shape[3] + 15) / 16 * 16;
-  const int64_t per_thread = (core::kTileQ * core::kTileK + dp * core::kTileK + core::kTileK * (dp + dvp) +
-                              core::kTileQ * (dp + dvp + 2)) * 4;
-  return per_thread * threads;
-}
-
 std::string simd_target_name() { return core::dispatched_target_name(); }
 
 }  // namespace attnkit
