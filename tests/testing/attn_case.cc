@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
 
 #include "core/tile_kernel.h"
 
@@ -473,6 +474,23 @@ std::vector<AttnCase> path_cases() {
     v.causal = true;
     v.num_threads = 2;
     cases.push_back(v);
+  }
+  // Decode with more kv heads than one key-major sweep takes (10 > 8 blocks), every dtype; GQA 8
+  // with 2 queries (16 rows per block: the per-block path); MHA (blocks of one row).
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    AttnCase g = base(1, 3000, 40, 10, 128);
+    g.path = ExecPath::kDecode;
+    g.dtype = dt;
+    g.causal = true;
+    g.num_threads = 2;
+    cases.push_back(g);
+  }
+  for (auto [hq, hkv, sq, d] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{16, 2, 2, 80}, {16, 16, 1, 96}}) {
+    AttnCase g = base(sq, 1100, hq, hkv, d);
+    g.path = ExecPath::kDecode;
+    g.causal = true;
+    g.num_threads = 2;
+    cases.push_back(g);
   }
   number(&cases, 7);
   return cases;
