@@ -28,6 +28,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/bf16_dot.h"
 #include "core/tile_kernel.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -164,6 +165,8 @@ struct RowBlock {
   int64_t lo[kTileQ], hi[kTileQ], sink_hi[kTileQ];  // visible keys: [lo, hi) U [0, sink_hi)
   int64_t min_lo, max_lo, min_hi, max_hi, min_sink_hi, max_sink_hi;
   float* q;   // [kTileQ][dp], pre-multiplied (rows >= M are zero)
+  float mul[kTileQ];              // each row's logit multiplier (already folded into q)
+  const uint16_t* qraw[kTileQ];   // bf16 queries read in place (unit stride), else nullptr
   float* qt;  // [d][kTileQ]: q transposed, built when M > kDotRows
   float* m;   // [kTileQ] running max (padding rows stay -inf)
   float* l;   // [kTileQ] running denominator
@@ -245,6 +248,11 @@ void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh,
         else if (n == 1) mul = 0.0f;  // ln 1 = 0: the single visible key gets weight 1 anyway
       }
       const T* src = static_cast<const T*>(q.data) + q.offset(s.r.batch, s.r.q_begin + i, h, 0);
+      b->mul[r] = mul;
+      b->qraw[r] = nullptr;
+      if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
+        if (q.stride[3] == 1) b->qraw[r] = reinterpret_cast<const uint16_t*>(src);
+      }
       load_row_f32<T>(src, q.stride[3], s.d, s.dp, mul, b->q + r * s.dp);
       std::memset(b->o + r * s.dvp, 0, sizeof(float) * s.dvp);
     }
@@ -330,6 +338,35 @@ HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, floa
   for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0);
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// Halves a vector down to 128 bits, adding the halves (the lanes of each 128-bit block summed
+// position-wise across blocks).
+template <class D>
+HWY_INLINE auto fold_to_128(D d, hn::Vec<D> v) {
+  if constexpr (hn::MaxLanes(d) <= 4) {
+    return v;
+  } else {
+    const hn::Half<D> dh;
+    return fold_to_128(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
+  }
+}
+
+// out[i] = sum of the lanes of a[i], i < 4: two interleave rounds leave, in each 128-bit block,
+// the four partial sums side by side; the blocks are then added. About a third of the shuffles
+// of four separate horizontal reductions (which decode pays for every key and row).
+HWY_INLINE void sum4_lanes(const VF* a, float* out) {
+  const DF df;
+  const hn::Repartition<uint64_t, DF> du;
+  // Per block: [a0+a2, b0+b2, a1+a3, b1+b3].
+  const VF ab = hn::Add(hn::InterleaveLower(df, a[0], a[1]), hn::InterleaveUpper(df, a[0], a[1]));
+  const VF cd = hn::Add(hn::InterleaveLower(df, a[2], a[3]), hn::InterleaveUpper(df, a[2], a[3]));
+  // Per block: [a02, b02, c02, d02] + [a13, b13, c13, d13].
+  const VF lo = hn::BitCast(df, hn::InterleaveLower(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
+  const VF hi = hn::BitCast(df, hn::InterleaveUpper(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
+  hn::StoreU(fold_to_128(df, hn::Add(lo, hi)), hn::Full128<float>(), out);
+}
+#endif
+
 // R query rows (stride dp) against one key row: the key vectors are loaded once for all rows
 // (decode blocks hold the heads of one GQA group). out[r] receives row r's score.
 template <int R, typename TK>
@@ -343,6 +380,12 @@ HWY_INLINE void dot_rows(const float* HWY_RESTRICT q, int64_t dp, const TK* HWY_
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::Load(df, q + r * dp + i), kv, acc[r]);
   }
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (R == 4) {
+    sum4_lanes(acc, out);
+    return;
+  }
+#endif
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) out[r] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
 }
@@ -377,6 +420,7 @@ struct TileKeys {
   bool contiguous;         // pos[c] = pos[0] + c
   bool extra_needed;       // the job's extra mask must be evaluated
   const ElementMask* extra;
+  int64_t key_end = 0;  // decode: end of this thread's key range (prefetch bound)
 };
 
 // Can any row of the block see any key of the tile (false: skip the tile)? *need_mask: some
@@ -690,16 +734,39 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     k0[bi] = k_row<T>(s, blocks[bi].hk, t.pos[0]);
   }
   const int64_t kstep = c.k.stride[1];
-  const int64_t v_bytes = s.dv * static_cast<int64_t>(sizeof(T));
+  // bf16 scores through vdpbf16ps where the CPU has it: the raw bf16 query times the bf16 key
+  // (exact products, f32 sums), then the row's multiplier. It halves the multiply-adds of the
+  // scores and needs no widening of K.
+  bool dp = false;
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) dp = s.d % 32 == 0 && c.q.stride[3] == 1 && bf16_dot_enabled();
+#endif
+  const int64_t k_bytes = s.d * static_cast<int64_t>(sizeof(T)), v_bytes = s.dv * static_cast<int64_t>(sizeof(T));
+  // K is prefetched kPrefetchKeys positions ahead of the sweep (64 KiB for 8 heads of 128 f32):
+  // the stream prefetcher alone left the loads waiting on DRAM (measured 16 to 25% slower at kv
+  // 131072; the distance mattered little between 4 and 64).
+  constexpr int64_t kPrefetchKeys = 16;
   for (int64_t cidx = 0; cidx < kc; ++cidx) {
+    const int64_t jk = t.pos[cidx] + kPrefetchKeys;
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
       if (bi == 0 || blocks[bi].hk != blocks[bi - 1].hk) {
         const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
+#pragma GCC unroll 8
         for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
+        if (jk < t.key_end) {
+          const char* kp = reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk));
+#pragma GCC unroll 8
+          for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(kp + off, 0, 2);
+        }
       }
-      dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep,
-                     st_base + bi * kTileK * kTileQ + cidx * kTileQ);
+      float* out = st_base + bi * kTileK * kTileQ + cidx * kTileQ;
+      if (dp) {
+        bf16_dot_rows(blocks[bi].qraw, blocks[bi].mul, blocks[bi].M,
+                      reinterpret_cast<const uint16_t*>(k0[bi] + cidx * kstep), s.d, out);
+      } else {
+        dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep, out);
+      }
     }
   }
   const T* vrow[kTileK];
@@ -742,6 +809,7 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   t.contiguous = true;
   t.extra_needed = false;
   t.extra = nullptr;
+  t.key_end = key_end;
   for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
     t.kc = std::min<int64_t>(kTileK, key_end - t0);
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;

@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include <cmath>
 #include <cstdio>
+#include <tuple>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "core/bf16_dot.h"
 #include "testing/attn_case.h"
 #include "testing/check_attention.h"
 
@@ -60,6 +63,37 @@ TEST(SimdTargets, EveryCompiledTargetMatchesReference) {
   ::testing::Test::RecordProperty("targets", all);
   std::printf("SIMD targets checked: %s\n", all.c_str());
   EXPECT_GE(seen.size(), 2u) << all;
+}
+
+// bf16 decode scores go through vdpbf16ps where the CPU has it (core/bf16_dot.h), else through
+// K widened to f32. Both must match the reference, with one or several rows per kv head, and agree
+// with each other to within the tolerance policy.
+TEST(SimdTargets, Bf16DotProductPathMatchesWidenedPath) {
+  for (auto [hq, hkv, sq, d] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{32, 8, 1, 128}, {6, 3, 1, 64},
+                                {8, 1, 1, 256}, {12, 12, 1, 96}, {4, 1, 2, 128}}) {
+    testing::AttnCase c;
+    c.seq_q = sq; c.seq_kv = 1300; c.heads_q = hq; c.heads_kv = hkv; c.head_dim = c.head_dim_v = d;
+    c.causal = true; c.path = ExecPath::kDecode; c.dtype = DType::kBF16; c.num_threads = 2;
+    std::vector<std::vector<float>> outs;
+    for (bool dp : {true, false}) {
+      const bool before = core::set_bf16_dot_enabled(dp);
+      auto data = testing::make_case_data(c);
+      const Status st = attention(data->q.view(), data->k.view(), data->v.view(), data->out.view(), data->maybe_lse(),
+                                  data->params);
+      core::set_bf16_dot_enabled(before);
+      ASSERT_TRUE(st.ok()) << st.message();
+      const testing::AttentionCheck r = testing::check_case(*data);
+      EXPECT_TRUE(r.ok) << c.name() << (dp ? " dot-product path: " : " widened path: ") << r.message;
+      outs.push_back(data->out.to_dense());
+    }
+    ASSERT_EQ(outs[0].size(), outs[1].size());
+    float worst = 0.0f;
+    for (size_t i = 0; i < outs[0].size(); ++i) worst = std::max(worst, std::fabs(outs[0][i] - outs[1][i]));
+    // Outputs are bf16: the paths differ by rounding only (a few bf16 ulps of values below ~4).
+    EXPECT_LT(worst, 0.05f) << c.name();
+  }
+  std::printf("bf16 dot-product instruction %s on this CPU\n",
+              core::set_bf16_dot_enabled(true) ? "available" : "not available");
 }
 
 }  // namespace
