@@ -96,7 +96,7 @@ struct Io {
 
 // Per-thread scratch of the chunk and recurrent paths.
 struct Scratch {
-  std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr, rawq, rawk, proj;
+  std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr, rawq, rawk, proj, m, ex;
   void ensure(const Resolved& r, int64_t c) {
     const int64_t f = r.f, dvp = r.dvp;
     auto grow = [](std::vector<float>& v, int64_t n) {
@@ -111,6 +111,8 @@ struct Scratch {
     grow(y, c * dvp);
     grow(ks, c * dvp);
     grow(a, c * c);
+    grow(m, c * c);
+    grow(ex, 3 * c + r.f);
     grow(g, c * f);
     grow(bsum, c * f);
     grow(beta, c);
@@ -127,13 +129,14 @@ int64_t gate_cols(const Resolved& r) { return vector_gate(r) ? r.f : 1; }
 
 // Loads n tokens [s0, s0 + n) of a task into features, value columns (with the ones column of the
 // denominator) and log-decays (g: n x gate_cols, 0 when there is no decay).
-void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, Scratch& w) {
+void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, Scratch& w,
+                 bool prefetch_ahead = true) {
   const int64_t kvh = t.h / r.group;
   const int64_t gc = gate_cols(r);
   // Rows of one head are H * d apart, so the hardware prefetcher restarts at every page; fetch a
   // few tokens ahead explicitly (f32 inputs).
   constexpr int64_t kAhead = 4;
-  const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
+  const bool pf = prefetch_ahead && io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
   // Projection feature maps run as one GEMM over the block of rows (feature_rows).
   const bool batched = r.p.feature_map == FeatureMap::kPerformer || r.p.feature_map == FeatureMap::kHedgehog;
   for (int64_t i = 0; i < n; ++i) {
@@ -167,7 +170,7 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       case DecayKind::kVectorGate: load_row(r.p.gate, t.batch, s, t.h, r.f, gi); break;
     }
     if (r.p.tie_key_to_gate) {
-      for (int64_t j = 0; j < r.f; ++j) w.kf[i * r.f + j] = -std::expm1(gi[j]);  // 1 - e^g, exact for small g
+      one_minus_exp(gi, &w.kf[i * r.f], r.f);  // 1 - e^g, exact for small g
     } else {
       if (batched) {
         load_row(*io.k, t.batch, s, kvh, r.d, &w.rawk[i * r.d]);
@@ -189,12 +192,38 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   }
 }
 
+// Prefetches the rows of tokens [s0, s0 + n) of a task (q, k, v, the vector gate, and out for
+// writing) towards L2. The chunked path calls it for the next chunk before computing the current
+// one: a head's rows are H * d floats apart, so the hardware prefetcher does not follow them, and
+// the GEMMs of one chunk take long enough to hide the next chunk's memory latency.
+void prefetch_chunk(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n) {
+  if (io.q->dtype != DType::kF32 || io.v->dtype != DType::kF32 || io.out->dtype != DType::kF32) return;
+  if ((!r.p.tie_key_to_gate && io.k->dtype != DType::kF32)) return;
+  const int64_t kvh = t.h / r.group;
+  constexpr int64_t kLine = 16;  // floats per 64-byte line
+  auto fetch = [](const float* p, int64_t cols, bool write) {
+    for (int64_t c = 0; c < cols; c += kLine) {
+      if (write) __builtin_prefetch(p + c, 1, 2);
+      else __builtin_prefetch(p + c, 0, 2);
+    }
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t s = t.t0 + s0 + i;
+    fetch(static_cast<const float*>(io.q->data) + io.q->offset(t.batch, s, t.h, 0), r.d, false);
+    if (!r.p.tie_key_to_gate) fetch(static_cast<const float*>(io.k->data) + io.k->offset(t.batch, s, kvh, 0), r.d, false);
+    fetch(static_cast<const float*>(io.v->data) + io.v->offset(t.batch, s, kvh, 0), r.dv, false);
+    if (vector_gate(r))
+      fetch(static_cast<const float*>(r.p.gate.data) + r.p.gate.offset(t.batch, s, t.h, 0), r.f, false);
+    fetch(static_cast<const float*>(io.out->data) + io.out->offset(t.batch, s, t.h, 0), r.dv, true);
+  }
+}
+
 // y (Dv' values of one token) -> normalization -> out.
 void finish_row(const Resolved& r, const Io& io, const Task& t, int64_t s_local, const float* y, float* tmp) {
   const int64_t dv = r.dv;
   switch (r.p.norm) {
     case LinearNorm::kNone:
-      for (int64_t i = 0; i < dv; ++i) tmp[i] = y[i] * r.scale;
+      scale(y, r.scale, tmp, dv);
       break;
     case LinearNorm::kDenominator: {
       // The readout scale cancels in the ratio; eps guards an all-zero feature row.
@@ -269,14 +298,13 @@ void run_recurrent(const Resolved& r, const Io& io, const Task& t, float* S, Scr
 //             L_jl = beta_j e^{b_j - b_l} kf_j . kf_l (the UT transform of the WY representation,
 //             Yang et al. 2024), then Y = A U + (Qf * e^b) S_prev, S = e^{b_n} S_prev + (Kf * e^{b_n - b})^T U.
 void build_decay_sums(const Resolved& r, int64_t n, Scratch& w) {
+  // Row by row (the same additions in the same order as a per-column running sum, but contiguous).
   const int64_t gc = gate_cols(r);
-  for (int64_t c = 0; c < gc; ++c) {
-    float acc = 0.0f;
-    for (int64_t i = 0; i < n; ++i) {
-      acc += w.g[i * gc + c];
-      w.bsum[i * gc + c] = acc;
-    }
-  }
+  const float* g = w.g.data();
+  float* b = w.bsum.data();
+  for (int64_t c = 0; c < gc; ++c) b[c] = g[c];
+  for (int64_t i = 1; i < n; ++i)
+    for (int64_t c = 0; c < gc; ++c) b[i * gc + c] = b[(i - 1) * gc + c] + g[i * gc + c];
 }
 
 // A (n x n, ld n) with decays; only j <= i is meaningful, the rest is set to 0.
@@ -318,10 +346,7 @@ bool build_intra(const Resolved& r, int64_t n, Scratch& w) {
   float bmin = 0.0f;
   for (int64_t c = 0; c < f; ++c) bmin = std::min(bmin, B[(n - 1) * f + c]);
   if (bmin > -kFactorLimit) {
-    for (int64_t i = 0; i < n; ++i) {
-      mul_exp_diff(&w.qf[i * f], B + i * f, nullptr, &w.qd[i * f], f);
-      mul_exp_diff(&w.kf[i * f], nullptr, B + i * f, &w.kr[i * f], f);
-    }
+    for (int64_t i = 0; i < n; ++i) exp_pair(&w.qf[i * f], &w.kf[i * f], B + i * f, &w.qd[i * f], &w.kr[i * f], f);
     gemm(false, true, n, n, f, 1.0f, w.qd.data(), f, w.kr.data(), f, 0.0f, A, n);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = i + 1; j < n; ++j) A[i * n + j] = 0.0f;
@@ -357,69 +382,104 @@ bool build_intra(const Resolved& r, int64_t n, Scratch& w) {
 void run_chunked(const Resolved& r, const Io& io, const Task& t, float* S, Scratch& w) {
   const int64_t f = r.f, dvp = r.dvp, gc = gate_cols(r), C = r.p.chunk_size;
   const bool delta = r.p.update == UpdateRule::kDelta;
+  const bool decays = r.p.decay != DecayKind::kNone;
+  float* epos = w.ex.data();         // e^{b_i} per row (scalar decays)
+  float* eneg = w.ex.data() + C;     // e^{-b_i}
+  float* ebn = w.ex.data() + 3 * C;  // e^{b_n} per state row (gc of them)
+  prefetch_chunk(r, io, t, 0, std::min(C, t.len));
   for (int64_t s0 = 0; s0 < t.len; s0 += C) {
     const int64_t n = std::min(C, t.len - s0);
-    load_tokens(r, io, t, s0, n, w);
+    load_tokens(r, io, t, s0, n, w, /*prefetch_ahead=*/false);
+    if (s0 + C < t.len) prefetch_chunk(r, io, t, s0 + C, std::min(C, t.len - s0 - C));
     build_decay_sums(r, n, w);
     const float* B = w.bsum.data();
     const float* bn = B + (n - 1) * gc;
     const bool have_qd = build_intra(r, n, w);  // first: the vector-gate path uses qd/kr as scratch
-    // Qd = Qf * e^{b_i};  Kd = Kf * e^{b_n - b_j}  (both factors <= 1).
-    if (have_qd) {
+    for (int64_t c = 0; c < gc; ++c) ebn[c] = decays ? bn[c] : 0.0f;
+    if (decays) exp_shift_inplace(ebn, gc, 0.0f, 1.0f);
+    // Qd = Qf * e^{b_i};  Kd = Kf * e^{b_n - b_j}  (both factors <= 1). Without decay they are the
+    // features themselves.
+    const float* qd = w.qd.data();
+    const float* kd = w.kd.data();
+    if (!decays) {
+      qd = w.qf.data();
+      kd = w.kf.data();
+    } else if (have_qd) {
       // Factorized GLA block: Qd is already there and Kd = (Kf * e^{-b}) * e^{b_n}, one multiply.
-      std::vector<float>& ebn = w.beta;  // free: the delta rule never has a vector gate
-      if (static_cast<int64_t>(ebn.size()) < f) ebn.resize(static_cast<size_t>(f));
-      for (int64_t c = 0; c < f; ++c) ebn[c] = std::exp(bn[c]);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t c = 0; c < f; ++c) w.kd[i * f + c] = w.kr[i * f + c] * ebn[c];
-    }
-    for (int64_t i = 0; i < n && !have_qd; ++i) {
-      if (gc == 1) {  // one factor per row
-        const float eq = std::exp(B[i]), ek = std::exp(bn[0] - B[i]);
-        for (int64_t c = 0; c < f; ++c) {
-          w.qd[i * f + c] = w.qf[i * f + c] * eq;
-          w.kd[i * f + c] = w.kf[i * f + c] * ek;
-        }
-        continue;
+      for (int64_t i = 0; i < n; ++i) mul_vec(&w.kr[i * f], ebn, &w.kd[i * f], f);
+    } else if (gc == 1) {  // one factor per row
+      for (int64_t i = 0; i < n; ++i) {
+        scale(&w.qf[i * f], std::exp(B[i]), &w.qd[i * f], f);
+        scale(&w.kf[i * f], std::exp(bn[0] - B[i]), &w.kd[i * f], f);
       }
-      mul_exp_diff(&w.qf[i * f], B + i * f, nullptr, &w.qd[i * f], f);
-      mul_exp_diff(&w.kf[i * f], bn, B + i * f, &w.kd[i * f], f);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        mul_exp_diff(&w.qf[i * f], B + i * f, nullptr, &w.qd[i * f], f);
+        mul_exp_diff(&w.kf[i * f], bn, B + i * f, &w.kd[i * f], f);
+      }
     }
     const float* vals = w.vp.data();
     if (delta) {
-      // KS = (Kf * e^{b}) S_prev, then R = diag(beta) (Vp - KS), then forward substitution.
+      // The UT transform (Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule
+      // over Sequence Length"): with R = diag(beta) (Vp - (Kf * e^{b}) S_prev) the chunk's
+      // pseudo-values solve (I + L) U = R, L strictly lower with L_il = beta_i e^{b_i - b_l} kf_i . kf_l.
+      // That is one unit-lower triangular solve on the n x n matrix (cblas_strsm) with Dv'
+      // right-hand sides, after two GEMMs for Kf Kf^T and Kf S_prev.
       float* U = w.ks.data();
-      for (int64_t i = 0; i < n; ++i) {
-        const float e = std::exp(B[i]);
-        for (int64_t c = 0; c < f; ++c) w.kr[i * f + c] = w.kf[i * f + c] * e;
+      const float* kr = w.kf.data();
+      float bmin = 0.0f, bmax = 0.0f;
+      if (decays) {
+        for (int64_t i = 0; i < n; ++i) {
+          epos[i] = std::exp(B[i]);
+          bmin = std::min(bmin, B[i]);
+          bmax = std::max(bmax, B[i]);
+          scale(&w.kf[i * f], epos[i], &w.kr[i * f], f);
+        }
+        kr = w.kr.data();
       }
-      gemm(false, false, n, dvp, f, -1.0f, w.kr.data(), f, S, dvp, 0.0f, U, dvp);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < dvp; ++j) U[i * dvp + j] = w.beta[i] * (w.vp[i * dvp + j] + U[i * dvp + j]);
-      // L = Kf Kf^T (into y as n x n scratch: y holds n * dvp >= ... use qd? qd is needed later).
-      std::vector<float>& L = w.g;  // g is free after build_decay_sums for scalar gates (gc == 1)
-      if (static_cast<int64_t>(L.size()) < n * n) L.resize(static_cast<size_t>(n * n));
-      gemm(false, true, n, n, f, 1.0f, w.kf.data(), f, w.kf.data(), f, 0.0f, L.data(), n);
-      for (int64_t i = 1; i < n; ++i) {
+      gemm(false, false, n, dvp, f, -1.0f, kr, f, S, dvp, 0.0f, U, dvp);
+      for (int64_t i = 0; i < n; ++i) {
+        const float bt = w.beta[i];
         float* Ui = U + i * dvp;
-        for (int64_t l = 0; l < i; ++l) {
-          const float coef = w.beta[i] * std::exp(B[i] - B[l]) * L[i * n + l];
-          const float* Ul = U + l * dvp;
-          for (int64_t j = 0; j < dvp; ++j) Ui[j] -= coef * Ul[j];
+        const float* Vi = &w.vp[i * dvp];
+        for (int64_t j = 0; j < dvp; ++j) Ui[j] = bt * (Vi[j] + Ui[j]);
+      }
+      float* M = w.m.data();
+      gemm(false, true, n, n, f, 1.0f, w.kf.data(), f, w.kf.data(), f, 0.0f, M, n);
+      // The pairwise decay e^{b_i - b_l} <= 1 as e^{b_i} e^{-b_l} while both stay in f32 range
+      // (as in build_intra), otherwise one exp per pair. Only the strict lower triangle is read.
+      const bool factor = bmin > -kFactorLimit && bmax < kFactorLimit;
+      if (decays && factor)
+        for (int64_t i = 0; i < n; ++i) eneg[i] = 1.0f / epos[i];
+      for (int64_t i = 1; i < n; ++i) {
+        float* Mi = M + i * n;
+        const float bt = w.beta[i];
+        if (!decays) {
+          for (int64_t l = 0; l < i; ++l) Mi[l] *= bt;
+        } else if (factor) {
+          const float ci = bt * epos[i];
+          for (int64_t l = 0; l < i; ++l) Mi[l] *= ci * eneg[l];
+        } else {
+          for (int64_t l = 0; l < i; ++l) Mi[l] *= bt * std::exp(B[i] - B[l]);
         }
       }
+      cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, static_cast<int>(n),
+                  static_cast<int>(dvp), 1.0f, M, static_cast<int>(n), U, static_cast<int>(dvp));
       vals = U;
     }
     float* Y = w.y.data();
     gemm(false, false, n, dvp, n, 1.0f, w.a.data(), n, vals, dvp, 0.0f, Y, dvp);
-    gemm(false, false, n, dvp, f, 1.0f, w.qd.data(), f, S, dvp, 1.0f, Y, dvp);
+    gemm(false, false, n, dvp, f, 1.0f, qd, f, S, dvp, 1.0f, Y, dvp);
     // S = e^{b_n} S + Kd^T vals.
-    for (int64_t c = 0; c < f; ++c) {
-      const float e = std::exp(bn[gc == 1 ? 0 : c]);
-      if (e != 1.0f)
-        for (int64_t j = 0; j < dvp; ++j) S[c * dvp + j] *= e;
+    if (decays) {
+      if (gc == 1) {
+        if (ebn[0] != 1.0f) scale(S, ebn[0], S, f * dvp);
+      } else {
+        for (int64_t c = 0; c < f; ++c)
+          if (ebn[c] != 1.0f) scale(S + c * dvp, ebn[c], S + c * dvp, dvp);
+      }
     }
-    gemm(true, false, f, dvp, n, 1.0f, w.kd.data(), f, vals, dvp, 1.0f, S, dvp);
+    gemm(true, false, f, dvp, n, 1.0f, kd, f, vals, dvp, 1.0f, S, dvp);
     for (int64_t i = 0; i < n; ++i) finish_row(r, io, t, s0 + i, Y + i * dvp, w.tmp.data());
   }
 }

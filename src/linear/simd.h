@@ -12,6 +12,17 @@ void elu1_inplace(float* x, int64_t n);
 void exp_shift_inplace(float* x, int64_t n, float shift, float mul);
 // out = x * exp(a - b); a or b may be null (= 0). out may alias x.
 void mul_exp_diff(const float* x, const float* a, const float* b, float* out, int64_t n);
+// out = 1 - e^g (HGRN2's input gate from its log forget gate g <= 0; Expm1 keeps small g exact).
+void one_minus_exp(const float* g, float* out, int64_t n);
+// With e = e^b: qd = q * e and kr = k / e (one exp for both sides of the factorized pairwise
+// decay e^{b_i} e^{-b_j}; the caller keeps b >= -kFactorLimit so 1/e stays finite).
+void exp_pair(const float* q, const float* k, const float* b, float* qd, float* kr, int64_t n);
+// out = x * s elementwise (s a vector); out may alias x.
+void mul_vec(const float* x, const float* s, float* out, int64_t n);
+// out = x * a (a scalar); out may alias x.
+void scale(const float* x, float a, float* out, int64_t n);
+// sum of x_i^2 (f32 lanes, summed in double at the end).
+double sum_squares(const float* x, int64_t n);
 
 }  // namespace linear_internal
 }  // namespace attnkit
