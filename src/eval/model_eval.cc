@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -29,6 +30,15 @@ std::string first_number(const std::string& s) {
 
 int64_t count_tokens(const Tokenizer& tok, const std::string& text) {
   return static_cast<int64_t>(tok.encode(text).size());
+}
+
+// Most prompt tokens a trial may have so that prompt + answer stay within the trained context
+// (Gemma 3 270M: 32768). Positions past it were never trained; a "32K" trial with a 32768-token
+// prompt would put its answer at positions 32768.. (the last answer token is never fed back, but
+// we keep the plain bound prompt + answer <= context_length).
+int64_t context_limit(const model::Model& m, int64_t answer_tokens) {
+  const int64_t ctx = m.config().context_length;
+  return ctx > answer_tokens ? ctx - answer_tokens : std::numeric_limits<int64_t>::max();
 }
 
 }  // namespace
@@ -165,7 +175,7 @@ Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const 
 }
 
 Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
-               const ProgressFn& progress, std::vector<RetrievalTrial>* out) {
+               const ProgressFn& progress, std::vector<RetrievalTrial>* out, bool prompts_only) {
   if (m == nullptr || out == nullptr) return Status::invalid_argument("passkey: model or out is null");
   if (trials < 1) return Status::invalid_argument("passkey: trials " + std::to_string(trials) + " must be >= 1");
   std::mt19937_64 rng(seed);
@@ -176,13 +186,22 @@ Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t tri
       const int64_t key = 10000 + static_cast<int64_t>(rng() % 90000);
       // Depths spread evenly over the trials (one trial: the middle).
       const double depth = trials == 1 ? 0.5 : static_cast<double>(t) / static_cast<double>(trials - 1);
+      constexpr int64_t kAnswerTokens = 8;
       std::vector<int32_t> ids;
-      ATTNKIT_RETURN_IF_ERROR(passkey_prompt(m->tokenizer(), len, key, depth, &ids));
+      // passkey_prompt never exceeds the length it is given.
+      ATTNKIT_RETURN_IF_ERROR(
+          passkey_prompt(m->tokenizer(), std::min(len, context_limit(*m, kAnswerTokens)), key, depth, &ids));
       RetrievalTrial tr;
       tr.length = len;
       tr.depth = depth;
-      ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(key), 8, &tr));
-      out->push_back(tr);
+      if (prompts_only) {
+        tr.prompt_tokens = static_cast<int64_t>(ids.size());
+        tr.expected = std::to_string(key);
+      } else {
+        ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(key), kAnswerTokens, &tr));
+      }
+      tr.prompt = std::move(ids);
+      out->push_back(std::move(tr));
       if (progress) progress(++done, total);
     }
   }
@@ -244,7 +263,7 @@ Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64
 
 Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
             const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
-            std::vector<RetrievalTrial>* out) {
+            std::vector<RetrievalTrial>* out, bool prompts_only) {
   if (m == nullptr || out == nullptr) return Status::invalid_argument("niah: model or out is null");
   if (trials < 1) return Status::invalid_argument("niah: trials " + std::to_string(trials) + " must be >= 1");
   std::mt19937_64 rng(seed);
@@ -253,14 +272,34 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
   for (int64_t len : lengths) {
     for (double d : depths) {
       for (int64_t t = 0; t < trials; ++t) {
+        constexpr int64_t kAnswerTokens = 10;
         const int64_t number = 1000000 + static_cast<int64_t>(rng() % 9000000);
+        const uint64_t hay_seed = rng();
+        // niah_prompt counts verse tokens one verse at a time, and the joined text can come out a
+        // few tokens longer than asked; near the context limit, ask again for less by the excess.
+        const int64_t limit = context_limit(*m, kAnswerTokens);
+        int64_t ask = std::min(len, limit);
         std::vector<int32_t> ids;
-        ATTNKIT_RETURN_IF_ERROR(niah_prompt(m->tokenizer(), haystack_text, len, number, d, rng(), &ids));
+        for (int attempt = 0; attempt < 4; ++attempt) {
+          ATTNKIT_RETURN_IF_ERROR(niah_prompt(m->tokenizer(), haystack_text, ask, number, d, hay_seed, &ids));
+          const int64_t over = static_cast<int64_t>(ids.size()) - limit;
+          if (over <= 0) break;
+          ask -= over + 4;
+        }
+        if (static_cast<int64_t>(ids.size()) > limit)
+          return Status::invalid_argument("niah: could not fit a prompt for length " + std::to_string(len) + " in " +
+                                          std::to_string(limit) + " tokens (got " + std::to_string(ids.size()) + ")");
         RetrievalTrial tr;
         tr.length = len;
         tr.depth = d;
-        ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(number), 10, &tr));
-        out->push_back(tr);
+        if (prompts_only) {
+          tr.prompt_tokens = static_cast<int64_t>(ids.size());
+          tr.expected = std::to_string(number);
+        } else {
+          ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(number), kAnswerTokens, &tr));
+        }
+        tr.prompt = std::move(ids);
+        out->push_back(std::move(tr));
         if (progress) progress(++done, total);
       }
     }

@@ -44,6 +44,7 @@ struct RetrievalTrial {
   std::string expected, generated;
   bool correct = false;
   double seconds = 0;
+  std::vector<int32_t> prompt;  // the prompt's token ids (BOS first), for reference runs
 };
 
 // Passkey prompt (Mohtashami & Jaggi 2023, "Landmark Attention"): the filler "The grass is green.
@@ -55,8 +56,12 @@ Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, dou
 // answer equals the key.
 Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,
                      int64_t answer_tokens, RetrievalTrial* trial);
+// Prompt and answer together stay within the model's trained context (config().context_length):
+// a requested length above context_length - answer tokens is lowered to that, so a 32K trial asks
+// for at most 32768 positions. prompts_only = true builds the same prompts (same seed, same keys)
+// without running the model, for dumping them to a reference implementation.
 Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
-               const ProgressFn& progress, std::vector<RetrievalTrial>* out);
+               const ProgressFn& progress, std::vector<RetrievalTrial>* out, bool prompts_only = false);
 
 // Needle in a haystack: the needle "The secret number of the treasure is {n}." placed after the
 // verse nearest to `depth` of a haystack of consecutive KJV verses (starting at a verse chosen by
@@ -65,7 +70,7 @@ Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64
                    uint64_t seed, std::vector<int32_t>* ids);
 Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
             const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
-            std::vector<RetrievalTrial>* out);
+            std::vector<RetrievalTrial>* out, bool prompts_only = false);
 
 // Writes an RGB PNG heatmap: one cell per (row, col) coloured by value in [0, 1] (red 0 -> yellow
 // -> green 1; NaN grey), rows = depths top to bottom, cols = lengths left to right, with a colour

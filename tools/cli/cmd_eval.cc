@@ -36,6 +36,8 @@ struct EvalOptions {
   std::string json_path;
   std::string png_path = "niah_heatmap.png";
   std::string corpus_cache;
+  std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
+  bool prompts_only = false;  // build and dump the prompts without running the model
 };
 
 Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
@@ -97,12 +99,37 @@ nlohmann::json trials_json(const std::vector<eval::RetrievalTrial>& trials) {
   return arr;
 }
 
+// The prompts of a passkey/niah run, for scripts/retrieval_hf.py: per trial the length, depth,
+// expected answer, attnkit's token ids and the decoded text (which the reference re-tokenizes, so
+// the two tokenizers can be compared id by id).
+Status dump_prompts(const EvalOptions& o, const std::string& eval_name, const Tokenizer& tok,
+                    const std::vector<eval::RetrievalTrial>& trials) {
+  if (o.dump_prompts.empty()) return Status::ok_status();
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& t : trials) {
+    std::string text;
+    // Without BOS: the reference adds its own.
+    std::vector<int32_t> body(t.prompt.begin() + (t.prompt.empty() || t.prompt[0] != tok.bos_id() ? 0 : 1), t.prompt.end());
+    ATTNKIT_RETURN_IF_ERROR(tok.decode(body, &text));
+    arr.push_back({{"length", t.length}, {"depth", t.depth}, {"expected", t.expected}, {"prompt_tokens", t.prompt_tokens},
+                   {"generated", t.generated}, {"correct", t.correct}, {"ids", t.prompt}, {"text", text}});
+  }
+  std::ofstream f(o.dump_prompts);
+  if (!f) return Status::io_error("eval: cannot write --dump-prompts " + o.dump_prompts);
+  f << nlohmann::json({{"eval", eval_name}, {"seed", o.seed}, {"prompts_only", o.prompts_only}, {"trials", arr}}).dump() << "\n";
+  std::cerr << "wrote " << trials.size() << " prompts to " << o.dump_prompts << "\n";
+  return Status::ok_status();
+}
+
 Status do_passkey(const EvalOptions& o) {
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
   std::vector<eval::RetrievalTrial> trials;
-  ATTNKIT_RETURN_IF_ERROR(eval::passkey(m.get(), lengths, o.trials, o.seed, eval::stderr_progress("passkey"), &trials));
+  ATTNKIT_RETURN_IF_ERROR(
+      eval::passkey(m.get(), lengths, o.trials, o.seed, eval::stderr_progress("passkey"), &trials, o.prompts_only));
+  ATTNKIT_RETURN_IF_ERROR(dump_prompts(o, "passkey", m->tokenizer(), trials));
+  if (o.prompts_only) return Status::ok_status();
   nlohmann::json per = nlohmann::json::array();
   int64_t ok_all = 0;
   for (int64_t len : lengths) {
@@ -128,7 +155,10 @@ Status do_niah(const EvalOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
   std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
   std::vector<eval::RetrievalTrial> trials;
-  ATTNKIT_RETURN_IF_ERROR(eval::niah(m.get(), text, lengths, o.depths, o.trials, o.seed, eval::stderr_progress("niah"), &trials));
+  ATTNKIT_RETURN_IF_ERROR(eval::niah(m.get(), text, lengths, o.depths, o.trials, o.seed, eval::stderr_progress("niah"), &trials,
+                                     o.prompts_only));
+  ATTNKIT_RETURN_IF_ERROR(dump_prompts(o, "niah", m->tokenizer(), trials));
+  if (o.prompts_only) return Status::ok_status();
   std::vector<std::vector<double>> grid(o.depths.size(), std::vector<double>(lengths.size(), 0.0));
   nlohmann::json cells = nlohmann::json::array();
   int64_t ok_all = 0;
@@ -164,6 +194,11 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
 }
 
+void retrieval_options(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
+  c->add_option("--dump-prompts", o->dump_prompts, "Write every trial's prompt (token ids and text) to this JSON file");
+  c->add_flag("--prompts-only", o->prompts_only, "Build (and with --dump-prompts write) the prompts without running the model");
+}
+
 void add_eval(CLI::App& root) {
   CLI::App* cmd = root.add_subcommand("eval", "Evaluate Gemma 3 270M on attnkit: perplexity, passkey, niah");
   cmd->require_subcommand(1);
@@ -178,6 +213,7 @@ void add_eval(CLI::App& root) {
     auto o = std::make_shared<EvalOptions>();
     CLI::App* c = cmd->add_subcommand("passkey", "Passkey retrieval (default lengths 1K..32K)");
     common(c, o);
+    retrieval_options(c, o);
     c->callback([o] { check(do_passkey(*o)); });
   }
   {
@@ -185,6 +221,7 @@ void add_eval(CLI::App& root) {
     o->trials = 1;
     CLI::App* c = cmd->add_subcommand("niah", "Needle in a KJV haystack over lengths x depths, with a PNG heatmap");
     common(c, o);
+    retrieval_options(c, o);
     c->add_option("--depths", o->depths, "Depths in [0, 1], comma-separated")->delimiter(',');
     c->add_option("--png", o->png_path, "Heatmap PNG path")->capture_default_str();
     c->callback([o] { check(do_niah(*o)); });
