@@ -41,6 +41,7 @@ namespace linear_internal {
 namespace {
 
 constexpr int64_t kSub = 16;  // sub-block of the vector-gate chunk path
+constexpr int64_t kMaxHeadGroup = 8;  // heads per task of the chunked form
 // Above this in-chunk log-decay the factorized decay e^{b_i} e^{-b_j} is used (e^{60} ~ 1e26 stays
 // far from the f32 limit e^{88} even multiplied by the features).
 constexpr float kFactorLimit = 60.0f;
@@ -379,18 +380,16 @@ bool build_intra(const Resolved& r, int64_t n, Scratch& w) {
   return false;
 }
 
-void run_chunked(const Resolved& r, const Io& io, const Task& t, float* S, Scratch& w) {
+// One chunk [s0, s0 + n) of one (sequence, head): reads S_prev from S and leaves the new state.
+void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, float* S, Scratch& w) {
   const int64_t f = r.f, dvp = r.dvp, gc = gate_cols(r), C = r.p.chunk_size;
   const bool delta = r.p.update == UpdateRule::kDelta;
   const bool decays = r.p.decay != DecayKind::kNone;
   float* epos = w.ex.data();         // e^{b_i} per row (scalar decays)
   float* eneg = w.ex.data() + C;     // e^{-b_i}
   float* ebn = w.ex.data() + 3 * C;  // e^{b_n} per state row (gc of them)
-  prefetch_chunk(r, io, t, 0, std::min(C, t.len));
-  for (int64_t s0 = 0; s0 < t.len; s0 += C) {
-    const int64_t n = std::min(C, t.len - s0);
+  {
     load_tokens(r, io, t, s0, n, w, /*prefetch_ahead=*/false);
-    if (s0 + C < t.len) prefetch_chunk(r, io, t, s0 + C, std::min(C, t.len - s0 - C));
     build_decay_sums(r, n, w);
     const float* B = w.bsum.data();
     const float* bn = B + (n - 1) * gc;
@@ -481,6 +480,23 @@ void run_chunked(const Resolved& r, const Io& io, const Task& t, float* S, Scrat
     }
     gemm(true, false, f, dvp, n, 1.0f, kd, f, vals, dvp, 1.0f, S, dvp);
     for (int64_t i = 0; i < n; ++i) finish_row(r, io, t, s0 + i, Y + i * dvp, w.tmp.data());
+  }
+}
+
+// The chunked form for a group of heads of one sequence (tasks[j], state S + j * F * Dv'), chunk
+// by chunk and, inside a chunk, head by head. A head's token rows are H * d floats apart (one 4 KiB
+// page per row at H * d = 1024), so one head alone walks a new page per row and tensor and neither
+// the TLB nor the hardware prefetcher keeps up; the heads of a group read neighbouring slices of
+// the same rows right after each other. While one head computes, the next head's rows (same
+// pages, so the prefetches are not dropped on TLB misses) are prefetched.
+void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_heads, float* S, Scratch& w) {
+  const int64_t C = r.p.chunk_size, len = tasks[0].len, sf = r.f * r.dvp;
+  for (int64_t s0 = 0; s0 < len; s0 += C) {
+    const int64_t n = std::min(C, len - s0);
+    for (int64_t j = 0; j < n_heads; ++j) {
+      if (j + 1 < n_heads) prefetch_chunk(r, io, tasks[j + 1], s0, n);
+      chunk_step(r, io, tasks[j], s0, n, S + j * sf, w);
+    }
   }
 }
 
@@ -752,8 +768,13 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
   LinearForm form = params.form;
   if (form == LinearForm::kAuto) form = q.seq() <= 8 ? LinearForm::kRecurrent : LinearForm::kChunked;
   const Io io{&q, &k, &v, &out};
-  const int64_t n_tasks = n_states * heads;
   const int nt = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  // The chunked form runs heads in groups (see run_chunked): as many heads per group as keep every
+  // thread busy, at most kMaxHeadGroup so that the group's states (64 KiB each at F = Dv' = 128)
+  // stay in L2. The other forms take one head per task.
+  const int64_t group = form == LinearForm::kChunked ? std::clamp<int64_t>(heads / nt, 1, kMaxHeadGroup) : 1;
+  const int64_t groups_per_state = (heads + group - 1) / group;
+  const int64_t n_tasks = n_states * groups_per_state;
   // OpenBLAS runs inside our OpenMP tasks: keep it on one thread there (restored afterwards) so the
   // machine is not oversubscribed; the parallelism is over (sequence, head).
   const int blas_threads = openblas_get_num_threads();
@@ -762,12 +783,13 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
   {
     Scratch w;
     w.ensure(r, form == LinearForm::kChunked ? params.chunk_size : 1);
-    std::vector<float> S(static_cast<size_t>(state_floats));
+    std::vector<float> S(static_cast<size_t>(state_floats * group));
+    std::vector<Task> ts(static_cast<size_t>(group));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {
       Task t;
-      const int64_t si = task / heads;
-      t.h = task % heads;
+      const int64_t si = task / groups_per_state;
+      const int64_t h0 = (task % groups_per_state) * group, h1 = std::min(heads, h0 + group);
       t.state_index = si;
       if (params.maybe_cu_seqlens) {
         t.batch = 0;
@@ -779,18 +801,25 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
         t.len = q.seq();
       }
       t.start_pos = params.maybe_start_positions ? params.maybe_start_positions[si] : 0;
-      const int64_t soff = (si * heads + t.h) * state_floats;
+      const int64_t nh = h1 - h0;
+      const int64_t soff = (si * heads + h0) * state_floats;  // the group's heads are consecutive
       if (params.maybe_initial_state) {
-        std::memcpy(S.data(), params.maybe_initial_state + soff, sizeof(float) * state_floats);
+        std::memcpy(S.data(), params.maybe_initial_state + soff, sizeof(float) * state_floats * nh);
       } else {
         std::fill(S.begin(), S.end(), 0.0f);
       }
-      switch (form) {
-        case LinearForm::kParallel: run_parallel(r, io, t, S.data(), w); break;
-        case LinearForm::kRecurrent: run_recurrent(r, io, t, S.data(), w); break;
-        default: run_chunked(r, io, t, S.data(), w); break;
+      for (int64_t j = 0; j < nh; ++j) {
+        ts[j] = t;
+        ts[j].h = h0 + j;
       }
-      if (params.maybe_final_state) std::memcpy(params.maybe_final_state + soff, S.data(), sizeof(float) * state_floats);
+      for (int64_t j = 0; j < nh && form != LinearForm::kChunked; ++j) {
+        float* Sj = S.data() + j * state_floats;
+        if (form == LinearForm::kParallel) run_parallel(r, io, ts[j], Sj, w);
+        else run_recurrent(r, io, ts[j], Sj, w);
+      }
+      if (form == LinearForm::kChunked) run_chunked(r, io, ts.data(), nh, S.data(), w);
+      if (params.maybe_final_state)
+        std::memcpy(params.maybe_final_state + soff, S.data(), sizeof(float) * state_floats * nh);
     }
   }
   openblas_set_num_threads(blas_threads);
