@@ -237,6 +237,45 @@ TEST(LinearVarlen, MatchesPerSequenceReference) {
   }
 }
 
+// The chunked form runs heads in groups of heads / threads (at most 8) per task, chunk by chunk:
+// groups of 1, 2 (with a last group of one head), 5 and 8 heads, over two sequences with initial
+// states, a partial last chunk, and strong decays (the vector gate's sub-block path and the delta
+// rule's per-pair decays), all against the double reference, outputs and final states.
+TEST(LinearChunked, HeadGroupsMatchReference) {
+  const int64_t B = 2, T = 75, d = 24, dv = 20;
+  for (const std::string name : {"hgrn2", "gla", "deltanet", "gated_deltanet", "simple_gla", "linear_elu"}) {
+    for (double strength : {1.0, 40.0}) {
+      for (int64_t H : {5, 8}) {
+        for (int threads : {1, 2, 4}) {
+          Case c;
+          lintest::build_case(&c, name, B, T, H, d, dv, 90 + H, strength);
+          c.p.form = LinearForm::kChunked;
+          c.p.chunk_size = 16;
+          c.p.num_threads = threads;
+          const int64_t sf = state_floats(c);
+          std::vector<float> init(static_cast<size_t>(B * H * sf));
+          lintest::fill_normal(init, 5 + H, 0.1);
+          if (c.p.norm == LinearNorm::kDenominator)
+            for (size_t i = c.dv; i < init.size(); i += c.dv + 1) init[i] = std::abs(init[i]) + 1.0f;
+          c.p.maybe_initial_state = init.data();
+          std::vector<float> fin(init.size(), -1.0f);
+          c.p.maybe_final_state = fin.data();
+          std::vector<float> out(static_cast<size_t>(B * T * H * c.dv), -1.0f);
+          const Status s = linear_attention(c.q.view, c.k.view, c.v.view,
+                                            TensorView::contiguous(out.data(), DType::kF32, B, T, H, c.dv), c.p);
+          ASSERT_TRUE(s.ok()) << s.message();
+          std::vector<double> ref, ref_state;
+          ASSERT_TRUE(reference::linear_attention_ref(c.q.view, c.k.view, c.v.view, c.p, &ref, &ref_state).ok());
+          const Err e = lintest::compare(out, ref), es = lintest::compare(fin, ref_state);
+          EXPECT_FALSE(e.nan || es.nan) << name;
+          EXPECT_LT(e.rel, kTol) << name << " H " << H << " threads " << threads << " strength " << strength;
+          EXPECT_LT(es.rel, kTol) << name << " state H " << H << " threads " << threads << " strength " << strength;
+        }
+      }
+    }
+  }
+}
+
 // Head dims 16..256 including odd ones, chunk sizes 16/32/64, GQA 2:1, a non-contiguous q.
 TEST(LinearSweep, HeadDimsAndChunkSizes) {
   const int64_t T = 131, B = 1, H = 2;
