@@ -112,6 +112,52 @@ double SumSquaresImpl(const float* HWY_RESTRICT x, int64_t n) {
   return s;
 }
 
+// Row i of U takes -M_il U_l for every earlier row l. Each pass keeps a block of kBlock vectors of
+// row i in registers and streams the earlier rows (L1-resident at chunk sizes) past them, so
+// every broadcast M_il feeds kBlock FMAs. OpenBLAS strsm on these chunk-sized problems (64 x 64,
+// 128 right-hand sides) ran at a quarter of its GEMM rate.
+void UnitLowerSolveImpl(const float* HWY_RESTRICT M, int64_t ldm, float* HWY_RESTRICT U, int64_t ldu, int64_t n,
+                        int64_t m) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  constexpr int64_t kBlock = 4;
+  int64_t c = 0;
+  for (; c + kBlock * N <= m; c += kBlock * N) {
+    for (int64_t i = 1; i < n; ++i) {
+      float* ui = U + i * ldu + c;
+      const float* mi = M + i * ldm;
+      auto a0 = hn::LoadU(d, ui), a1 = hn::LoadU(d, ui + N), a2 = hn::LoadU(d, ui + 2 * N), a3 = hn::LoadU(d, ui + 3 * N);
+      for (int64_t l = 0; l < i; ++l) {
+        const auto ml = hn::Set(d, mi[l]);
+        const float* ul = U + l * ldu + c;
+        a0 = hn::NegMulAdd(ml, hn::LoadU(d, ul), a0);
+        a1 = hn::NegMulAdd(ml, hn::LoadU(d, ul + N), a1);
+        a2 = hn::NegMulAdd(ml, hn::LoadU(d, ul + 2 * N), a2);
+        a3 = hn::NegMulAdd(ml, hn::LoadU(d, ul + 3 * N), a3);
+      }
+      hn::StoreU(a0, d, ui);
+      hn::StoreU(a1, d, ui + N);
+      hn::StoreU(a2, d, ui + 2 * N);
+      hn::StoreU(a3, d, ui + 3 * N);
+    }
+  }
+  for (; c + N <= m; c += N) {
+    for (int64_t i = 1; i < n; ++i) {
+      float* ui = U + i * ldu + c;
+      const float* mi = M + i * ldm;
+      auto a = hn::LoadU(d, ui);
+      for (int64_t l = 0; l < i; ++l) a = hn::NegMulAdd(hn::Set(d, mi[l]), hn::LoadU(d, U + l * ldu + c), a);
+      hn::StoreU(a, d, ui);
+    }
+  }
+  for (; c < m; ++c)
+    for (int64_t i = 1; i < n; ++i) {
+      float a = U[i * ldu + c];
+      for (int64_t l = 0; l < i; ++l) a -= M[i * ldm + l] * U[l * ldu + c];
+      U[i * ldu + c] = a;
+    }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace linear_internal
 }  // namespace attnkit
@@ -129,6 +175,7 @@ HWY_EXPORT(ExpPairImpl);
 HWY_EXPORT(MulVecImpl);
 HWY_EXPORT(ScaleImpl);
 HWY_EXPORT(SumSquaresImpl);
+HWY_EXPORT(UnitLowerSolveImpl);
 
 void elu1_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Elu1Impl)(x, n); }
 void exp_shift_inplace(float* x, int64_t n, float shift, float mul) { HWY_DYNAMIC_DISPATCH(ExpShiftImpl)(x, n, shift, mul); }
@@ -141,6 +188,9 @@ void exp_pair(const float* q, const float* k, const float* b, float* qd, float* 
 }
 void mul_vec(const float* x, const float* s, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(MulVecImpl)(x, s, out, n); }
 void scale(const float* x, float a, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(ScaleImpl)(x, a, out, n); }
+void unit_lower_solve(const float* M, int64_t ldm, float* U, int64_t ldu, int64_t n, int64_t m) {
+  HWY_DYNAMIC_DISPATCH(UnitLowerSolveImpl)(M, ldm, U, ldu, n, m);
+}
 double sum_squares(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
 
 }  // namespace linear_internal

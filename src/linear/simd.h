@@ -21,6 +21,9 @@ void exp_pair(const float* q, const float* k, const float* b, float* qd, float* 
 void mul_vec(const float* x, const float* s, float* out, int64_t n);
 // out = x * a (a scalar); out may alias x.
 void scale(const float* x, float a, float* out, int64_t n);
+// Forward substitution U <- (I + L)^{-1} U, L the strictly lower triangle of M (n x n, rows ldm
+// apart; the diagonal and upper triangle are not read), U n x m with rows ldu apart.
+void unit_lower_solve(const float* M, int64_t ldm, float* U, int64_t ldu, int64_t n, int64_t m);
 // sum of x_i^2 (f32 lanes, summed in double at the end).
 double sum_squares(const float* x, int64_t n);
 
