@@ -130,14 +130,13 @@ int64_t gate_cols(const Resolved& r) { return vector_gate(r) ? r.f : 1; }
 
 // Loads n tokens [s0, s0 + n) of a task into features, value columns (with the ones column of the
 // denominator) and log-decays (g: n x gate_cols, 0 when there is no decay).
-void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, Scratch& w,
-                 bool prefetch_ahead = true) {
+void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n, Scratch& w) {
   const int64_t kvh = t.h / r.group;
   const int64_t gc = gate_cols(r);
   // Rows of one head are H * d apart, so the hardware prefetcher restarts at every page; fetch a
   // few tokens ahead explicitly (f32 inputs).
   constexpr int64_t kAhead = 4;
-  const bool pf = prefetch_ahead && io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
+  const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
   // Projection feature maps run as one GEMM over the block of rows (feature_rows).
   const bool batched = r.p.feature_map == FeatureMap::kPerformer || r.p.feature_map == FeatureMap::kHedgehog;
   for (int64_t i = 0; i < n; ++i) {
@@ -190,32 +189,6 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   if (batched) {
     feature_rows(r, t.h, w.rawq.data(), n, true, w.qf.data(), w.proj.data());
     feature_rows(r, t.h, w.rawk.data(), n, false, w.kf.data(), w.proj.data());
-  }
-}
-
-// Prefetches the rows of tokens [s0, s0 + n) of a task (q, k, v, the vector gate, and out for
-// writing) towards L2. The chunked path calls it for the next chunk before computing the current
-// one: a head's rows are H * d floats apart, so the hardware prefetcher does not follow them, and
-// the GEMMs of one chunk take long enough to hide the next chunk's memory latency.
-void prefetch_chunk(const Resolved& r, const Io& io, const Task& t, int64_t s0, int64_t n) {
-  if (io.q->dtype != DType::kF32 || io.v->dtype != DType::kF32 || io.out->dtype != DType::kF32) return;
-  if ((!r.p.tie_key_to_gate && io.k->dtype != DType::kF32)) return;
-  const int64_t kvh = t.h / r.group;
-  constexpr int64_t kLine = 16;  // floats per 64-byte line
-  auto fetch = [](const float* p, int64_t cols, bool write) {
-    for (int64_t c = 0; c < cols; c += kLine) {
-      if (write) __builtin_prefetch(p + c, 1, 2);
-      else __builtin_prefetch(p + c, 0, 2);
-    }
-  };
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t s = t.t0 + s0 + i;
-    fetch(static_cast<const float*>(io.q->data) + io.q->offset(t.batch, s, t.h, 0), r.d, false);
-    if (!r.p.tie_key_to_gate) fetch(static_cast<const float*>(io.k->data) + io.k->offset(t.batch, s, kvh, 0), r.d, false);
-    fetch(static_cast<const float*>(io.v->data) + io.v->offset(t.batch, s, kvh, 0), r.dv, false);
-    if (vector_gate(r))
-      fetch(static_cast<const float*>(r.p.gate.data) + r.p.gate.offset(t.batch, s, t.h, 0), r.f, false);
-    fetch(static_cast<const float*>(io.out->data) + io.out->offset(t.batch, s, t.h, 0), r.dv, true);
   }
 }
 
@@ -389,7 +362,7 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
   float* eneg = w.ex.data() + C;     // e^{-b_i}
   float* ebn = w.ex.data() + 3 * C;  // e^{b_n} per state row (gc of them)
   {
-    load_tokens(r, io, t, s0, n, w, /*prefetch_ahead=*/false);
+    load_tokens(r, io, t, s0, n, w);
     build_decay_sums(r, n, w);
     const float* B = w.bsum.data();
     const float* bn = B + (n - 1) * gc;
@@ -499,16 +472,13 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
 // by chunk and, inside a chunk, head by head. A head's token rows are H * d floats apart (one 4 KiB
 // page per row at H * d = 1024), so one head alone walks a new page per row and tensor and neither
 // the TLB nor the hardware prefetcher keeps up; the heads of a group read neighbouring slices of
-// the same rows right after each other. While one head computes, the next head's rows (same
-// pages, so the prefetches are not dropped on TLB misses) are prefetched.
+// the same rows right after each other (hgrn2, 1 thread: ~44 -> ~55 GFLOP/s). Explicit prefetches
+// of the next head's or the next chunk's rows on top of this measured within the noise.
 void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_heads, float* S, Scratch& w) {
   const int64_t C = r.p.chunk_size, len = tasks[0].len, sf = r.f * r.dvp;
   for (int64_t s0 = 0; s0 < len; s0 += C) {
     const int64_t n = std::min(C, len - s0);
-    for (int64_t j = 0; j < n_heads; ++j) {
-      if (j + 1 < n_heads) prefetch_chunk(r, io, tasks[j + 1], s0, n);
-      chunk_step(r, io, tasks[j], s0, n, S + j * sf, w);
-    }
+    for (int64_t j = 0; j < n_heads; ++j) chunk_step(r, io, tasks[j], s0, n, S + j * sf, w);
   }
 }
 
