@@ -136,7 +136,11 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   // Rows of one head are H * d apart, so the hardware prefetcher restarts at every page; fetch a
   // few tokens ahead explicitly (f32 inputs).
   constexpr int64_t kAhead = 4;
-  const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 && !r.p.tie_key_to_gate;
+  // The key rows (absent for HGRN2, which derives its key from the gate) and the vector gate's rows
+  // are fetched the same way.
+  const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 &&
+                  (r.p.tie_key_to_gate || io.k->dtype == DType::kF32);
+  const bool pf_gate = vector_gate(r);  // the gate is f32 (resolve checks it)
   // Projection feature maps run as one GEMM over the block of rows (feature_rows).
   const bool batched = r.p.feature_map == FeatureMap::kPerformer || r.p.feature_map == FeatureMap::kHedgehog;
   for (int64_t i = 0; i < n; ++i) {
@@ -144,11 +148,15 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     const int64_t pos = t.start_pos + s0 + i;
     if (pf && s0 + i + kAhead < t.len) {
       const float* qa = static_cast<const float*>(io.q->data) + io.q->offset(t.batch, s + kAhead, t.h, 0);
-      const float* ka = static_cast<const float*>(io.k->data) + io.k->offset(t.batch, s + kAhead, kvh, 0);
       const float* va = static_cast<const float*>(io.v->data) + io.v->offset(t.batch, s + kAhead, kvh, 0);
-      for (int64_t c = 0; c < r.d; c += 16) {
-        __builtin_prefetch(qa + c);
-        __builtin_prefetch(ka + c);
+      for (int64_t c = 0; c < r.d; c += 16) __builtin_prefetch(qa + c);
+      if (!r.p.tie_key_to_gate) {
+        const float* ka = static_cast<const float*>(io.k->data) + io.k->offset(t.batch, s + kAhead, kvh, 0);
+        for (int64_t c = 0; c < r.d; c += 16) __builtin_prefetch(ka + c);
+      }
+      if (pf_gate) {
+        const float* ga = static_cast<const float*>(r.p.gate.data) + r.p.gate.offset(t.batch, s + kAhead, t.h, 0);
+        for (int64_t c = 0; c < r.f; c += 16) __builtin_prefetch(ga + c);
       }
       for (int64_t c = 0; c < r.dv; c += 16) __builtin_prefetch(va + c);
     }
