@@ -93,11 +93,22 @@ struct Task {
 
 struct Io {
   const TensorView *q, *k, *v, *out;
+  // A head group's chunk staged by run_chunked: the row of token s0 + i of group head j lies at
+  // (j * C + i) * cols (q, k, v, the vector gate; the output is written there and scattered
+  // afterwards). Null: the tensors are read and written in place.
+  const float *sq = nullptr, *sk = nullptr, *sv = nullptr, *sg = nullptr;
+  float* so = nullptr;
+  int64_t s0 = 0, j = 0, c = 0;
+  // Staged row i (of the chunk starting at s0) of group head j, or null when not staged.
+  const float* staged(const float* base, int64_t i, int64_t cols) const {
+    return base ? base + (j * c + i) * cols : nullptr;
+  }
 };
 
 // Per-thread scratch of the chunk and recurrent paths.
 struct Scratch {
   std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr, rawq, rawk, proj, m, ex;
+  std::vector<float> stage;  // run_chunked's staged chunk of a head group
   void ensure(const Resolved& r, int64_t c) {
     const int64_t f = r.f, dvp = r.dvp;
     auto grow = [](std::vector<float>& v, int64_t n) {
@@ -138,11 +149,20 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
   constexpr int64_t kAhead = 4;
   // The key rows (absent for HGRN2, which derives its key from the gate) and the vector gate's rows
   // are fetched the same way.
-  const bool pf = io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 &&
+  const bool pf = io.sq == nullptr && io.q->dtype == DType::kF32 && io.v->dtype == DType::kF32 &&
                   (r.p.tie_key_to_gate || io.k->dtype == DType::kF32);
   const bool pf_gate = vector_gate(r);  // the gate is f32 (resolve checks it)
   // Projection feature maps run as one GEMM over the block of rows (feature_rows).
   const bool batched = r.p.feature_map == FeatureMap::kPerformer || r.p.feature_map == FeatureMap::kHedgehog;
+  // Row readers: from the staged chunk when there is one (i counts from its start), else in place.
+  auto load_q = [&](int64_t i, int64_t s, float* dst) {
+    if (const float* src = io.staged(io.sq, s0 + i - io.s0, r.d)) std::memcpy(dst, src, sizeof(float) * r.d);
+    else load_row(*io.q, t.batch, s, t.h, r.d, dst);
+  };
+  auto load_k = [&](int64_t i, int64_t s, float* dst) {
+    if (const float* src = io.staged(io.sk, s0 + i - io.s0, r.d)) std::memcpy(dst, src, sizeof(float) * r.d);
+    else load_row(*io.k, t.batch, s, kvh, r.d, dst);
+  };
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = t.t0 + s0 + i;
     const int64_t pos = t.start_pos + s0 + i;
@@ -162,11 +182,11 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     }
     const bool identity = r.p.feature_map == FeatureMap::kIdentity;  // load straight into the features
     if (batched) {
-      load_row(*io.q, t.batch, s, t.h, r.d, &w.rawq[i * r.d]);
+      load_q(i, s, &w.rawq[i * r.d]);
     } else if (identity) {
-      load_row(*io.q, t.batch, s, t.h, r.d, &w.qf[i * r.f]);
+      load_q(i, s, &w.qf[i * r.f]);
     } else {
-      load_row(*io.q, t.batch, s, t.h, r.d, w.row.data());
+      load_q(i, s, w.row.data());
       feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
     }
     // Gates first: HGRN2 derives the key from them.
@@ -175,22 +195,26 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       case DecayKind::kNone: gi[0] = 0.0f; break;
       case DecayKind::kPerHead: gi[0] = r.p.maybe_head_log_decay[t.h]; break;
       case DecayKind::kScalarGate: gi[0] = r.p.gate.get(t.batch, s, t.h, 0); break;
-      case DecayKind::kVectorGate: load_row(r.p.gate, t.batch, s, t.h, r.f, gi); break;
+      case DecayKind::kVectorGate:
+        if (const float* src = io.staged(io.sg, s0 + i - io.s0, r.f)) std::memcpy(gi, src, sizeof(float) * r.f);
+        else load_row(r.p.gate, t.batch, s, t.h, r.f, gi);
+        break;
     }
     if (r.p.tie_key_to_gate) {
       one_minus_exp(gi, &w.kf[i * r.f], r.f);  // 1 - e^g, exact for small g
     } else {
       if (batched) {
-        load_row(*io.k, t.batch, s, kvh, r.d, &w.rawk[i * r.d]);
+        load_k(i, s, &w.rawk[i * r.d]);
       } else if (identity) {
-        load_row(*io.k, t.batch, s, kvh, r.d, &w.kf[i * r.f]);
+        load_k(i, s, &w.kf[i * r.f]);
       } else {
-        load_row(*io.k, t.batch, s, kvh, r.d, w.row.data());
+        load_k(i, s, w.row.data());
         feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
       }
     }
     float* vr = &w.vp[i * r.dvp];
-    load_row(*io.v, t.batch, s, kvh, r.dv, vr);
+    if (const float* src = io.staged(io.sv, s0 + i - io.s0, r.dv)) std::memcpy(vr, src, sizeof(float) * r.dv);
+    else load_row(*io.v, t.batch, s, kvh, r.dv, vr);
     if (r.dvp > r.dv) vr[r.dv] = 1.0f;
     if (r.p.update == UpdateRule::kDelta) w.beta[i] = r.p.beta.get(t.batch, s, t.h, 0);
   }
@@ -223,7 +247,8 @@ void finish_row(const Resolved& r, const Io& io, const Task& t, int64_t s_local,
       break;
     }
   }
-  store_row(*io.out, t.batch, t.t0 + s_local, t.h, dv, tmp);
+  if (io.so) std::memcpy(io.so + (io.j * io.c + s_local - io.s0) * dv, tmp, sizeof(float) * dv);
+  else store_row(*io.out, t.batch, t.t0 + s_local, t.h, dv, tmp);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -455,8 +480,12 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
     int64_t ldy = dvp;
     float alpha = 1.0f;
     if (direct) {
-      Y = static_cast<float*>(io.out->data) + io.out->offset(t.batch, t.t0 + s0, t.h, 0);
-      ldy = io.out->stride[1];
+      if (io.so) {
+        Y = io.so + (io.j * io.c + s0 - io.s0) * dvp;
+      } else {
+        Y = static_cast<float*>(io.out->data) + io.out->offset(t.batch, t.t0 + s0, t.h, 0);
+        ldy = io.out->stride[1];
+      }
       alpha = r.scale;
     }
     gemm(false, false, n, dvp, n, alpha, w.a.data(), n, vals, dvp, 0.0f, Y, ldy);
@@ -476,17 +505,66 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
   }
 }
 
+// Whether a tensor's heads lie side by side in f32 (a group's rows of one token are one block).
+bool stageable(const TensorView& t, int64_t cols) {
+  return t.dtype == DType::kF32 && t.stride[3] == 1 && t.stride[2] == cols;
+}
+
 // The chunked form for a group of heads of one sequence (tasks[j], state S + j * F * Dv'), chunk
-// by chunk and, inside a chunk, head by head. A head's token rows are H * d floats apart (one 4 KiB
-// page per row at H * d = 1024), so one head alone walks a new page per row and tensor and neither
-// the TLB nor the hardware prefetcher keeps up; the heads of a group read neighbouring slices of
-// the same rows right after each other (hgrn2, 1 thread: ~44 -> ~55 GFLOP/s). Explicit prefetches
-// of the next head's or the next chunk's rows on top of this measured within the noise.
+// by chunk and, inside a chunk, head by head (hgrn2, 1 thread: ~44 -> ~55 GFLOP/s over one head
+// per task). A head's token rows are H * d floats apart: at H * d = 1024 that is exactly 4 KiB, so
+// all rows of a chunk fall into the same few cache sets and one head alone walks a new page per
+// row; explicit prefetches did not help. When the heads of the group lie side by side (f32, no
+// GQA), each token's rows of all the group's heads are copied as one contiguous block into a
+// staging buffer laid out head by head (and the output goes the other way at the end of the chunk).
 void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_heads, float* S, Scratch& w) {
   const int64_t C = r.p.chunk_size, len = tasks[0].len, sf = r.f * r.dvp;
+  const bool stage = n_heads > 1 && r.group == 1 && stageable(*io.q, r.d) && stageable(*io.v, r.dv) &&
+                     stageable(*io.out, r.dv) && (r.p.tie_key_to_gate || stageable(*io.k, r.d)) &&
+                     (!vector_gate(r) || stageable(r.p.gate, r.f));
+  Io sio = io;
+  float *pq = nullptr, *pk = nullptr, *pv = nullptr, *pg = nullptr;
+  if (stage) {
+    const int64_t per = C * n_heads;
+    const int64_t need = per * (2 * r.d + 2 * r.dv + (vector_gate(r) ? r.f : 0));
+    if (static_cast<int64_t>(w.stage.size()) < need) w.stage.resize(static_cast<size_t>(need));
+    pq = w.stage.data();
+    if (!r.p.tie_key_to_gate) pk = pq + per * r.d;
+    pv = pq + 2 * per * r.d;
+    sio.so = pv + per * r.dv;
+    if (vector_gate(r)) pg = sio.so + per * r.dv;
+    sio.sq = pq;
+    sio.sk = pk;
+    sio.sv = pv;
+    sio.sg = pg;
+    sio.c = C;
+  }
+  const Task& t0 = tasks[0];
+  // Copies tokens [s0, s0 + n) of the group's heads from (or, out = true, to) a tensor.
+  auto move_rows = [&](const TensorView& tv, float* st, int64_t cols, int64_t s0, int64_t n, bool out) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = static_cast<float*>(tv.data) + tv.offset(t0.batch, t0.t0 + s0 + i, t0.h, 0);
+      for (int64_t j = 0; j < n_heads; ++j) {
+        float* s = st + (j * C + i) * cols;
+        if (out) std::memcpy(row + j * cols, s, sizeof(float) * cols);
+        else std::memcpy(s, row + j * cols, sizeof(float) * cols);
+      }
+    }
+  };
   for (int64_t s0 = 0; s0 < len; s0 += C) {
     const int64_t n = std::min(C, len - s0);
-    for (int64_t j = 0; j < n_heads; ++j) chunk_step(r, io, tasks[j], s0, n, S + j * sf, w);
+    if (stage) {
+      sio.s0 = s0;
+      move_rows(*io.q, pq, r.d, s0, n, false);
+      if (pk) move_rows(*io.k, pk, r.d, s0, n, false);
+      move_rows(*io.v, pv, r.dv, s0, n, false);
+      if (pg) move_rows(r.p.gate, pg, r.f, s0, n, false);
+    }
+    for (int64_t j = 0; j < n_heads; ++j) {
+      sio.j = j;
+      chunk_step(r, sio, tasks[j], s0, n, S + j * sf, w);
+    }
+    if (stage) move_rows(*io.out, sio.so, r.dv, s0, n, true);
   }
 }
 
