@@ -97,22 +97,23 @@ struct Task {
 
 struct Io {
   const TensorView *q, *k, *v, *out;
-  // A head group's chunk staged by run_chunked: the row of token s0 + i of group head j lies at
-  // (j * C + i) * cols (q, k, v, the vector gate; the output is written there and scattered
-  // afterwards). Null: the tensors are read and written in place.
+  // A head group's chunk staged by run_chunked for the current group head j: the row of token
+  // s0 + i lies at base + i * cols (q, k, v, the vector gate); the output row at
+  // so + (j * c + i) * Dv, scattered afterwards. Null: the tensors are read and written in place.
+  // The *_in flags: the staged rows already are the scratch rows (w.qf, w.kf, w.vp, w.g).
   const float *sq = nullptr, *sk = nullptr, *sv = nullptr, *sg = nullptr;
   float* so = nullptr;
   int64_t s0 = 0, j = 0, c = 0;
-  // Staged row i (of the chunk starting at s0) of group head j, or null when not staged.
-  const float* staged(const float* base, int64_t i, int64_t cols) const {
-    return base ? base + (j * c + i) * cols : nullptr;
-  }
+  bool q_in = false, k_in = false, v_in = false, g_in = false;
+  // Staged row i (of the chunk starting at s0), or null when not staged.
+  const float* staged(const float* base, int64_t i, int64_t cols) const { return base ? base + i * cols : nullptr; }
 };
 
 // Per-thread scratch of the chunk and recurrent paths.
 struct Scratch {
   std::vector<float> qf, kf, vp, a, y, qd, kd, g, bsum, beta, tmp, row, ks, kr, rawq, rawk, proj, m, ex;
   std::vector<float> stage;  // run_chunked's staged chunk of a head group
+  std::vector<std::vector<float>> hq, hk, hv, hg;  // its per-head rows swapped in as qf, kf, vp, g
   void ensure(const Resolved& r, int64_t c) {
     const int64_t f = r.f, dvp = r.dvp;
     auto grow = [](std::vector<float>& v, int64_t n) {
@@ -188,7 +189,7 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     if (batched) {
       load_q(i, s, &w.rawq[i * r.d]);
     } else if (identity) {
-      load_q(i, s, &w.qf[i * r.f]);
+      if (!io.q_in) load_q(i, s, &w.qf[i * r.f]);
     } else {
       load_q(i, s, w.row.data());
       feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
@@ -200,6 +201,7 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       case DecayKind::kPerHead: gi[0] = r.p.maybe_head_log_decay[t.h]; break;
       case DecayKind::kScalarGate: gi[0] = r.p.gate.get(t.batch, s, t.h, 0); break;
       case DecayKind::kVectorGate:
+        if (io.g_in) break;
         if (const float* src = io.staged(io.sg, s0 + i - io.s0, r.f)) std::memcpy(gi, src, sizeof(float) * r.f);
         else load_row(r.p.gate, t.batch, s, t.h, r.f, gi);
         break;
@@ -210,14 +212,15 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       if (batched) {
         load_k(i, s, &w.rawk[i * r.d]);
       } else if (identity) {
-        load_k(i, s, &w.kf[i * r.f]);
+        if (!io.k_in) load_k(i, s, &w.kf[i * r.f]);
       } else {
         load_k(i, s, w.row.data());
         feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
       }
     }
     float* vr = &w.vp[i * r.dvp];
-    if (const float* src = io.staged(io.sv, s0 + i - io.s0, r.dv)) std::memcpy(vr, src, sizeof(float) * r.dv);
+    if (io.v_in) {
+    } else if (const float* src = io.staged(io.sv, s0 + i - io.s0, r.dv)) std::memcpy(vr, src, sizeof(float) * r.dv);
     else load_row(*io.v, t.batch, s, kvh, r.dv, vr);
     if (r.dvp > r.dv) vr[r.dv] = 1.0f;
     if (r.p.update == UpdateRule::kDelta) w.beta[i] = r.p.beta.get(t.batch, s, t.h, 0);
@@ -527,48 +530,81 @@ void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_h
                      stageable(*io.out, r.dv) && (r.p.tie_key_to_gate || stageable(*io.k, r.d)) &&
                      (!vector_gate(r) || stageable(r.p.gate, r.f));
   Io sio = io;
-  float *pq = nullptr, *pk = nullptr, *pv = nullptr, *pg = nullptr;
+  // Per tensor and group head, where its staged rows go: a slice of w.stage, or (in place, when
+  // the rows need no transformation) a buffer of its own that is swapped with the scratch rows
+  // while that head computes, so load_tokens copies nothing.
+  const bool identity = r.p.feature_map == FeatureMap::kIdentity;
+  const bool in_q = identity, in_k = identity && !r.p.tie_key_to_gate, in_v = r.dvp == r.dv, in_g = vector_gate(r);
+  std::vector<float*> bq(n_heads), bk(n_heads), bv(n_heads), bg(n_heads);
   if (stage) {
     const int64_t per = C * n_heads;
-    const int64_t need = per * (2 * r.d + 2 * r.dv + (vector_gate(r) ? r.f : 0));
-    if (static_cast<int64_t>(w.stage.size()) < need) w.stage.resize(static_cast<size_t>(need));
-    pq = w.stage.data();
-    if (!r.p.tie_key_to_gate) pk = pq + per * r.d;
-    pv = pq + 2 * per * r.d;
-    sio.so = pv + per * r.dv;
-    if (vector_gate(r)) pg = sio.so + per * r.dv;
-    sio.sq = pq;
-    sio.sk = pk;
-    sio.sv = pv;
-    sio.sg = pg;
+    if (static_cast<int64_t>(w.stage.size()) < per * (2 * r.d + 2 * r.dv)) w.stage.resize(static_cast<size_t>(per * (2 * r.d + 2 * r.dv)));
+    sio.so = w.stage.data() + per * (2 * r.d + r.dv);
     sio.c = C;
+    sio.q_in = in_q;
+    sio.k_in = in_k;
+    sio.v_in = in_v;
+    sio.g_in = in_g;
+    auto place = [&](std::vector<std::vector<float>>& own, const std::vector<float>& like, bool in, float* shared,
+                     int64_t cols, std::vector<float*>& base) {
+      if (in && static_cast<int64_t>(own.size()) < n_heads) own.resize(static_cast<size_t>(n_heads));
+      for (int64_t j = 0; j < n_heads; ++j) {
+        if (in) {
+          if (own[j].size() < like.size()) own[j].resize(like.size());
+          base[j] = own[j].data();
+        } else {
+          base[j] = shared + j * C * cols;
+        }
+      }
+    };
+    place(w.hq, w.qf, in_q, w.stage.data(), r.d, bq);
+    if (!r.p.tie_key_to_gate) place(w.hk, w.kf, in_k, w.stage.data() + per * r.d, r.d, bk);
+    place(w.hv, w.vp, in_v, w.stage.data() + 2 * per * r.d, r.dv, bv);
+    if (vector_gate(r)) place(w.hg, w.g, true, nullptr, r.f, bg);
   }
   const Task& t0 = tasks[0];
-  // Copies tokens [s0, s0 + n) of the group's heads from (or, out = true, to) a tensor.
-  auto move_rows = [&](const TensorView& tv, float* st, int64_t cols, int64_t s0, int64_t n, bool out) {
+  // Copies tokens [s0, s0 + n) of the group's heads from a tensor into base[j] + i * cols.
+  auto gather = [&](const TensorView& tv, const std::vector<float*>& base, int64_t cols, int64_t s0, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
-      float* row = static_cast<float*>(tv.data) + tv.offset(t0.batch, t0.t0 + s0 + i, t0.h, 0);
-      for (int64_t j = 0; j < n_heads; ++j) {
-        float* s = st + (j * C + i) * cols;
-        if (out) std::memcpy(row + j * cols, s, sizeof(float) * cols);
-        else std::memcpy(s, row + j * cols, sizeof(float) * cols);
-      }
+      const float* row = static_cast<const float*>(tv.data) + tv.offset(t0.batch, t0.t0 + s0 + i, t0.h, 0);
+      for (int64_t j = 0; j < n_heads; ++j) std::memcpy(base[j] + i * cols, row + j * cols, sizeof(float) * cols);
     }
   };
   for (int64_t s0 = 0; s0 < len; s0 += C) {
     const int64_t n = std::min(C, len - s0);
     if (stage) {
       sio.s0 = s0;
-      move_rows(*io.q, pq, r.d, s0, n, false);
-      if (pk) move_rows(*io.k, pk, r.d, s0, n, false);
-      move_rows(*io.v, pv, r.dv, s0, n, false);
-      if (pg) move_rows(r.p.gate, pg, r.f, s0, n, false);
+      gather(*io.q, bq, r.d, s0, n);
+      if (!r.p.tie_key_to_gate) gather(*io.k, bk, r.d, s0, n);
+      gather(*io.v, bv, r.dv, s0, n);
+      if (vector_gate(r)) gather(r.p.gate, bg, r.f, s0, n);
     }
     for (int64_t j = 0; j < n_heads; ++j) {
+      if (!stage) {
+        chunk_step(r, sio, tasks[j], s0, n, S + j * sf, w);
+        continue;
+      }
       sio.j = j;
+      sio.sq = bq[j];
+      sio.sk = bk[j];
+      sio.sv = bv[j];
+      sio.sg = bg[j];
+      if (in_q) std::swap(w.qf, w.hq[j]);
+      if (in_k) std::swap(w.kf, w.hk[j]);
+      if (in_v) std::swap(w.vp, w.hv[j]);
+      if (in_g) std::swap(w.g, w.hg[j]);
       chunk_step(r, sio, tasks[j], s0, n, S + j * sf, w);
+      if (in_q) std::swap(w.qf, w.hq[j]);
+      if (in_k) std::swap(w.kf, w.hk[j]);
+      if (in_v) std::swap(w.vp, w.hv[j]);
+      if (in_g) std::swap(w.g, w.hg[j]);
     }
-    if (stage) move_rows(*io.out, sio.so, r.dv, s0, n, true);
+    if (stage)
+      for (int64_t i = 0; i < n; ++i) {
+        float* row = static_cast<float*>(io.out->data) + io.out->offset(t0.batch, t0.t0 + s0 + i, t0.h, 0);
+        for (int64_t j = 0; j < n_heads; ++j)
+          std::memcpy(row + j * r.dv, sio.so + (j * C + i) * r.dv, sizeof(float) * r.dv);
+      }
   }
 }
 
