@@ -85,6 +85,38 @@ TEST_F(EvalModelTest, PasskeyAt1KIsRetrieved) {
   EXPECT_GT(trials[0].prompt_tokens, 900);
 }
 
+// A trial asked for more than the trained context keeps prompt + answer within it (8 answer tokens
+// for passkey, 10 for niah), and prompts_only builds the prompts without running the model.
+TEST_F(EvalModelTest, RetrievalPromptsStayWithinTheTrainedContext) {
+  const int64_t ctx = model_->config().context_length;
+  ASSERT_GT(ctx, 1024);
+  std::vector<RetrievalTrial> trials;
+  ASSERT_TRUE(passkey(model_.get(), {1024, ctx, ctx + 5000}, 1, 7, nullptr, &trials, /*prompts_only=*/true).ok());
+  ASSERT_EQ(trials.size(), 3u);
+  EXPECT_EQ(trials[0].prompt_tokens, static_cast<int64_t>(trials[0].prompt.size()));
+  EXPECT_LE(trials[0].prompt_tokens, 1024);  // below the limit: as asked
+  EXPECT_GE(trials[0].prompt_tokens, 1024 - 40);
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_EQ(trials[i].length, i == 1 ? ctx : ctx + 5000);
+    EXPECT_LE(trials[i].prompt_tokens + 8, ctx);
+    EXPECT_GE(trials[i].prompt_tokens + 8, ctx - 40);
+    EXPECT_TRUE(trials[i].generated.empty());  // the model did not run
+    EXPECT_EQ(trials[i].prompt[0], model_->tokenizer().bos_id());
+  }
+  std::string text;
+  Status s = kjv_text("", &text);
+  if (!s.ok()) GTEST_SKIP() << s.message();
+  trials.clear();
+  ASSERT_TRUE(niah(model_.get(), text, {ctx}, {0.0, 1.0}, 1, 3, nullptr, &trials, /*prompts_only=*/true).ok());
+  ASSERT_EQ(trials.size(), 2u);
+  for (const auto& t : trials) {
+    EXPECT_LE(t.prompt_tokens + 10, ctx);
+    EXPECT_GE(t.prompt_tokens + 10, ctx - 200);
+    EXPECT_NE(model_->tokenizer().decode(t.prompt).find("The secret number of the treasure is " + t.expected + "."),
+              std::string::npos);
+  }
+}
+
 TEST_F(EvalModelTest, NiahPromptPlacesTheNeedleInKjvText) {
   std::string text;
   Status s = kjv_text("", &text);
