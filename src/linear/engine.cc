@@ -191,8 +191,13 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
     } else if (identity) {
       if (!io.q_in) load_q(i, s, &w.qf[i * r.f]);
     } else {
-      load_q(i, s, w.row.data());
-      feature_row(r, t.h, w.row.data(), pos, true, &w.qf[i * r.f], w.tmp.data());
+      // A staged row is read by the feature map where it lies.
+      const float* src = io.staged(io.sq, s0 + i - io.s0, r.d);
+      if (!src) {
+        load_q(i, s, w.row.data());
+        src = w.row.data();
+      }
+      feature_row(r, t.h, src, pos, true, &w.qf[i * r.f], w.tmp.data());
     }
     // Gates first: HGRN2 derives the key from them.
     float* gi = &w.g[i * gc];
@@ -214,8 +219,12 @@ void load_tokens(const Resolved& r, const Io& io, const Task& t, int64_t s0, int
       } else if (identity) {
         if (!io.k_in) load_k(i, s, &w.kf[i * r.f]);
       } else {
-        load_k(i, s, w.row.data());
-        feature_row(r, t.h, w.row.data(), pos, false, &w.kf[i * r.f], w.tmp.data());
+        const float* src = io.staged(io.sk, s0 + i - io.s0, r.d);
+        if (!src) {
+          load_k(i, s, w.row.data());
+          src = w.row.data();
+        }
+        feature_row(r, t.h, src, pos, false, &w.kf[i * r.f], w.tmp.data());
       }
     }
     float* vr = &w.vp[i * r.dvp];
