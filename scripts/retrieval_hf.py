@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--answer-tokens", type=int, default=None, help="default: 8 for passkey, 10 for niah (as attnkit)")
     ap.add_argument("--check-chunking", action="store_true", help="chunked vs one-pass logits on a 1500-token prefix first")
+    ap.add_argument("--tokens-only", action="store_true", help="only compare the tokenizations, run no model")
     ap.add_argument("--hf-dir", default=None, help="cache of the converted model (saved on first use)")
     ap.add_argument("--out", default=None, help="append one JSON line per trial to this file")
     args = ap.parse_args()
@@ -162,6 +163,11 @@ def main():
             if not same:
                 first_diff = next((k for k in range(min(len(ids), len(hf_ids))) if ids[k] != hf_ids[k]),
                                   min(len(ids), len(hf_ids)))
+            if args.tokens_only:
+                print(json.dumps({"eval": dump["eval"], "trial": i, "length": t["length"], "depth": t["depth"],
+                                  "prompt_tokens": len(ids), "hf_tokens": len(hf_ids), "tokens_identical": same,
+                                  "first_token_diff": first_diff}), flush=True)
+                continue
             t1 = time.time()
             gen, top5 = greedy(model, ids, args.chunk, n_answer)
             secs = time.time() - t1
