@@ -112,6 +112,23 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.sliding_window", &c.sliding_window));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.layer_norm_rms_epsilon", &c.rms_eps));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base", &c.rope_base_global));
+  // RoPE scaling (linear, YaRN, ...) is not implemented: a file that asks for it would otherwise run
+  // with unscaled positions and give wrong answers past the original context without any error.
+  // Gemma 3 270M has none of these keys; factor 0 or 1 and type "none" mean no scaling.
+  if (f.has(p + "rope.scaling.type")) {
+    std::string type;
+    ATTNKIT_RETURN_IF_ERROR(f.get_string(p + "rope.scaling.type", &type));
+    if (type != "none")
+      return Status::unsupported("gemma: " + p + "rope.scaling.type '" + type + "' is not supported (only 'none')");
+  }
+  for (const char* key : {"rope.scaling.factor", "rope.scale_linear"}) {
+    if (!f.has(p + key)) continue;
+    float factor = 0.0f;
+    ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + key, &factor));
+    if (factor != 0.0f && factor != 1.0f)
+      return Status::unsupported("gemma: " + p + key + " " + std::to_string(factor) +
+                                 " asks for RoPE scaling, which is not supported (expected 0 or 1)");
+  }
   if (f.has(p + "final_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "final_logit_softcapping", &c.final_logit_softcap));
   if (f.has(p + "attn_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attn_logit_softcapping", &c.attn_logit_softcap));
   // Not in the file: the local RoPE base (10000) and the 5 local : 1 global pattern are fixed for
