@@ -350,6 +350,58 @@ HWY_INLINE auto fold_to_128(D d, hn::Vec<D> v) {
     return fold_to_128(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
   }
 }
+// The same with Max.
+template <class D>
+HWY_INLINE auto fold_max_to_128(D d, hn::Vec<D> v) {
+  if constexpr (hn::MaxLanes(d) <= 4) {
+    return v;
+  } else {
+    const hn::Half<D> dh;
+    return fold_max_to_128(dh, hn::Max(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
+  }
+}
+
+// Online softmax of one tile for a block of at most 4 rows (decode, GQA groups of <= 4), with
+// kLanes / 4 keys per vector instead of one key per vector with 4 of kLanes lanes in use: the
+// scores are packed [key][4 rows] (lane = 4 * key + row), so each exp and max covers kLanes / 4
+// keys. Same operations per element as the general path (NaN kept, empty rows give 0).
+HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int64_t kc) {
+  const DF df;
+  const hn::Full128<float> d4;
+  constexpr int64_t kKeysPerVec = kLanes / 4;
+  alignas(64) float packed[(kTileK + kKeysPerVec) * 4];
+  const int64_t kc_pad = (kc + kKeysPerVec - 1) / kKeysPerVec * kKeysPerVec;
+  for (int64_t c = 0; c < kc; ++c) hn::Store(hn::LoadU(d4, st + c * kTileQ), d4, packed + 4 * c);
+  for (int64_t c = kc; c < kc_pad; ++c) hn::Store(hn::Set(d4, kNegInf), d4, packed + 4 * c);
+  const int64_t n = kc_pad * 4;
+  VF vmax = hn::Set(df, kNegInf);
+  for (int64_t i = 0; i < n; i += kLanes) vmax = hn::Max(vmax, hn::Load(df, packed + i));
+  const auto m_old = hn::LoadU(d4, b->m);
+  const auto m_new = hn::Max(m_old, fold_max_to_128(df, vmax));
+  const auto m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(d4, kNegInf)), m_new);
+  alignas(64) float rep[kLanes];
+  for (int64_t k = 0; k < kKeysPerVec; ++k) hn::Store(m_use, d4, rep + 4 * k);
+  const VF m_rep = hn::Load(df, rep);
+  VF vsum = hn::Zero(df);
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const VF x = hn::Sub(hn::Load(df, packed + i), m_rep);
+    const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
+    vsum = hn::Add(vsum, e);
+    hn::Store(e, df, packed + i);
+  }
+  const auto alpha = hn::Exp(d4, hn::Sub(m_old, m_use));
+  hn::StoreU(hn::MulAdd(hn::LoadU(d4, b->l), alpha, fold_to_128(df, vsum)), d4, b->l);
+  hn::StoreU(m_new, d4, b->m);
+  for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Load(d4, packed + 4 * c), d4, st + c * kTileQ);
+  alignas(16) float a[4];
+  hn::Store(alpha, d4, a);
+  for (int r = 0; r < b->M; ++r) {
+    if (a[r] == 1.0f) continue;
+    float* orow = b->o + r * s.dvp;
+    const VF va = hn::Set(df, a[r]);
+    for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
+  }
+}
 
 // out[i] = sum of the lanes of a[i], i < 4: two interleave rounds leave, in each 128-bit block,
 // the four partial sums side by side; the blocks are then added. About a third of the shuffles
@@ -555,7 +607,16 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
 
   // Normalization variant, lane-wise over query rows.
   const DF df;
-  for (int64_t g = 0; g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
+  bool packed_softmax = false;
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (Variant::kUseSoftmax && kLanes >= 8) {
+    if (M <= 4) {
+      softmax_tile_4rows(s, b, st, kc);
+      packed_softmax = true;
+    }
+  }
+#endif
+  for (int64_t g = 0; !packed_softmax && g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
     if constexpr (Variant::kUseSoftmax) {
       VF vmax = hn::Set(df, kNegInf);
       for (int64_t cidx = 0; cidx < kc; ++cidx) vmax = hn::Max(vmax, hn::Load(df, st + cidx * kTileQ + g));
