@@ -341,25 +341,23 @@ HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, floa
 #if HWY_TARGET != HWY_SCALAR
 // Halves a vector down to 128 bits, adding the halves (the lanes of each 128-bit block summed
 // position-wise across blocks).
-template <class D>
-HWY_INLINE auto fold_to_128(D d, hn::Vec<D> v) {
+template <class D, class Op>
+HWY_INLINE auto fold_to_128(D d, hn::Vec<D> v, Op op) {
   if constexpr (hn::MaxLanes(d) <= 4) {
     return v;
   } else {
     const hn::Half<D> dh;
-    return fold_to_128(dh, hn::Add(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
+    return fold_to_128(dh, op(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)), op);
   }
 }
-// The same with Max.
-template <class D>
-HWY_INLINE auto fold_max_to_128(D d, hn::Vec<D> v) {
-  if constexpr (hn::MaxLanes(d) <= 4) {
-    return v;
-  } else {
-    const hn::Half<D> dh;
-    return fold_max_to_128(dh, hn::Max(hn::LowerHalf(dh, v), hn::UpperHalf(dh, v)));
-  }
-}
+struct AddOp {
+  template <class V>
+  HWY_INLINE V operator()(V a, V b) const { return hn::Add(a, b); }
+};
+struct MaxOp {
+  template <class V>
+  HWY_INLINE V operator()(V a, V b) const { return hn::Max(a, b); }
+};
 
 // Online softmax of one tile for a block of at most 4 rows (decode, GQA groups of <= 4), with
 // kLanes / 4 keys per vector instead of one key per vector with 4 of kLanes lanes in use: the
@@ -377,7 +375,7 @@ HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int6
   VF vmax = hn::Set(df, kNegInf);
   for (int64_t i = 0; i < n; i += kLanes) vmax = hn::Max(vmax, hn::Load(df, packed + i));
   const auto m_old = hn::LoadU(d4, b->m);
-  const auto m_new = hn::Max(m_old, fold_max_to_128(df, vmax));
+  const auto m_new = hn::Max(m_old, fold_to_128(df, vmax, MaxOp()));
   const auto m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(d4, kNegInf)), m_new);
   alignas(64) float rep[kLanes];
   for (int64_t k = 0; k < kKeysPerVec; ++k) hn::Store(m_use, d4, rep + 4 * k);
@@ -390,7 +388,7 @@ HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int6
     hn::Store(e, df, packed + i);
   }
   const auto alpha = hn::Exp(d4, hn::Sub(m_old, m_use));
-  hn::StoreU(hn::MulAdd(hn::LoadU(d4, b->l), alpha, fold_to_128(df, vsum)), d4, b->l);
+  hn::StoreU(hn::MulAdd(hn::LoadU(d4, b->l), alpha, fold_to_128(df, vsum, AddOp())), d4, b->l);
   hn::StoreU(m_new, d4, b->m);
   for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Load(d4, packed + 4 * c), d4, st + c * kTileQ);
   alignas(16) float a[4];
@@ -415,7 +413,7 @@ HWY_INLINE void sum4_lanes(const VF* a, float* out) {
   // Per block: [a02, b02, c02, d02] + [a13, b13, c13, d13].
   const VF lo = hn::BitCast(df, hn::InterleaveLower(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
   const VF hi = hn::BitCast(df, hn::InterleaveUpper(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
-  hn::StoreU(fold_to_128(df, hn::Add(lo, hi)), hn::Full128<float>(), out);
+  hn::StoreU(fold_to_128(df, hn::Add(lo, hi), AddOp()), hn::Full128<float>(), out);
 }
 #endif
 
