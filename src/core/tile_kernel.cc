@@ -339,8 +339,8 @@ HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, floa
 }
 
 #if HWY_TARGET != HWY_SCALAR
-// Halves a vector down to 128 bits, adding the halves (the lanes of each 128-bit block summed
-// position-wise across blocks).
+// Halves a vector down to 128 bits, combining the halves with op (the lanes of each 128-bit block
+// reduced position-wise across blocks).
 template <class D, class Op>
 HWY_INLINE auto fold_to_128(D d, hn::Vec<D> v, Op op) {
   if constexpr (hn::MaxLanes(d) <= 4) {
