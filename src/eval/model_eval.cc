@@ -174,6 +174,26 @@ Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const 
   return Status::ok_status();
 }
 
+namespace {
+// Appends one retrieval trial for a built prompt: the model's answer, or (prompts_only) just the
+// prompt and the expected answer.
+Status add_trial(model::Model* m, std::vector<int32_t> ids, const std::string& expected, int64_t answer_tokens,
+                 int64_t len, double depth, bool prompts_only, std::vector<RetrievalTrial>* out) {
+  RetrievalTrial tr;
+  tr.length = len;
+  tr.depth = depth;
+  if (prompts_only) {
+    tr.prompt_tokens = static_cast<int64_t>(ids.size());
+    tr.expected = expected;
+  } else {
+    ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, expected, answer_tokens, &tr));
+  }
+  tr.prompt = std::move(ids);
+  out->push_back(std::move(tr));
+  return Status::ok_status();
+}
+}  // namespace
+
 Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
                const ProgressFn& progress, std::vector<RetrievalTrial>* out, bool prompts_only) {
   if (m == nullptr || out == nullptr) return Status::invalid_argument("passkey: model or out is null");
@@ -191,17 +211,8 @@ Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t tri
       // passkey_prompt never exceeds the length it is given.
       ATTNKIT_RETURN_IF_ERROR(
           passkey_prompt(m->tokenizer(), std::min(len, context_limit(*m, kAnswerTokens)), key, depth, &ids));
-      RetrievalTrial tr;
-      tr.length = len;
-      tr.depth = depth;
-      if (prompts_only) {
-        tr.prompt_tokens = static_cast<int64_t>(ids.size());
-        tr.expected = std::to_string(key);
-      } else {
-        ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(key), kAnswerTokens, &tr));
-      }
-      tr.prompt = std::move(ids);
-      out->push_back(std::move(tr));
+      ATTNKIT_RETURN_IF_ERROR(
+          add_trial(m, std::move(ids), std::to_string(key), kAnswerTokens, len, depth, prompts_only, out));
       if (progress) progress(++done, total);
     }
   }
@@ -289,17 +300,8 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
         if (static_cast<int64_t>(ids.size()) > limit)
           return Status::invalid_argument("niah: could not fit a prompt for length " + std::to_string(len) + " in " +
                                           std::to_string(limit) + " tokens (got " + std::to_string(ids.size()) + ")");
-        RetrievalTrial tr;
-        tr.length = len;
-        tr.depth = d;
-        if (prompts_only) {
-          tr.prompt_tokens = static_cast<int64_t>(ids.size());
-          tr.expected = std::to_string(number);
-        } else {
-          ATTNKIT_RETURN_IF_ERROR(run_retrieval(m, ids, std::to_string(number), kAnswerTokens, &tr));
-        }
-        tr.prompt = std::move(ids);
-        out->push_back(std::move(tr));
+        ATTNKIT_RETURN_IF_ERROR(
+            add_trial(m, std::move(ids), std::to_string(number), kAnswerTokens, len, d, prompts_only, out));
         if (progress) progress(++done, total);
       }
     }
