@@ -338,6 +338,15 @@ HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, floa
   for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0);
 }
 
+// Online softmax: row r's unnormalized output times alpha = e^{m_old - m_new} when its max moved.
+HWY_INLINE void rescale_output_row(const SeqCtx& s, RowBlock* b, int r, float alpha) {
+  if (alpha == 1.0f) return;
+  const DF df;
+  float* orow = b->o + r * s.dvp;
+  const VF va = hn::Set(df, alpha);
+  for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
+}
+
 #if HWY_TARGET != HWY_SCALAR
 // Halves a vector down to 128 bits, combining the halves with op (the lanes of each 128-bit block
 // reduced position-wise across blocks).
@@ -393,12 +402,7 @@ HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int6
   for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Load(d4, packed + 4 * c), d4, st + c * kTileQ);
   alignas(16) float a[4];
   hn::Store(alpha, d4, a);
-  for (int r = 0; r < b->M; ++r) {
-    if (a[r] == 1.0f) continue;
-    float* orow = b->o + r * s.dvp;
-    const VF va = hn::Set(df, a[r]);
-    for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
-  }
+  for (int r = 0; r < b->M; ++r) rescale_output_row(s, b, r, a[r]);
 }
 
 // out[i] = sum of the lanes of a[i], i < 4: two interleave rounds leave, in each 128-bit block,
@@ -640,10 +644,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
       hn::Store(alpha, df, a);
       for (size_t lane = 0; lane < kLanes; ++lane) {
         const int64_t r = g + static_cast<int64_t>(lane);
-        if (r >= M || a[lane] == 1.0f) continue;
-        float* orow = b->o + r * s.dvp;
-        const VF va = hn::Set(df, a[lane]);
-        for (int64_t k = 0; k < s.dvp; k += kLanes) hn::Store(hn::Mul(hn::Load(df, orow + k), va), df, orow + k);
+        if (r < M) rescale_output_row(s, b, static_cast<int>(r), a[lane]);
       }
     } else {
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
