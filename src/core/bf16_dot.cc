@@ -30,7 +30,82 @@ bool bf16_dot_enabled() { return enabled_flag().load(std::memory_order_relaxed);
 
 bool set_bf16_dot_enabled(bool on) { return enabled_flag().exchange(on && cpu_has_bf16_dot()); }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_dot_rows(const uint16_t* const* q, const float* mul,
+namespace {
+
+#define ATTNKIT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+// Per 128-bit block: [a0+a2, b0+b2, a1+a3, b1+b3] then the four row sums side by side, i.e. each
+// block holds partial sums of rows 0..3 of one quarter of the lanes.
+ATTNKIT_BF16_TARGET inline __m512 interleave_sums4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+  const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)), _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+}
+
+// Sum of the four 128-bit blocks of s.
+ATTNKIT_BF16_TARGET inline __m128 add_blocks(__m512 s) {
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// Two heads of four rows against their key rows ka and kb (eight chains in flight).
+ATTNKIT_BF16_TARGET inline void dot_two_heads4(const Bf16ScoreHead& A, const uint16_t* ka, float* oa,
+                                               const Bf16ScoreHead& B, const uint16_t* kb, float* ob, int64_t d) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  for (int64_t i = 0; i < d; i += 32) {
+    const __m512bh kva = (__m512bh)_mm512_loadu_si512(ka + i);
+    const __m512bh kvb = (__m512bh)_mm512_loadu_si512(kb + i);
+    a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(A.q[0] + i), kva);
+    b0 = _mm512_dpbf16_ps(b0, (__m512bh)_mm512_loadu_si512(B.q[0] + i), kvb);
+    a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(A.q[1] + i), kva);
+    b1 = _mm512_dpbf16_ps(b1, (__m512bh)_mm512_loadu_si512(B.q[1] + i), kvb);
+    a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512(A.q[2] + i), kva);
+    b2 = _mm512_dpbf16_ps(b2, (__m512bh)_mm512_loadu_si512(B.q[2] + i), kvb);
+    a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512(A.q[3] + i), kva);
+    b3 = _mm512_dpbf16_ps(b3, (__m512bh)_mm512_loadu_si512(B.q[3] + i), kvb);
+  }
+  const __m512 sa = interleave_sums4(a0, a1, a2, a3), sb = interleave_sums4(b0, b1, b2, b3);
+  // Blocks [A0 A1 B0 B1] + [A2 A3 B2 B3], then the two halves of each head: lanes 0..3 head A,
+  // lanes 4..7 head B.
+  const __m512 x = _mm512_add_ps(_mm512_shuffle_f32x4(sa, sb, 0x44), _mm512_shuffle_f32x4(sa, sb, 0xEE));
+  const __m512 y = _mm512_add_ps(_mm512_shuffle_f32x4(x, x, 0x08), _mm512_shuffle_f32x4(x, x, 0x0D));
+  const __m256 both = _mm512_castps512_ps256(y);
+  _mm_storeu_ps(oa, _mm_mul_ps(_mm256_castps256_ps128(both), _mm_loadu_ps(A.mul)));
+  _mm_storeu_ps(ob, _mm_mul_ps(_mm256_extractf128_ps(both, 1), _mm_loadu_ps(B.mul)));
+}
+
+}  // namespace
+
+ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t) {
+  bool all4 = true;
+  for (int h = 0; h < n; ++h) all4 = all4 && heads[h].M == 4;
+  for (int64_t c = 0; c < t.kc; ++c) {
+    for (int h = 0; h < n; ++h) {
+      const Bf16ScoreHead& H = heads[h];
+      if (H.prefetch_v) {
+        const char* vp = H.prefetch_v + c * t.v_stride_bytes;
+        for (int64_t off = 0; off < t.v_bytes; off += 64) _mm_prefetch(vp + off, _MM_HINT_T1);
+      }
+      if (H.prefetch_k && c < t.n_prefetch_k) {
+        const char* kp = H.prefetch_k + (c + t.k_ahead) * t.k_stride_bytes;
+        for (int64_t off = 0; off < t.k_bytes; off += 64) _mm_prefetch(kp + off, _MM_HINT_T1);
+      }
+    }
+    const int64_t ko = c * t.k_stride, oo = c * t.out_stride;
+    int h = 0;
+    if (all4) {
+      for (; h + 2 <= n; h += 2) {
+        dot_two_heads4(heads[h], heads[h].k + ko, heads[h].out + oo, heads[h + 1], heads[h + 1].k + ko,
+                       heads[h + 1].out + oo, t.d);
+      }
+    }
+    for (; h < n; ++h) bf16_dot_rows(heads[h].q, heads[h].mul, heads[h].M, heads[h].k + ko, t.d, heads[h].out + oo);
+  }
+}
+
+ATTNKIT_BF16_TARGET void bf16_dot_rows(const uint16_t* const* q, const float* mul,
                                                                            int M, const uint16_t* k, int64_t d,
                                                                            float* out) {
   int r = 0;
@@ -45,15 +120,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_dot_rows(const 
     }
     // Four horizontal sums at once: after two interleave rounds each 128-bit block holds partial
     // sums of rows r..r+3 side by side; then the four blocks are added.
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-    const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
-    const __m512 s = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
-                                   _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
-    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-    const __m128 x = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    _mm_storeu_ps(out + r, _mm_mul_ps(x, _mm_loadu_ps(mul + r)));
+    _mm_storeu_ps(out + r, _mm_mul_ps(add_blocks(interleave_sums4(a0, a1, a2, a3)), _mm_loadu_ps(mul + r)));
   }
   for (; r < M; ++r) {
     __m512 a = _mm512_setzero_ps();

@@ -19,4 +19,29 @@ bool set_bf16_dot_enabled(bool on);
 // are f32 denormals treated as zero (the instruction's rounding mode).
 void bf16_dot_rows(const uint16_t* const* q, const float* mul, int M, const uint16_t* k, int64_t d, float* out);
 
+// One kv head's part of a decode tile for bf16_score_tile: M query rows against the tile's keys.
+struct Bf16ScoreHead {
+  const uint16_t* const* q;  // M raw bf16 query rows of d elements
+  const float* mul;          // M logit multipliers
+  int M;                     // 1..8 rows
+  const uint16_t* k;         // key row of the tile's first key; key c at k + c * k_stride
+  float* out;                // scores of key c at out + c * out_stride, M of them
+  const char* prefetch_k;    // nullptr, or K row to prefetch ahead for key c at + c * k_stride_bytes
+  const char* prefetch_v;    // nullptr, or V row to prefetch for key c at + c * v_stride_bytes
+};
+
+// Scores of a decode tile of kc keys for n heads, key-major: for each key, every head's K row
+// (the rows of one position, adjacent in BSHD memory) is read in one sweep. Heads of 4 rows are
+// scored two at a time, so eight accumulation chains are in flight instead of four. Prefetches
+// cover the K rows of key c + k_ahead for c < n_prefetch_k, and the V rows of key c (k_bytes and
+// v_bytes long). d must be a multiple of 32.
+struct Bf16ScoreTile {
+  int64_t kc, d;
+  int64_t k_stride;        // elements between consecutive keys' K rows
+  int64_t out_stride;      // floats between consecutive keys' scores
+  int64_t k_stride_bytes, v_stride_bytes, k_bytes, v_bytes;
+  int64_t k_ahead, n_prefetch_k;
+};
+void bf16_score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& tile);
+
 }  // namespace attnkit::core

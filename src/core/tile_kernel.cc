@@ -301,10 +301,26 @@ HWY_INLINE void qk_keys(const float* const* krow, const float* HWY_RESTRICT qt, 
     for (int v = 0; v < NG; ++v) hn::Store(acc[r][v], df, st + r * kTileQ + g0 + v * kLanes);
 }
 
+// Rows to prefetch while P V runs over the current ones (decode: the next tile's V rows, so V
+// streams in during P V instead of in a burst with K during the score sweep). Row j at
+// base + j * stride, for j < n; each column pass fetches its own columns of the row.
+struct RowPrefetch {
+  const char* base = nullptr;
+  int64_t stride = 0;
+  int64_t n = 0;
+};
+
+template <typename TV>
+HWY_INLINE void prefetch_cols(const RowPrefetch& pf, int64_t j, int64_t c0, int64_t ncols) {
+  if (j >= pf.n) return;
+  const char* p = pf.base + j * pf.stride + c0 * static_cast<int64_t>(sizeof(TV));
+  for (int64_t off = 0; off < ncols * static_cast<int64_t>(sizeof(TV)); off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
 // O[r][c0 .. c0 + NV*L) += sum_j P[j][r] * V_j[...] for R rows (P is the transposed tile).
 template <int R, int NV, typename TV>
 HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int64_t kc, float* HWY_RESTRICT o,
-                        int64_t dvp, int64_t c0) {
+                        int64_t dvp, int64_t c0, const RowPrefetch& pf) {
   const DF df;
   VF acc[R][NV];
 #pragma GCC unroll 16
@@ -312,6 +328,7 @@ HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
   for (int64_t j = 0; j < kc; ++j) {
+    if (pf.base) prefetch_cols<TV>(pf, j, c0, NV * kLanes);
     VF vv[NV];
     const TV* vr = vrow[j] + c0;
 #pragma GCC unroll 16
@@ -331,11 +348,86 @@ HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int
 }
 
 template <int R, typename TV>
-HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, float* o, int64_t dvp) {
+HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, float* o, int64_t dvp,
+                        const RowPrefetch& pf = RowPrefetch()) {
   constexpr int64_t kGroup = kNV * kLanes;
   int64_t c0 = 0;
-  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(pt, vrow, kc, o, dvp, c0);
-  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0);
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(pt, vrow, kc, o, dvp, c0, pf);
+  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0, pf);
+}
+
+#if HWY_TARGET != HWY_SCALAR
+// bf16 V rows with the output in pair layout: within each group of 2 * kLanes columns, the first
+// kLanes floats of o hold the even columns and the next kLanes the odd ones. A bf16 pair shares
+// one 32-bit lane, so widening is a shift (even element) and a mask (odd element) instead of a
+// widening shuffle per kLanes columns: shuffles compete with the multiply-adds for the same
+// ports, and decode in bf16 is bound by this loop once K and V are halved. decode_keys restores
+// column order once per row at the end (unpair_row).
+template <int R, int NP>
+HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bfloat16_t* const* vrow, int64_t kc,
+                                   float* HWY_RESTRICT o, int64_t dvp, int64_t c0, const RowPrefetch& pf) {
+  const DF df;
+  const hn::RebindToUnsigned<DF> du;
+  const auto odd_mask = hn::Set(du, 0xFFFF0000u);
+  VF acc[R][2 * NP];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < 2 * NP; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
+  for (int64_t j = 0; j < kc; ++j) {
+    if (pf.base) prefetch_cols<hwy::bfloat16_t>(pf, j, c0, 2 * NP * kLanes);
+    VF vv[2 * NP];
+    const uint32_t* vr = reinterpret_cast<const uint32_t*>(vrow[j] + c0);
+#pragma GCC unroll 16
+    for (int p = 0; p < NP; ++p) {
+      const auto raw = hn::LoadU(du, vr + p * kLanes);
+      vv[2 * p] = hn::BitCast(df, hn::ShiftLeft<16>(raw));
+      vv[2 * p + 1] = hn::BitCast(df, hn::And(raw, odd_mask));
+    }
+    const float* pj = pt + j * kTileQ;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const VF pb = hn::Set(df, pj[r]);
+#pragma GCC unroll 16
+      for (int v = 0; v < 2 * NP; ++v) acc[r][v] = hn::MulAdd(pb, vv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < 2 * NP; ++v) hn::Store(acc[r][v], df, o + r * dvp + c0 + v * kLanes);
+}
+
+template <int R>
+HWY_INLINE void pv_rows_bf16_pairs(const float* pt, const hwy::bfloat16_t* const* vrow, int64_t kc, float* o,
+                                   int64_t dvp, const RowPrefetch& pf) {
+  constexpr int kNP = kNV / 2 > 0 ? kNV / 2 : 1;
+  constexpr int64_t kGroup = 2 * kNP * kLanes;
+  int64_t c0 = 0;
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols_bf16_pairs<R, kNP>(pt, vrow, kc, o, dvp, c0, pf);
+  for (; c0 < dvp; c0 += 2 * kLanes) pv_cols_bf16_pairs<R, 1>(pt, vrow, kc, o, dvp, c0, pf);
+}
+#endif
+
+// Whether a decode of this sequence keeps bf16 outputs in pair layout (pv_cols_bf16_pairs).
+template <typename T>
+inline bool use_bf16_pairs(const SeqCtx& s) {
+#if HWY_TARGET != HWY_SCALAR
+  return std::is_same_v<T, hwy::bfloat16_t> && s.inline_v && s.dv % (2 * kLanes) == 0;
+#else
+  (void)s;
+  return false;
+#endif
+}
+
+// Copies a pair-layout row (see pv_cols_bf16_pairs) to dst in column order.
+inline void unpair_row(const float* src, int64_t dv, float* dst) {
+  const int64_t L = static_cast<int64_t>(kLanes);
+  for (int64_t g = 0; g < dv; g += 2 * L)
+    for (int64_t i = 0; i < L; ++i) {
+      dst[g + 2 * i] = src[g + i];
+      dst[g + 2 * i + 1] = src[g + L + i];
+    }
 }
 
 // Online softmax: row r's unnormalized output times alpha = e^{m_old - m_new} when its max moved.
@@ -475,6 +567,7 @@ struct TileKeys {
   bool extra_needed;       // the job's extra mask must be evaluated
   const ElementMask* extra;
   int64_t key_end = 0;  // decode: end of this thread's key range (prefetch bound)
+  bool v_ahead = false;  // decode: this tile's V rows were prefetched during the previous tile
 };
 
 // Can any row of the block see any key of the tile (false: skip the tile)? *need_mask: some
@@ -493,7 +586,7 @@ inline bool tile_visible(const SeqCtx& s, const RowBlock& b, const TileKeys& t, 
 
 template <typename TV, class Variant>
 void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, const TV* const* vrow, bool need_mask,
-                 const Variant& var);
+                 const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch());
 
 template <typename T, class Variant>
 void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch& sc, const Variant& var) {
@@ -548,7 +641,7 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
 // O += P V. V rows are read through vrow (f32, or bf16/f16 widened in registers).
 template <typename TV, class Variant>
 void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, const TV* const* vrow, bool need_mask,
-                 const Variant& var) {
+                 const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
   const Call& c = *s.c;
   const int M = b->M;
   const int64_t kc = t.kc;
@@ -655,11 +748,24 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
     }
   }
 
-  // O += P V.
+  // O += P V; the first row group also issues the prefetches of pf.
   int r = 0;
-  for (; r + kR <= M; r += kR) pv_rows<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
-  for (; r + 2 <= M; r += 2) pv_rows<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
-  for (; r < M; ++r) pv_rows<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp);
+  const RowPrefetch none;
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (std::is_same_v<TV, hwy::bfloat16_t>) {
+    if (bf16_pairs) {
+      for (; r + kR <= M; r += kR) pv_rows_bf16_pairs<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+      for (; r + 2 <= M; r += 2) pv_rows_bf16_pairs<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+      for (; r < M; ++r) pv_rows_bf16_pairs<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+      return;
+    }
+  }
+#else
+  (void)bf16_pairs;
+#endif
+  for (; r + kR <= M; r += kR) pv_rows<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+  for (; r + 2 <= M; r += 2) pv_rows<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+  for (; r < M; ++r) pv_rows<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
 }
 
 // Row r's state as a partial result: o normalized by its own denominator, LSE without sinks.
@@ -784,7 +890,8 @@ constexpr int kDecodeGroup = 8;
 // (measured 150 ns per key and kv head against 70 ns for the same bytes laid out per head).
 // The rest of each block's tile (softmax, P V) then reads its V rows from L2.
 template <typename T, class Variant>
-void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, float* st_base, const Variant& var) {
+void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, float* st_base, const Variant& var,
+                 bool bf16_pairs) {
   const Call& c = *s.c;
   const int64_t kc = t.kc;
   bool active[kDecodeGroup], need_mask[kDecodeGroup];
@@ -806,34 +913,72 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
   // the stream prefetcher alone left the loads waiting on DRAM (measured 16 to 25% slower at kv
   // 131072; the distance mattered little between 4 and 64).
   constexpr int64_t kPrefetchKeys = 16;
-  for (int64_t cidx = 0; cidx < kc; ++cidx) {
+  if (dp) {
+    // The same sweep in bf16_dot.cc, compiled for AVX512-BF16.
+    Bf16ScoreHead heads[kDecodeGroup];
+    int n = 0;
+    for (int bi = 0; bi < nb; ++bi) {
+      if (!active[bi]) continue;
+      const bool first_of_head = bi == 0 || blocks[bi].hk != blocks[bi - 1].hk;
+      Bf16ScoreHead& h = heads[n++];
+      h.q = blocks[bi].qraw;
+      h.mul = blocks[bi].mul;
+      h.M = blocks[bi].M;
+      h.k = reinterpret_cast<const uint16_t*>(k0[bi]);
+      h.out = st_base + bi * kTileK * kTileQ;
+      h.prefetch_k = first_of_head ? reinterpret_cast<const char*>(k0[bi]) : nullptr;
+      h.prefetch_v = first_of_head && !t.v_ahead ? reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[0]))
+                                                : nullptr;
+    }
+    Bf16ScoreTile tile;
+    tile.kc = kc;
+    tile.d = s.d;
+    tile.k_stride = kstep;
+    tile.out_stride = kTileQ;
+    tile.k_stride_bytes = kstep * static_cast<int64_t>(sizeof(T));
+    tile.v_stride_bytes = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
+    tile.k_bytes = k_bytes;
+    tile.v_bytes = v_bytes;
+    tile.k_ahead = kPrefetchKeys;
+    tile.n_prefetch_k = std::clamp<int64_t>(t.key_end - kPrefetchKeys - t.pos[0], 0, kc);
+    bf16_score_tile(heads, n, tile);
+  }
+  for (int64_t cidx = 0; !dp && cidx < kc; ++cidx) {
     const int64_t jk = t.pos[cidx] + kPrefetchKeys;
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
       if (bi == 0 || blocks[bi].hk != blocks[bi - 1].hk) {
-        const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
+        if (!t.v_ahead) {
+          const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
 #pragma GCC unroll 8
-        for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
+          for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
+        }
         if (jk < t.key_end) {
           const char* kp = reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk));
 #pragma GCC unroll 8
           for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(kp + off, 0, 2);
         }
       }
-      float* out = st_base + bi * kTileK * kTileQ + cidx * kTileQ;
-      if (dp) {
-        bf16_dot_rows(blocks[bi].qraw, blocks[bi].mul, blocks[bi].M,
-                      reinterpret_cast<const uint16_t*>(k0[bi] + cidx * kstep), s.d, out);
-      } else {
-        dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep, out);
-      }
+    }
+    float* st_c = st_base + cidx * kTileQ;
+    for (int bi = 0; bi < nb; ++bi) {
+      if (!active[bi]) continue;
+      dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep, st_c + bi * kTileK * kTileQ);
     }
   }
   const T* vrow[kTileK];
   for (int bi = 0; bi < nb; ++bi) {
     if (!active[bi]) continue;
     for (int64_t cidx = 0; cidx < kc; ++cidx) vrow[cidx] = v_row<T>(s, blocks[bi].hk, t.pos[cidx]);
-    finish_tile<T>(s, &blocks[bi], t, st_base + bi * kTileK * kTileQ, vrow, need_mask[bi], var);
+    // The next tile's V rows of this kv head (once per head), fetched while this tile's P V runs.
+    RowPrefetch pf;
+    const int64_t next = t.pos[0] + kTileK;
+    if ((bi == 0 || blocks[bi].hk != blocks[bi - 1].hk) && next < t.key_end) {
+      pf.base = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, next));
+      pf.stride = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
+      pf.n = std::min<int64_t>(kTileK, t.key_end - next);
+    }
+    finish_tile<T>(s, &blocks[bi], t, st_base + bi * kTileK * kTileQ, vrow, need_mask[bi], var, bf16_pairs, pf);
   }
 }
 
@@ -858,6 +1003,8 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   // block of a group, after the row blocks in scratch); others take process_tile one by one.
   bool grouped = s.inline_k && s.inline_v;
   for (const auto& d : defs) grouped = grouped && d.nh * (d.i1 - d.i0) <= kDotRows;
+  // bf16 outputs of grouped decode accumulate in pair layout (pv_cols_bf16_pairs).
+  const bool pairs = grouped && use_bf16_pairs<T>(s);
   const int64_t n_blocks = static_cast<int64_t>(defs.size());
   const Scratch sc = carve(ws, s.dp, s.dvp, n_blocks, grouped ? kDecodeGroup * kTileK * kTileQ : 0);
   float* st_group = sc.extra;
@@ -873,10 +1020,11 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
     t.kc = std::min<int64_t>(kTileK, key_end - t0);
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
+    t.v_ahead = t0 != key_begin;
     if (grouped) {
       for (int64_t b0 = 0; b0 < n_blocks; b0 += kDecodeGroup)
         decode_tile<T>(s, blocks.data() + b0, static_cast<int>(std::min<int64_t>(kDecodeGroup, n_blocks - b0)), t,
-                       st_group, var);
+                       st_group, var, pairs);
     } else {
       for (auto& b : blocks) process_tile<T>(s, &b, t, sc, var);
     }
@@ -885,7 +1033,8 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
     for (int r = 0; r < b.M; ++r) {
       const int64_t row = b.head[r] * nq + b.pos[r];
       const float lse = row_partial<Variant>(b, r, s.dvp);
-      std::memcpy(out.o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
+      if (pairs) unpair_row(b.o + r * s.dvp, s.dv, out.o + row * s.dv);
+      else std::memcpy(out.o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
       out.lse[row] = lse;
     }
   }

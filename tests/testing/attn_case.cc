@@ -492,6 +492,20 @@ std::vector<AttnCase> path_cases() {
     g.num_threads = 2;
     cases.push_back(g);
   }
+  // bf16 decode shapes for the vdpbf16ps score sweep (heads of 4 rows in pairs, an odd head out,
+  // 2 and 8 rows per head) and for the pair-layout P V (head_dim a multiple of 2 vectors or not).
+  for (auto [hq, hkv, sq, d] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{12, 3, 1, 128},
+                                {16, 8, 1, 64},
+                                {8, 2, 2, 96},
+                                {8, 2, 1, 80},
+                                {4, 1, 3, 32}}) {
+    AttnCase g = base(sq, 2100, hq, hkv, d);
+    g.path = ExecPath::kDecode;
+    g.dtype = DType::kBF16;
+    g.causal = true;
+    g.num_threads = 2;
+    cases.push_back(g);
+  }
   number(&cases, 7);
   return cases;
 }
