@@ -34,7 +34,7 @@ struct EvalOptions {
   uint64_t seed = 1;
   bool streaming = false;
   std::string json_path;
-  std::string png_path = "niah_heatmap.png";
+  std::string png_path = "out/niah_heatmap.png";  // "" = no heatmap
   std::string corpus_cache;
   std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
   bool prompts_only = false;  // build and dump the prompts without running the model
@@ -174,7 +174,13 @@ Status do_niah(const EvalOptions& o) {
       grid[di][li] = n ? static_cast<double>(ok) / n : 0.0;
       cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]}});
     }
-  if (!o.png_path.empty()) ATTNKIT_RETURN_IF_ERROR(eval::write_heatmap_png(o.png_path, grid));
+  if (!o.png_path.empty()) {
+    // The default lives under out/ (git-ignored) like the corpus cache; make its folder.
+    const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    ATTNKIT_RETURN_IF_ERROR(eval::write_heatmap_png(o.png_path, grid));
+  }
   nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
                       {"lengths", lengths}, {"depths", o.depths}, {"cells", cells},
@@ -223,7 +229,7 @@ void add_eval(CLI::App& root) {
     common(c, o);
     retrieval_options(c, o);
     c->add_option("--depths", o->depths, "Depths in [0, 1], comma-separated")->delimiter(',');
-    c->add_option("--png", o->png_path, "Heatmap PNG path")->capture_default_str();
+    c->add_option("--png", o->png_path, "Heatmap PNG path (empty: none)")->capture_default_str();
     c->callback([o] { check(do_niah(*o)); });
   }
 }
