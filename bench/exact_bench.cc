@@ -77,6 +77,7 @@ void run_case(benchmark::State& state, size_t index, BenchCase c) {
   r.bytes = run.bytes();
   r.sgemm_gflops = g_yardsticks.sgemm_gflops;
   r.stream_gbps = g_yardsticks.stream_gbps;
+  r.stream_gbps_slowest = g_yardsticks.stream_gbps_slowest;
   attnkit::bench::finish_record(&r);
   state.counters["GFLOPS"] = r.gflops;
   state.counters["GBps"] = r.gbps;

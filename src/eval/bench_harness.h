@@ -37,14 +37,16 @@ struct Yardsticks {
   int threads = 0;
   double sgemm_gflops = 0;
   int64_t sgemm_n = 0;
-  double stream_gbps = 0;
+  double stream_gbps = 0;          // best pass
+  double stream_gbps_slowest = 0;  // slowest pass: how much the memory moved while measuring
   int64_t stream_bytes = 0;
 };
 
 // OpenBLAS sgemm GFLOP/s with `threads` threads (openblas_set_num_threads; restored afterwards).
 Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops);
 // Streaming read GB/s (1e9 bytes/s): sum of a `bytes`-sized f32 buffer with `threads` OpenMP threads.
-Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps);
+// *gbps is the best of `repeats` passes; *slowest_gbps (optional) the slowest pass.
+Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps, double* slowest_gbps = nullptr);
 Status measure_yardsticks(int threads, const YardstickOptions& options, Yardsticks* out);
 
 // Measures each thread count once per process and then reuses the result.
@@ -117,6 +119,7 @@ struct Record {
   int64_t peak_extra_bytes = 0;
   double sgemm_gflops = 0;
   double stream_gbps = 0;
+  double stream_gbps_slowest = 0;  // the yardstick's slowest pass (the ratio uses the best)
   double gflops_vs_sgemm = 0;  // gflops / sgemm_gflops
   double gbps_vs_stream = 0;   // gbps / stream_gbps
   std::string simd_target;

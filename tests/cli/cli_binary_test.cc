@@ -120,6 +120,8 @@ TEST_F(CliBinary, BenchOneCaseWritesAValidRecord) {
   EXPECT_GE(rec["peak_extra_bytes"].get<int64_t>(), 0);
   EXPECT_GT(rec["sgemm_gflops"].get<double>(), 0.0);
   EXPECT_GT(rec["stream_gbps"].get<double>(), 0.0);
+  EXPECT_GT(rec["stream_gbps_slowest"].get<double>(), 0.0);
+  EXPECT_LE(rec["stream_gbps_slowest"].get<double>(), rec["stream_gbps"].get<double>());
   EXPECT_TRUE(rec.contains("gflops_vs_sgemm"));
   EXPECT_TRUE(rec.contains("gbps_vs_stream"));
   EXPECT_FALSE(rec["simd_target"].get<std::string>().empty());

@@ -199,7 +199,7 @@ TEST(Harness, RecordJsonHasEveryContractField) {
   const nlohmann::json j = bench::record_to_json(r);
   for (const char* key : {"mechanism", "batch", "seq_q", "seq_kv", "heads_q", "heads_kv", "head_dim", "causal", "dtype",
                           "threads", "seconds", "gflops", "gbps", "peak_extra_bytes", "sgemm_gflops", "stream_gbps",
-                          "gflops_vs_sgemm", "gbps_vs_stream", "simd_target"}) {
+                          "stream_gbps_slowest", "gflops_vs_sgemm", "gbps_vs_stream", "simd_target"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["mechanism"], "exact:sinks=4");
@@ -247,6 +247,11 @@ TEST(Harness, YardsticksArePositiveAndValidated) {
   ASSERT_TRUE(bench::measure_stream_gbps(1, int64_t{4} << 20, 1, &b).ok());
   EXPECT_TRUE(std::isfinite(g) && g > 0) << g;
   EXPECT_TRUE(std::isfinite(b) && b > 0) << b;
+  // Best and slowest of several passes: both positive, the slowest never above the best.
+  double best = 0, slowest = 0;
+  ASSERT_TRUE(bench::measure_stream_gbps(1, int64_t{4} << 20, 3, &best, &slowest).ok());
+  EXPECT_GT(slowest, 0.0);
+  EXPECT_LE(slowest, best);
   Status s = bench::measure_sgemm_gflops(1, 0, 1, &g);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("sgemm_n 0"), std::string::npos);
