@@ -303,7 +303,7 @@ HWY_INLINE void qk_keys(const float* const* krow, const float* HWY_RESTRICT qt, 
 
 // Rows to prefetch while P V runs over the current ones (decode: the next tile's V rows, so V
 // streams in during P V instead of in a burst with K during the score sweep). Row j at
-// base + j * stride, for j < n; each column pass fetches its own columns of the row.
+// base + j * stride, for j < n (n = 0: nothing); each column pass fetches its own columns of the row.
 struct RowPrefetch {
   const char* base = nullptr;
   int64_t stride = 0;
@@ -328,7 +328,7 @@ HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
   for (int64_t j = 0; j < kc; ++j) {
-    if (pf.base) prefetch_cols<TV>(pf, j, c0, NV * kLanes);
+    prefetch_cols<TV>(pf, j, c0, NV * kLanes);
     VF vv[NV];
     const TV* vr = vrow[j] + c0;
 #pragma GCC unroll 16
@@ -375,7 +375,7 @@ HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bflo
 #pragma GCC unroll 16
     for (int v = 0; v < 2 * NP; ++v) acc[r][v] = hn::Load(df, o + r * dvp + c0 + v * kLanes);
   for (int64_t j = 0; j < kc; ++j) {
-    if (pf.base) prefetch_cols<hwy::bfloat16_t>(pf, j, c0, 2 * NP * kLanes);
+    prefetch_cols<hwy::bfloat16_t>(pf, j, c0, 2 * NP * kLanes);
     VF vv[2 * NP];
     const uint32_t* vr = reinterpret_cast<const uint32_t*>(vrow[j] + c0);
 #pragma GCC unroll 16
@@ -894,13 +894,16 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
                  bool bf16_pairs) {
   const Call& c = *s.c;
   const int64_t kc = t.kc;
-  bool active[kDecodeGroup], need_mask[kDecodeGroup];
+  // first_of_head: the first block of its kv head, which issues that head's prefetches.
+  bool active[kDecodeGroup], need_mask[kDecodeGroup], first_of_head[kDecodeGroup];
   const T* k0[kDecodeGroup];
   for (int bi = 0; bi < nb; ++bi) {
     active[bi] = tile_visible(s, blocks[bi], t, &need_mask[bi]);
+    first_of_head[bi] = bi == 0 || blocks[bi].hk != blocks[bi - 1].hk;
     k0[bi] = k_row<T>(s, blocks[bi].hk, t.pos[0]);
   }
   const int64_t kstep = c.k.stride[1];
+  const int64_t v_step_bytes = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
   // bf16 scores through vdpbf16ps where the CPU has it: the raw bf16 query times the bf16 key
   // (exact products, f32 sums), then the row's multiplier. It halves the multiply-adds of the
   // scores and needs no widening of K.
@@ -919,16 +922,16 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     int n = 0;
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
-      const bool first_of_head = bi == 0 || blocks[bi].hk != blocks[bi - 1].hk;
       Bf16ScoreHead& h = heads[n++];
       h.q = blocks[bi].qraw;
       h.mul = blocks[bi].mul;
       h.M = blocks[bi].M;
       h.k = reinterpret_cast<const uint16_t*>(k0[bi]);
       h.out = st_base + bi * kTileK * kTileQ;
-      h.prefetch_k = first_of_head ? reinterpret_cast<const char*>(k0[bi]) : nullptr;
-      h.prefetch_v = first_of_head && !t.v_ahead ? reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[0]))
-                                                : nullptr;
+      h.prefetch_k = first_of_head[bi] ? reinterpret_cast<const char*>(k0[bi]) : nullptr;
+      h.prefetch_v = first_of_head[bi] && !t.v_ahead
+                         ? reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[0]))
+                         : nullptr;
     }
     Bf16ScoreTile tile;
     tile.kc = kc;
@@ -936,7 +939,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     tile.k_stride = kstep;
     tile.out_stride = kTileQ;
     tile.k_stride_bytes = kstep * static_cast<int64_t>(sizeof(T));
-    tile.v_stride_bytes = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
+    tile.v_stride_bytes = v_step_bytes;
     tile.k_bytes = k_bytes;
     tile.v_bytes = v_bytes;
     tile.k_ahead = kPrefetchKeys;
@@ -946,18 +949,16 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
   for (int64_t cidx = 0; !dp && cidx < kc; ++cidx) {
     const int64_t jk = t.pos[cidx] + kPrefetchKeys;
     for (int bi = 0; bi < nb; ++bi) {
-      if (!active[bi]) continue;
-      if (bi == 0 || blocks[bi].hk != blocks[bi - 1].hk) {
-        if (!t.v_ahead) {
-          const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
+      if (!active[bi] || !first_of_head[bi]) continue;
+      if (!t.v_ahead) {
+        const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
 #pragma GCC unroll 8
-          for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
-        }
-        if (jk < t.key_end) {
-          const char* kp = reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk));
+        for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
+      }
+      if (jk < t.key_end) {
+        const char* kp = reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk));
 #pragma GCC unroll 8
-          for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(kp + off, 0, 2);
-        }
+        for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(kp + off, 0, 2);
       }
     }
     float* st_c = st_base + cidx * kTileQ;
@@ -973,9 +974,9 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     // The next tile's V rows of this kv head (once per head), fetched while this tile's P V runs.
     RowPrefetch pf;
     const int64_t next = t.pos[0] + kTileK;
-    if ((bi == 0 || blocks[bi].hk != blocks[bi - 1].hk) && next < t.key_end) {
+    if (first_of_head[bi] && next < t.key_end) {
       pf.base = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, next));
-      pf.stride = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
+      pf.stride = v_step_bytes;
       pf.n = std::min<int64_t>(kTileK, t.key_end - next);
     }
     finish_tile<T>(s, &blocks[bi], t, st_base + bi * kTileK * kTileQ, vrow, need_mask[bi], var, bf16_pairs, pf);
