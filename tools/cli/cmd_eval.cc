@@ -174,19 +174,19 @@ Status do_niah(const EvalOptions& o) {
       grid[di][li] = n ? static_cast<double>(ok) / n : 0.0;
       cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]}});
     }
-  if (!o.png_path.empty()) {
-    // The default lives under out/ (git-ignored) like the corpus cache; make its folder.
-    const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-    ATTNKIT_RETURN_IF_ERROR(eval::write_heatmap_png(o.png_path, grid));
-  }
   nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
                       {"lengths", lengths}, {"depths", o.depths}, {"cells", cells},
                       {"heatmap", o.png_path + " (rows: depths top to bottom; columns: lengths left to right; red 0 .. green 1)"},
                       {"trials", trials_json(trials)}};
-  return write_json(o.json_path, j);
+  // Results first: a heatmap path that cannot be written must not throw away a long run.
+  ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
+  if (o.png_path.empty()) return Status::ok_status();
+  // The default lives under out/ (git-ignored) like the corpus cache; make its folder.
+  const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  return eval::write_heatmap_png(o.png_path, grid);
 }
 
 void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
