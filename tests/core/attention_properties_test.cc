@@ -374,6 +374,46 @@ TEST(AttentionNan, NanInputsPoisonOnlyTheRowsThatSeeThem) {
   }
 }
 
+// bf16 decode through the key-major sweep: scores by vdpbf16ps where the CPU has it, P V with
+// the pair-layout widening. A NaN in one element of a kv head's K row turns that GQA group's
+// whole output rows NaN (every weight); NaNs in elements 76 and 77 of a V row, only columns 76
+// and 77 of those rows (which also checks that the pair layout puts even and odd columns back in
+// place). Everything else stays bit-identical to a clean run.
+TEST(AttentionNan, Bf16DecodeNanStaysInItsKvHead) {
+  AttnCase c = make(1, 700, 8, 2, 128);
+  c.dtype = DType::kBF16;
+  c.causal = true;
+  c.path = ExecPath::kDecode;
+  c.num_threads = 2;
+  auto clean = testing::make_case_data(c);
+  ASSERT_TRUE(run(*clean).ok());
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // (tensor, position, kv head, element); q heads 4 * kv .. 4 * kv + 3 see it.
+  for (int which = 0; which < 2; ++which) {
+    auto d = testing::make_case_data(c);
+    const int64_t kv = which == 0 ? 0 : 1;
+    if (which == 0) {
+      d->k.view().set(0, 300, kv, 77, nan);
+    } else {
+      d->v.view().set(0, 500, kv, 76, nan);  // an even and an odd column of the pair layout
+      d->v.view().set(0, 500, kv, 77, nan);
+    }
+    ASSERT_TRUE(run(*d).ok());
+    for (int64_t h = 0; h < 8; ++h) {
+      for (int64_t e = 0; e < 128; ++e) {
+        const bool sees = h / 4 == kv && (which == 0 || e == 76 || e == 77);
+        const float x = d->out.view().get(0, 0, h, e);
+        if (sees) {
+          ASSERT_TRUE(std::isnan(x)) << (which == 0 ? "K" : "V") << " NaN: head " << h << " element " << e << " = " << x;
+        } else {
+          ASSERT_EQ(x, clean->out.view().get(0, 0, h, e)) << (which == 0 ? "K" : "V") << " NaN: head " << h << " element " << e;
+        }
+      }
+    }
+    EXPECT_EQ(d->out.check_canary(), "");
+  }
+}
+
 // ---- memory ----
 
 TEST(AttentionMemory, ScratchPeakDoesNotGrowWithSequenceLength) {
