@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "core/bf16_dot.h"
 #include "core/tile_kernel.h"
@@ -748,24 +749,28 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
     }
   }
 
-  // O += P V; the first row group also issues the prefetches of pf.
-  int r = 0;
-  const RowPrefetch none;
+  // O += P V in row groups of kR, 2 and 1 rows; the first row group also issues the prefetches of pf.
+  const auto row_groups = [&](const auto& pv) {
+    int r = 0;
+    for (; r + kR <= M; r += kR) pv(std::integral_constant<int, kR>(), r, r ? RowPrefetch() : pf);
+    for (; r + 2 <= M; r += 2) pv(std::integral_constant<int, 2>(), r, r ? RowPrefetch() : pf);
+    for (; r < M; ++r) pv(std::integral_constant<int, 1>(), r, r ? RowPrefetch() : pf);
+  };
 #if HWY_TARGET != HWY_SCALAR
   if constexpr (std::is_same_v<TV, hwy::bfloat16_t>) {
     if (bf16_pairs) {
-      for (; r + kR <= M; r += kR) pv_rows_bf16_pairs<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
-      for (; r + 2 <= M; r += 2) pv_rows_bf16_pairs<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
-      for (; r < M; ++r) pv_rows_bf16_pairs<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+      row_groups([&](auto rows, int r, const RowPrefetch& p) {
+        pv_rows_bf16_pairs<decltype(rows)::value>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, p);
+      });
       return;
     }
   }
 #else
   (void)bf16_pairs;
 #endif
-  for (; r + kR <= M; r += kR) pv_rows<kR>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
-  for (; r + 2 <= M; r += 2) pv_rows<2>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
-  for (; r < M; ++r) pv_rows<1>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, r ? none : pf);
+  row_groups([&](auto rows, int r, const RowPrefetch& p) {
+    pv_rows<decltype(rows)::value>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, p);
+  });
 }
 
 // Row r's state as a partial result: o normalized by its own denominator, LSE without sinks.
