@@ -28,6 +28,10 @@ for name in ("decode_65536_f32", "decode_131072_f32"):
     slowest = r.get("stream_gbps_slowest")
     spread = f" (stream's slowest pass {slowest:.2f})" if slowest else ""
     check(f"{name}: GB/s / stream", f"{r['gbps']:.2f}/{r['stream_gbps']:.2f} = {ratio:.3f}{spread}", ">= 0.7", ratio >= 0.7)
+    if r.get("paired_runs"):
+        p = r["gbps_vs_stream_paired"]
+        check(f"{name}: per run / stream pass before it", f"median of {r['paired_runs']} = {p:.3f} "
+              f"(stream passes' median {r['stream_gbps_paired']:.2f})", ">= 0.7", p >= 0.7)
 f32, bf = rec("decode_131072_f32"), rec("decode_131072_bf16")
 speedup = f32["seconds"] / bf["seconds"]
 check("bf16 vs f32 decode kv 131072: speedup", f"{speedup:.2f}x", ">= 1.6", speedup >= 1.6)

@@ -91,44 +91,63 @@ Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops)
   return Status::ok_status();
 }
 
-Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps, double* slowest_gbps) {
-  constexpr int64_t kLanes = 32;  // independent accumulators, so adds never wait on each other
-  const int64_t n = (bytes / 4 / kLanes) * kLanes;
-  if (n < kLanes) return Status::invalid_argument("stream_bytes " + std::to_string(bytes) + " is too small; expected >= 128");
-  if (repeats < 1) return Status::invalid_argument("repeats " + std::to_string(repeats) + " is not supported; expected >= 1");
-  std::unique_ptr<float, FreeDeleter> buf(alloc_floats(n));
-  if (!buf) return Status::out_of_range("cannot allocate stream yardstick buffer of " + std::to_string(bytes) + " bytes");
-  float* p = buf.get();
-  const int t = resolve_threads(threads);
+namespace {
+constexpr int64_t kStreamLanes = 32;  // independent accumulators, so adds never wait on each other
+}  // namespace
+
+StreamReader::StreamReader() = default;
+StreamReader::~StreamReader() { std::free(buf_); }
+
+Status StreamReader::init(int threads, int64_t bytes) {
+  const int64_t n = (bytes / 4 / kStreamLanes) * kStreamLanes;
+  if (n < kStreamLanes) return Status::invalid_argument("stream_bytes " + std::to_string(bytes) + " is too small; expected >= 128");
+  std::free(buf_);
+  buf_ = alloc_floats(n);
+  n_ = buf_ ? n : 0;
+  if (!buf_) return Status::out_of_range("cannot allocate stream yardstick buffer of " + std::to_string(bytes) + " bytes");
+  threads_ = resolve_threads(threads);
+  float* p = buf_;
   // First touch by the same threads and schedule as the sum, so pages are local to their reader.
-#pragma omp parallel for num_threads(t) schedule(static)
-  for (int64_t blk = 0; blk < n / kLanes; ++blk) {
-    for (int64_t l = 0; l < kLanes; ++l) p[blk * kLanes + l] = 1.0f;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+  for (int64_t blk = 0; blk < n / kStreamLanes; ++blk) {
+    for (int64_t l = 0; l < kStreamLanes; ++l) p[blk * kStreamLanes + l] = 1.0f;
   }
-  double best = 1e300, worst = 0.0;
-  volatile float sink = 0.0f;  // keeps the sum alive
-  for (int r = 0; r < repeats; ++r) {
-    const auto t0 = Clock::now();
-    float total = 0.0f;
-#pragma omp parallel num_threads(t) reduction(+ : total)
-    {
-      float acc[kLanes] = {};
+  return Status::ok_status();
+}
+
+double StreamReader::pass_gbps() {
+  const float* p = buf_;
+  const int64_t n_blocks = n_ / kStreamLanes;
+  const auto t0 = Clock::now();
+  float total = 0.0f;
+#pragma omp parallel num_threads(threads_) reduction(+ : total)
+  {
+    float acc[kStreamLanes] = {};
 #pragma omp for schedule(static)
-      for (int64_t blk = 0; blk < n / kLanes; ++blk) {
-        const float* q = p + blk * kLanes;
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      const float* q = p + blk * kStreamLanes;
 #pragma omp simd
-        for (int64_t l = 0; l < kLanes; ++l) acc[l] += q[l];
-      }
-      for (int64_t l = 0; l < kLanes; ++l) total += acc[l];
+      for (int64_t l = 0; l < kStreamLanes; ++l) acc[l] += q[l];
     }
-    const double s = seconds_since(t0);
-    best = std::min(best, s);
-    worst = std::max(worst, s);
-    sink = total;
+    for (int64_t l = 0; l < kStreamLanes; ++l) total += acc[l];
   }
-  (void)sink;
-  *gbps = static_cast<double>(n) * 4.0 / best / 1e9;
-  if (slowest_gbps) *slowest_gbps = static_cast<double>(n) * 4.0 / worst / 1e9;
+  const double s = seconds_since(t0);
+  sink_ = total;
+  return static_cast<double>(n_) * 4.0 / s / 1e9;
+}
+
+Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps, double* slowest_gbps) {
+  if (repeats < 1) return Status::invalid_argument("repeats " + std::to_string(repeats) + " is not supported; expected >= 1");
+  StreamReader reader;
+  ATTNKIT_RETURN_IF_ERROR(reader.init(threads, bytes));
+  double best = 0.0, worst = 1e300;
+  for (int r = 0; r < repeats; ++r) {
+    const double g = reader.pass_gbps();
+    best = std::max(best, g);
+    worst = std::min(worst, g);
+  }
+  *gbps = best;
+  if (slowest_gbps) *slowest_gbps = worst;
   return Status::ok_status();
 }
 
@@ -167,20 +186,30 @@ double median(std::vector<double> samples) {
   return samples.size() % 2 ? samples[m] : 0.5 * (samples[m - 1] + samples[m]);
 }
 
-Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out) {
+Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out,
+                 const std::function<double()>& pair) {
   TimingResult r;
   double total = 0.0;
+  double paired = 0.0;
+  const auto before = [&] {
+    if (pair) paired = pair();
+  };
+  const auto keep = [&](double s) {
+    r.samples.push_back(s);
+    if (pair) r.paired.push_back(paired);
+    total += s;
+    ++r.runs;
+  };
   // Warmup absorbs first-call costs (page faults, thread start-up, cold caches), which are small
   // next to a run of max_seconds or more: such a warmup run is kept as the first sample instead
   // of being repeated, which halves the time of the largest suite cases.
   for (int i = 0; i < options.warmup_runs; ++i) {
+    before();
     const auto t0 = Clock::now();
     ATTNKIT_RETURN_IF_ERROR(run.run());
     const double s = seconds_since(t0);
     if (options.max_seconds > 0 && s >= options.max_seconds) {
-      r.samples.push_back(s);
-      total += s;
-      ++r.runs;
+      keep(s);
       break;
     }
   }
@@ -188,12 +217,10 @@ Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* o
     const bool enough = r.runs >= options.min_runs && total >= options.min_seconds;
     const bool too_long = r.runs >= 1 && total >= options.max_seconds;
     if (enough || too_long) break;
+    before();
     const auto t0 = Clock::now();
     ATTNKIT_RETURN_IF_ERROR(run.run());
-    const double s = seconds_since(t0);
-    r.samples.push_back(s);
-    total += s;
-    ++r.runs;
+    keep(seconds_since(t0));
   }
   r.median_seconds = median(r.samples);
   r.min_seconds = *std::min_element(r.samples.begin(), r.samples.end());
@@ -282,6 +309,9 @@ nlohmann::json record_to_json(const Record& r) {
   j["stream_gbps_slowest"] = r.stream_gbps_slowest;
   j["gflops_vs_sgemm"] = r.gflops_vs_sgemm;
   j["gbps_vs_stream"] = r.gbps_vs_stream;
+  j["stream_gbps_paired"] = r.stream_gbps_paired;
+  j["gbps_vs_stream_paired"] = r.gbps_vs_stream_paired;
+  j["paired_runs"] = r.paired_runs;
   j["simd_target"] = r.simd_target;
   return j;
 }
@@ -300,10 +330,17 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   if (!run) return Status::internal("mechanism '" + mech->name + "' prepared no run");
   // The harness also watches the tracked scratch counters, for mechanisms that do not report
   // extra_bytes() themselves; the larger of the two is recorded.
+  // Decode cases are compared with the stream yardstick; one stream pass just before each of
+  // their first kMaxPairedRuns runs measures the memory at the moment of that run.
+  const bool paired = shape.seq_q == 1;
+  StreamReader reader;
+  if (paired) ATTNKIT_RETURN_IF_ERROR(reader.init(shape.threads, y.stream_bytes));
+  int passes = 0;
+  const auto pass = [&] { return passes++ < kMaxPairedRuns ? reader.pass_gbps() : 0.0; };
   const int64_t held_before = scratch_current_bytes();
   scratch_reset_peak();
   TimingResult t;
-  ATTNKIT_RETURN_IF_ERROR(time_runs(*run, timing, &t));
+  ATTNKIT_RETURN_IF_ERROR(time_runs(*run, timing, &t, paired ? std::function<double()>(pass) : nullptr));
   const int64_t watched = scratch_peak_bytes() - held_before;
 
   Record r;
@@ -330,27 +367,39 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   r.stream_gbps_slowest = y.stream_gbps_slowest;
   r.simd_target = simd_target_name();
   finish_record(&r);
+  std::vector<double> streams, ratios;
+  for (size_t i = 0; i < t.paired.size(); ++i) {
+    if (t.paired[i] <= 0 || t.samples[i] <= 0) continue;  // runs after the first kMaxPairedRuns
+    streams.push_back(t.paired[i]);
+    ratios.push_back(r.bytes / t.samples[i] / 1e9 / t.paired[i]);
+  }
+  r.paired_runs = static_cast<int>(ratios.size());
+  r.stream_gbps_paired = median(streams);
+  r.gbps_vs_stream_paired = median(ratios);
   *out = r;
   return Status::ok_status();
 }
 
 std::string table_header() {
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2s %6s %7s %5s %4s %-3s %-4s %3s %10s %8s %7s %6s %6s %9s",
+  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2s %6s %7s %5s %4s %-3s %-4s %3s %10s %8s %7s %6s %6s %7s %9s",
                 "mechanism", "phase", "B", "Sq", "Skv", "Hq/kv", "D", "cau", "dt", "thr", "median_ms", "GFLOP/s",
-                "GB/s", "xsgemm", "xstrm", "extraMiB");
+                "GB/s", "xsgemm", "xstrm", "xstrm@r", "extraMiB");
   return buf;
 }
 
 std::string table_row(const Record& r) {
   char heads[32];
   std::snprintf(heads, sizeof(heads), "%lld/%lld", static_cast<long long>(r.heads_q), static_cast<long long>(r.heads_kv));
+  // xstrm@r: the ratio to stream passes paired with the runs (decode cases only).
+  char paired[16] = "-";
+  if (r.paired_runs > 0) std::snprintf(paired, sizeof(paired), "%.3f", r.gbps_vs_stream_paired);
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2lld %6lld %7lld %5s %4lld %-3s %-4s %3d %10.3f %8.2f %7.2f %6.3f %6.3f %9.2f",
+  std::snprintf(buf, sizeof(buf), "%-24s %-7s %2lld %6lld %7lld %5s %4lld %-3s %-4s %3d %10.3f %8.2f %7.2f %6.3f %6.3f %7s %9.2f",
                 r.mechanism.c_str(), r.phase.c_str(), static_cast<long long>(r.batch),
                 static_cast<long long>(r.seq_q), static_cast<long long>(r.seq_kv), heads,
                 static_cast<long long>(r.head_dim), r.causal ? "yes" : "no", r.dtype.c_str(), r.threads,
-                r.seconds * 1e3, r.gflops, r.gbps, r.gflops_vs_sgemm, r.gbps_vs_stream,
+                r.seconds * 1e3, r.gflops, r.gbps, r.gflops_vs_sgemm, r.gbps_vs_stream, paired,
                 static_cast<double>(r.peak_extra_bytes) / (1 << 20));
   return buf;
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,27 @@ struct Yardsticks {
 
 // OpenBLAS sgemm GFLOP/s with `threads` threads (openblas_set_num_threads; restored afterwards).
 Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops);
+// A streaming-read buffer that stays allocated, so that single passes can be timed between the
+// runs of a case (run_case pairs one pass with each timed run of a decode case).
+class StreamReader {
+ public:
+  StreamReader();
+  ~StreamReader();
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
+  // Allocates and first-touches `bytes` (>= 128) for `threads` OpenMP threads (0: all).
+  Status init(int threads, int64_t bytes);
+  // One pass: the sum of the whole buffer; returns its GB/s (1e9 bytes/s). Requires init.
+  double pass_gbps();
+  int64_t bytes() const { return n_ * 4; }
+
+ private:
+  float* buf_ = nullptr;
+  int64_t n_ = 0;
+  int threads_ = 0;
+  volatile float sink_ = 0.0f;  // keeps the sums alive
+};
+
 // Streaming read GB/s (1e9 bytes/s): sum of a `bytes`-sized f32 buffer with `threads` OpenMP threads.
 // *gbps is the best of `repeats` passes; *slowest_gbps (optional) the slowest pass.
 Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps, double* slowest_gbps = nullptr);
@@ -80,13 +102,17 @@ struct TimingResult {
   double min_seconds = 0;
   int runs = 0;
   std::vector<double> samples;
+  std::vector<double> paired;  // with a pairing callback: its value just before each sample
 };
 
 // Median of the samples (mean of the two middle ones for an even count); 0 for none.
 double median(std::vector<double> samples);
 
-// Times run->run() under the options. A failed run stops timing and returns its Status.
-Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out);
+// Times run->run() under the options. A failed run stops timing and returns its Status. With
+// `pair`, it is called just before every run (warmup included) and the value it returned before
+// each kept sample goes to out->paired (same index as out->samples).
+Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* out,
+                 const std::function<double()>& pair = {});
 
 // ---- cases and records ----
 
@@ -122,12 +148,21 @@ struct Record {
   double stream_gbps_slowest = 0;  // the yardstick's slowest pass (the ratio uses the best)
   double gflops_vs_sgemm = 0;  // gflops / sgemm_gflops
   double gbps_vs_stream = 0;   // gbps / stream_gbps
+  // Decode cases: one stream pass runs just before each of the first kMaxPairedRuns timed runs.
+  // Median of those passes' GB/s, and median over those runs of (run GB/s / its pass's GB/s):
+  // the memory's speed at the moment of each run, where the yardstick above is measured once,
+  // before the case, and this machine's memory speed can change between the two. 0: not paired.
+  double stream_gbps_paired = 0;
+  double gbps_vs_stream_paired = 0;
+  int paired_runs = 0;
   std::string simd_target;
 };
 
 // Fills the rate and ratio fields from seconds, flops, bytes and the yardsticks.
 void finish_record(Record* r);
 nlohmann::json record_to_json(const Record& r);
+
+inline constexpr int kMaxPairedRuns = 15;
 
 // Parses the spec, prepares the case, times it and fills a record.
 Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache* yardsticks, Record* out);

@@ -143,6 +143,11 @@ TEST_F(CliBinary, BenchDecodeBf16WithMechanismParameters) {
   EXPECT_EQ(j[0]["causal"], false);
   // Query position 199 sees keys 168..199 (32) and the 2 sinks: 34 pairs x 4 heads x 4 x 32.
   EXPECT_DOUBLE_EQ(j[0]["flops"].get<double>(), 34.0 * 4 * 4 * 32);
+  // Decode runs are paired with stream passes (the test environment runs one timed run).
+  EXPECT_GE(j[0]["paired_runs"].get<int>(), 1);
+  EXPECT_LE(j[0]["paired_runs"].get<int>(), j[0]["runs"].get<int>());
+  EXPECT_GT(j[0]["stream_gbps_paired"].get<double>(), 0.0);
+  EXPECT_GT(j[0]["gbps_vs_stream_paired"].get<double>(), 0.0);
 }
 
 void expect_failure(const Result& r, const std::vector<std::string>& fragments) {

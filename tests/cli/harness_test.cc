@@ -4,8 +4,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
@@ -166,6 +168,37 @@ TEST(Harness, LongWarmupRunIsKeptAsTheSample) {
   EXPECT_EQ(t.runs, 2);
 }
 
+TEST(Harness, TimingPairsEachSampleWithTheCallJustBeforeIt) {
+  int k = 0;
+  const auto pair = [&] { return static_cast<double>(++k); };
+  CountingRun run;
+  bench::TimingResult t;
+  ASSERT_TRUE(bench::time_runs(run, {1, 3, 0.0, 100.0}, &t, pair).ok());
+  EXPECT_EQ(k, 4);  // before the warmup and before each timed run
+  EXPECT_EQ(t.paired, (std::vector<double>{2, 3, 4}));
+  // A long warmup kept as the sample is paired with the call before it.
+  CountingRun slow(0.03);
+  k = 0;
+  ASSERT_TRUE(bench::time_runs(slow, {1, 3, 0.0, 0.02}, &t, pair).ok());
+  EXPECT_EQ(t.paired, (std::vector<double>{1}));
+  // No callback, nothing paired.
+  ASSERT_TRUE(bench::time_runs(run, {0, 2, 0.0, 100.0}, &t).ok());
+  EXPECT_TRUE(t.paired.empty());
+}
+
+TEST(Harness, StreamReaderKeepsItsBufferBetweenPasses) {
+  bench::StreamReader reader;
+  Status s = reader.init(1, 100);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("stream_bytes 100"), std::string::npos);
+  ASSERT_TRUE(reader.init(1, (int64_t{2} << 20) + 100).ok());
+  EXPECT_EQ(reader.bytes(), int64_t{2} << 20);  // whole blocks of 32 floats
+  for (int i = 0; i < 3; ++i) {
+    const double g = reader.pass_gbps();
+    EXPECT_TRUE(std::isfinite(g) && g > 0) << g;
+  }
+}
+
 TEST(Harness, TimingReportsAFailedRun) {
   CountingRun run(0, 2);
   bench::TimingOptions o{1, 3, 0.0, 100.0};
@@ -199,7 +232,8 @@ TEST(Harness, RecordJsonHasEveryContractField) {
   const nlohmann::json j = bench::record_to_json(r);
   for (const char* key : {"mechanism", "batch", "seq_q", "seq_kv", "heads_q", "heads_kv", "head_dim", "causal", "dtype",
                           "threads", "seconds", "gflops", "gbps", "peak_extra_bytes", "sgemm_gflops", "stream_gbps",
-                          "stream_gbps_slowest", "gflops_vs_sgemm", "gbps_vs_stream", "simd_target"}) {
+                          "stream_gbps_slowest", "gflops_vs_sgemm", "gbps_vs_stream", "stream_gbps_paired",
+                          "gbps_vs_stream_paired", "paired_runs", "simd_target"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["mechanism"], "exact:sinks=4");
@@ -316,6 +350,25 @@ TEST(Harness, RunCaseFillsARecord) {
   EXPECT_GT(r.stream_gbps, 0);
   EXPECT_DOUBLE_EQ(r.gflops_vs_sgemm, r.gflops / r.sgemm_gflops);
   EXPECT_FALSE(r.simd_target.empty());
+  // A decode case: each timed run follows a stream pass, and both runs are paired.
+  EXPECT_EQ(r.paired_runs, 2);
+  EXPECT_GT(r.stream_gbps_paired, 0);
+  EXPECT_TRUE(std::isfinite(r.gbps_vs_stream_paired) && r.gbps_vs_stream_paired > 0) << r.gbps_vs_stream_paired;
+  char shown[32];
+  std::snprintf(shown, sizeof(shown), " %.3f ", r.gbps_vs_stream_paired);
+  EXPECT_NE(bench::table_row(r).find(shown), std::string::npos) << bench::table_row(r);
+  // A prefill case is not paired.
+  c.shape.seq_q = 5;
+  ASSERT_TRUE(bench::run_case(c, {0, 2, 0.0, 100.0}, &cache, &r).ok());
+  EXPECT_EQ(r.phase, "prefill");
+  EXPECT_EQ(r.paired_runs, 0);
+  EXPECT_EQ(r.gbps_vs_stream_paired, 0);
+  EXPECT_NE(bench::table_row(r).find(" - "), std::string::npos);
+  // At most kMaxPairedRuns runs are paired.
+  c.shape.seq_q = 1;
+  ASSERT_TRUE(bench::run_case(c, {0, bench::kMaxPairedRuns + 3, 0.0, 100.0}, &cache, &r).ok());
+  EXPECT_EQ(r.runs, bench::kMaxPairedRuns + 3);
+  EXPECT_EQ(r.paired_runs, bench::kMaxPairedRuns);
   // A bad spec fails before anything runs.
   c.mechanism_spec = "zz_scratch:nope=1";
   Status s = bench::run_case(c, {0, 1, 0.0, 0.0}, &cache, &r);
