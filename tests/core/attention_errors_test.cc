@@ -64,7 +64,7 @@ struct BadCase {
 std::vector<BadCase> bad_cases() {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   std::vector<BadCase> b = {
-      {"k batch mismatch", [](VarlenCall* c) { c->kv.shape[0] = 1; }, {"shape", "[1, 12, 2, 16]"}},
+      {"k batch mismatch", [](VarlenCall* c) { c->kv.shape[0] = 1; }, {"batch mismatch", "k.shape [1, 12, 2, 16]"}},
       {"v seq mismatch", [](VarlenCall* c) { c->vv.shape[1] = 11; }, {"v.shape", "11"}},
       {"out head_dim mismatch", [](VarlenCall* c) { c->ov.shape[3] = 15; }, {"out.shape", "15"}},
       {"out seq mismatch", [](VarlenCall* c) { c->ov.shape[1] = 9; }, {"out.shape", "9"}},
@@ -79,8 +79,9 @@ std::vector<BadCase> bad_cases() {
       {"null k", [](VarlenCall* c) { c->kv.data = nullptr; }, {"k.data", "null"}},
       {"null v", [](VarlenCall* c) { c->vv.data = nullptr; }, {"v.data", "null"}},
       {"null out", [](VarlenCall* c) { c->ov.data = nullptr; }, {"out.data", "null"}},
-      {"dtype mismatch", [](VarlenCall* c) { c->kv.dtype = DType::kF16; }, {"dtype", "f16"}},
-      {"unknown dtype", [](VarlenCall* c) { c->qv.dtype = static_cast<DType>(7); }, {"dtype", "7"}},
+      {"dtype mismatch", [](VarlenCall* c) { c->kv.dtype = DType::kF16; }, {"dtype mismatch", "k is f16"}},
+      {"unknown dtype", [](VarlenCall* c) { c->qv.dtype = static_cast<DType>(7); }, {"q.dtype 7"}},
+      {"unknown out dtype", [](VarlenCall* c) { c->ov.dtype = static_cast<DType>(3); }, {"out.dtype 3"}},
       {"window_right > 0 with causal", [](VarlenCall* c) { c->p.causal = true; c->p.window_right = 1; },
        {"window_right 1", "causal"}},
       {"window_left -2", [](VarlenCall* c) { c->p.window_left = -2; }, {"window_left -2"}},

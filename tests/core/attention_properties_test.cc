@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <vector>
 
 #include "attnkit/attention.h"
@@ -83,6 +84,35 @@ TEST(AttentionDeterminism, BitwiseRepeatableForEachThreadCount) {
         EXPECT_TRUE(bitwise_equal(d->lse.to_dense(), lse0)) << c.name() << " repeat " << rep;
       }
     }
+  }
+}
+
+// ---- path selection ----
+
+// kAuto takes the decode path (split-KV) for few query rows against many keys, and the prefill path
+// otherwise. The two paths add the keys in different orders, so which one ran shows in the bits of
+// the output: with 2 threads, decode splits the keys in two and merges the halves.
+TEST(AttentionPaths, AutoPicksTheDecodePathByShape) {
+  const auto output = [](AttnCase c, ExecPath path) {
+    c.path = path;
+    auto d = testing::make_case_data(c);
+    EXPECT_TRUE(run(*d).ok());
+    return d->out.to_dense();
+  };
+  struct Shape {
+    int64_t sq, sk, hq, hkv;
+    bool decode;  // what kAuto must pick
+  };
+  for (const Shape& sh : {Shape{1, 4096, 32, 8, true}, Shape{4, 3000, 8, 2, true}, Shape{16, 4096, 4, 1, true},
+                          Shape{64, 4096, 8, 2, false}, Shape{17, 4096, 4, 1, false}, Shape{4, 3000, 128, 2, false}}) {
+    AttnCase c = make(sh.sq, sh.sk, sh.hq, sh.hkv, 64);
+    c.causal = true;
+    c.num_threads = 2;
+    const std::vector<float> dec = output(c, ExecPath::kDecode), pre = output(c, ExecPath::kPrefill);
+    ASSERT_FALSE(bitwise_equal(dec, pre)) << c.name() << ": the two paths give the same bits, so this shape cannot tell them apart";
+    const std::vector<float> aut = output(c, ExecPath::kAuto);
+    EXPECT_TRUE(bitwise_equal(aut, sh.decode ? dec : pre)) << c.name() << ": kAuto should take the "
+                                                           << (sh.decode ? "decode" : "prefill") << " path";
   }
 }
 
@@ -286,7 +316,7 @@ TEST(AttentionMaskedRows, GiveZeroAndMinusInfinity) {
       {"causal + sink logit", [](AttnCase* c) { c->causal = true; c->sink_logits = true; }, 200 - 70},
   };
   for (const Variant& v : variants) {
-    for (ExecPath path : {ExecPath::kPrefill, ExecPath::kAuto}) {
+    for (ExecPath path : {ExecPath::kPrefill, ExecPath::kDecode}) {
       AttnCase c = make(200, 70, 4, 2, 32);
       v.edit(&c);
       c.path = path;
@@ -444,6 +474,48 @@ TEST(AttentionMemory, ScratchPeakDoesNotGrowWithSequenceLength) {
   EXPECT_EQ(peaks[0], peaks[1]) << "scratch peak grew with N: " << peaks[0] << " -> " << peaks[1];
   EXPECT_GT(peaks[1], 0);
   EXPECT_LT(peaks[1], 4 << 20) << "scratch peak " << peaks[1] << " bytes";
+}
+
+// The same for the split-KV decode path (its partial results per piece are tracked scratch too)
+// and with 2 threads: the peak follows threads x tile, never the number of keys. With 2 threads
+// the peak depends on whether the threads' workspaces happen to be alive at the same time, so it
+// is bounded by twice the one-thread peak rather than compared for equality.
+TEST(AttentionMemory, DecodeScratchPeakDoesNotGrowWithKeys) {
+  std::map<int, std::vector<int64_t>> peaks_by_threads;
+  for (int threads : {1, 2}) {
+    std::vector<int64_t>& peaks = peaks_by_threads[threads];
+    for (int64_t n : {8192, 65536}) {
+      TestTensor q(DType::kF32, 1, 2, 8, 128), k(DType::kF32, 1, n, 2, 128), v(DType::kF32, 1, n, 2, 128),
+          out(DType::kF32, 1, 2, 8, 128);
+      q.fill_uniform(4);
+      k.fill_uniform(5);
+      v.fill_uniform(6);
+      std::vector<float> lse(2 * 8);
+      AttentionParams p;
+      p.causal = true;
+      p.num_threads = threads;
+      p.path = ExecPath::kDecode;
+      const int64_t before = scratch_current_bytes();
+      scratch_reset_peak();
+      ASSERT_TRUE(attention(q.view(), k.view(), v.view(), out.view(), lse.data(), p).ok());
+      peaks.push_back(scratch_peak_bytes() - before);
+      EXPECT_EQ(out.check_canary(), "");
+      TestTensor ref(DType::kF32, 1, 2, 8, 128);
+      ASSERT_TRUE(reference::attention_ref(q.view(), k.view(), v.view(), ref.view(), nullptr, p).ok());
+      double worst = 0;
+      for (int64_t s = 0; s < 2; ++s)
+        for (int64_t h = 0; h < 8; ++h)
+          for (int64_t e = 0; e < 128; ++e)
+            worst = std::max(worst, std::fabs(double(out.view().get(0, s, h, e)) - ref.view().get(0, s, h, e)));
+      EXPECT_LT(worst, 1e-5) << "threads " << threads << " n " << n;
+    }
+    EXPECT_GT(peaks[1], 0);
+    EXPECT_LT(peaks[1], 4 << 20) << "threads " << threads << ": scratch peak " << peaks[1] << " bytes";
+  }
+  const std::vector<int64_t>& one = peaks_by_threads[1];
+  const std::vector<int64_t>& two = peaks_by_threads[2];
+  EXPECT_EQ(one[0], one[1]) << "decode scratch grew with the keys: " << one[0] << " -> " << one[1];
+  for (size_t i = 0; i < two.size(); ++i) EXPECT_LE(two[i], 2 * one[i]) << "2 threads, case " << i;
 }
 
 }  // namespace

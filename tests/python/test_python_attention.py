@@ -8,6 +8,7 @@ with attnkit. Run after `pip install .`: these tests import the installed packag
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -164,7 +165,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_attention_matches_reference(name):
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))  # the same inputs in every process
     opts = CASES[name]
     # GQA 4:2, seq_q != seq_kv, head_dim_v != head_dim, odd sizes.
     q, k, v = rand(rng, (2, 13, 4, 24)), rand(rng, (2, 29, 2, 24)), rand(rng, (2, 29, 2, 20))
