@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "eval/bench_harness.h"
 
 namespace {
 
@@ -33,9 +35,8 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-Result run_cli(const std::string& args) {
-  // Quick yardsticks and a single timed run keep each call well under a second.
-  const std::string cmd = "ATTNKIT_BENCH_QUICK=1 '" + cli_path() + "' " + args + " 2>&1";
+// Runs a shell command and collects its output and exit code.
+Result run_command(const std::string& cmd) {
   Result r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -45,6 +46,11 @@ Result run_cli(const std::string& args) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   return r;
+}
+
+Result run_cli(const std::string& args) {
+  // Quick yardsticks and a single timed run keep each call well under a second.
+  return run_command("ATTNKIT_BENCH_QUICK=1 '" + cli_path() + "' " + args + " 2>&1");
 }
 
 class CliBinary : public ::testing::Test {
@@ -148,6 +154,39 @@ TEST_F(CliBinary, BenchDecodeBf16WithMechanismParameters) {
   EXPECT_LE(j[0]["paired_runs"].get<int>(), j[0]["runs"].get<int>());
   EXPECT_GT(j[0]["stream_gbps_paired"].get<double>(), 0.0);
   EXPECT_GT(j[0]["gbps_vs_stream_paired"].get<double>(), 0.0);
+}
+
+// bench/attnkit_gbench (Google Benchmark) registers the same default suite as `attnkit bench` and
+// reports through the shared record arithmetic: GFLOPS / GBps is exactly the ratio of the shared
+// FLOP and byte formulas, and x_sgemm is GFLOPS over the yardstick in its context.
+TEST_F(CliBinary, GoogleBenchmarkProgramSharesTheSuiteAndFormulas) {
+#ifndef ATTNKIT_HAVE_GBENCH
+  GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
+#endif
+  const fs::path gbench = fs::path(cli_path()).parent_path().parent_path().parent_path() / "bench" / "attnkit_gbench";
+  ASSERT_TRUE(fs::exists(gbench)) << gbench << " is missing; build the attnkit_gbench target";
+  const auto run = [&](const std::string& args) {
+    return run_command("ATTNKIT_BENCH_QUICK=1 '" + gbench.string() + "' --threads=2 " + args + " 2>/dev/null");
+  };
+  const Result list = run("--benchmark_list_tests=true");
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  const size_t listed = static_cast<size_t>(std::count(list.output.begin(), list.output.end(), '\n'));
+  EXPECT_EQ(listed, attnkit::bench::default_suite("exact", 2).size()) << list.output;
+  EXPECT_NE(list.output.find("exact/decode/sq1/skv131072/h32-8/d128/causal/bf16"), std::string::npos) << list.output;
+
+  const Result r = run("--benchmark_filter='decode/sq1/skv4096/.*/f32' --benchmark_min_time=0.01 --benchmark_format=json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json j = nlohmann::json::parse(r.output);
+  ASSERT_EQ(j["benchmarks"].size(), 1u) << r.output;
+  const nlohmann::json& b = j["benchmarks"][0];
+  const double gflops = b["GFLOPS"], gbps = b["GBps"];
+  ASSERT_GT(gflops, 0.0);
+  ASSERT_GT(gbps, 0.0);
+  const double flops = attnkit::attention_flops(1, 1, 4096, 32, 128, 128, true);
+  const double bytes = attnkit::attention_bytes(1, 1, 4096, 32, 8, 128, 128, 4, 4);
+  EXPECT_NEAR(gflops / gbps, flops / bytes, 1e-9 * flops / bytes);
+  const double sgemm = std::stod(j["context"]["sgemm_gflops"].get<std::string>());
+  EXPECT_NEAR(b["x_sgemm"].get<double>(), gflops / sgemm, 1e-5 * gflops / sgemm);
 }
 
 void expect_failure(const Result& r, const std::vector<std::string>& fragments) {

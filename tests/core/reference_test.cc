@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "attnkit/attention.h"
 #include "reference/attention_ref.h"
 #include "testing/attn_case.h"
 #include "testing/check_attention.h"
@@ -238,6 +239,42 @@ TEST(ReferenceTest, AlibiAndScalableSoftmaxClosedForms) {
   EXPECT_NEAR(u.lse[0], std::log(zz), 1e-5);
 }
 
+// Softcap and per-head temperature by hand: one channel, q = 1, k_j = j (j = 0..3), scale 1,
+// temperature t_h per head and softcap 2: logits 2 tanh(t_h j / 2). Checked for the reference and
+// for the optimized kernel (prefill and decode paths), each against the closed form.
+TEST(ReferenceTest, SoftcapAndTemperatureClosedForms) {
+  Small u(1, 4, 2, 1);
+  for (int64_t h = 0; h < 2; ++h) {
+    u.q.view().set(0, 0, h, 0, 1.0f);
+    for (int j = 0; j < 4; ++j) u.k.view().set(0, j, h, 0, static_cast<float>(j));
+  }
+  const float temperature[2] = {3.0f, 0.25f};
+  AttentionParams p;
+  p.scale = 1.0f;
+  p.softcap = 2.0f;
+  p.maybe_head_temperature = temperature;
+  const auto expect_closed_form = [&](const char* who) {
+    for (int64_t h = 0; h < 2; ++h) {
+      double z = 0, e = 0;
+      for (int j = 0; j < 4; ++j) {
+        const double w = std::exp(2.0 * std::tanh(temperature[h] * j / 2.0));
+        z += w;
+        e += w * u.v.view().get(0, j, h, 0);
+      }
+      EXPECT_NEAR(u.out.view().get(0, 0, h, 0), e / z, 2e-6) << who << " head " << h;
+      EXPECT_NEAR(u.lse[h], std::log(z), 2e-6) << who << " head " << h;
+    }
+  };
+  ASSERT_TRUE(u.run(p).ok());
+  expect_closed_form("reference");
+  for (ExecPath path : {ExecPath::kPrefill, ExecPath::kDecode}) {
+    p.path = path;
+    u.out.fill_canary();
+    ASSERT_TRUE(attention(u.q.view(), u.k.view(), u.v.view(), u.out.view(), u.lse.data(), p).ok());
+    expect_closed_form(path == ExecPath::kPrefill ? "attention, prefill path" : "attention, decode path");
+  }
+}
+
 TEST(ReferenceTest, SplitKeysMergeToFullAttention) {
   // Attention over keys [0, 7) and [7, 13) with LSE, merged, equals attention over all 13 keys.
   Small t(5, 13, 2, 6);
@@ -321,7 +358,8 @@ TEST(ReferenceTest, NanInputPoisonsOnlyItsRow) {
 // ---- harness ----
 
 TEST(HarnessTest, CanaryCatchesWritesOutsideTheView) {
-  for (auto layout : {testing::Layout::kContiguous, testing::Layout::kHeadsMajor, testing::Layout::kPaddedRows}) {
+  for (auto layout : {testing::Layout::kContiguous, testing::Layout::kHeadsMajor, testing::Layout::kPaddedRows,
+                      testing::Layout::kStridedDim}) {
     for (bool mis : {false, true}) {
       TestTensor t(DType::kF16, 2, 3, 2, 5, layout, mis);
       if (mis) {
@@ -337,9 +375,14 @@ TEST(HarnessTest, CanaryCatchesWritesOutsideTheView) {
       const TensorView& v = t.view();
       static_cast<uint16_t*>(v.data)[v.offset(1, 2, 1, 4) + 1] = 0;  // just past the last element
       EXPECT_NE(t.check_canary(), "");
-      if (layout == testing::Layout::kPaddedRows) {
+      if (layout == testing::Layout::kPaddedRows || layout == testing::Layout::kStridedDim) {
         t.fill_canary();
         static_cast<uint16_t*>(v.data)[v.offset(0, 0, 0, 4) + 1] = 0;  // a padding gap
+        EXPECT_NE(t.check_canary().find("stride gap"), std::string::npos);
+      }
+      if (layout == testing::Layout::kStridedDim) {
+        t.fill_canary();
+        static_cast<uint16_t*>(v.data)[v.offset(0, 1, 0, 2) + 1] = 0;  // between two elements of a row
         EXPECT_NE(t.check_canary().find("stride gap"), std::string::npos);
       }
     }

@@ -401,7 +401,7 @@ std::vector<AttnCase> dtype_cases() {
 
 std::vector<AttnCase> layout_cases() {
   std::vector<AttnCase> cases;
-  for (Layout l : {Layout::kContiguous, Layout::kHeadsMajor, Layout::kPaddedRows}) {
+  for (Layout l : {Layout::kContiguous, Layout::kHeadsMajor, Layout::kPaddedRows, Layout::kStridedDim}) {
     for (bool mis : {false, true}) {
       if (l == Layout::kContiguous && !mis) continue;
       for (int64_t d : {64, 33}) {
@@ -414,6 +414,11 @@ std::vector<AttnCase> layout_cases() {
       AttnCase dec = base(1, 300, 4, 1, 64);
       dec.layout = l;
       dec.misaligned = mis;
+      cases.push_back(dec);
+      dec.dtype = DType::kBF16;  // bf16 decode: in-place rows, or converted ones for the gaps
+      dec.out_dtype = DType::kBF16;
+      dec.heads_q = 8;
+      dec.heads_kv = 2;
       cases.push_back(dec);
       AttnCase half = base(70, 90, 2, 2, 64);
       half.layout = l;

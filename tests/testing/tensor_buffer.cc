@@ -12,6 +12,7 @@ const char* layout_name(Layout l) {
     case Layout::kContiguous: return "contig";
     case Layout::kHeadsMajor: return "headsmajor";
     case Layout::kPaddedRows: return "padded";
+    case Layout::kStridedDim: return "strideddim";
   }
   return "unknown";
 }
@@ -41,6 +42,9 @@ TestTensor::TestTensor(DType dtype, int64_t d0, int64_t d1, int64_t d2, int64_t 
       view_.stride = {d1 * seq + 7, seq, row, 1};
       break;
     }
+    case Layout::kStridedDim:
+      view_.stride = {2 * d1 * d2 * d3, 2 * d2 * d3, 2 * d3, 2};
+      break;
   }
   int64_t last = 0;
   for (int i = 0; i < 4; ++i) {

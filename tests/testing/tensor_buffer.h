@@ -21,6 +21,7 @@ enum class Layout : uint8_t {
   kContiguous = 0,  // dense [batch, seq, heads, dim]
   kHeadsMajor = 1,  // memory order [batch, heads, seq, dim] seen through BSHD strides
   kPaddedRows = 2,  // BSHD with padding after every head row and every sequence row (gaps)
+  kStridedDim = 3,  // BSHD with a head-dim stride of 2: every other element is a gap
 };
 const char* layout_name(Layout l);
 
