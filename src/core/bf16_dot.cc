@@ -5,6 +5,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "core/bf16_dot.h"
+#include "core/prefetch.h"
 
 #include <immintrin.h>
 
@@ -84,14 +85,8 @@ ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, cons
   for (int64_t c = 0; c < t.kc; ++c) {
     for (int h = 0; h < n; ++h) {
       const Bf16ScoreHead& H = heads[h];
-      if (H.prefetch_v) {
-        const char* vp = H.prefetch_v + c * t.v_stride_bytes;
-        for (int64_t off = 0; off < t.v_bytes; off += 64) _mm_prefetch(vp + off, _MM_HINT_T1);
-      }
-      if (H.prefetch_k && c < t.n_prefetch_k) {
-        const char* kp = H.prefetch_k + (c + t.k_ahead) * t.k_stride_bytes;
-        for (int64_t off = 0; off < t.k_bytes; off += 64) _mm_prefetch(kp + off, _MM_HINT_T1);
-      }
+      if (H.prefetch_v) prefetch_bytes(H.prefetch_v + c * t.v_stride_bytes, t.v_bytes);
+      if (H.prefetch_k && c < t.n_prefetch_k) prefetch_bytes(H.prefetch_k + (c + t.k_ahead) * t.k_stride_bytes, t.k_bytes);
     }
     const int64_t ko = c * t.k_stride, oo = c * t.out_stride;
     int h = 0;

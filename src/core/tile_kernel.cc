@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "core/bf16_dot.h"
+#include "core/prefetch.h"
 #include "core/tile_kernel.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -314,8 +315,7 @@ struct RowPrefetch {
 template <typename TV>
 HWY_INLINE void prefetch_cols(const RowPrefetch& pf, int64_t j, int64_t c0, int64_t ncols) {
   if (j >= pf.n) return;
-  const char* p = pf.base + j * pf.stride + c0 * static_cast<int64_t>(sizeof(TV));
-  for (int64_t off = 0; off < ncols * static_cast<int64_t>(sizeof(TV)); off += 64) __builtin_prefetch(p + off, 0, 2);
+  prefetch_bytes(pf.base + j * pf.stride + c0 * static_cast<int64_t>(sizeof(TV)), ncols * static_cast<int64_t>(sizeof(TV)));
 }
 
 // O[r][c0 .. c0 + NV*L) += sum_j P[j][r] * V_j[...] for R rows (P is the transposed tile).
@@ -955,16 +955,8 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     const int64_t jk = t.pos[cidx] + kPrefetchKeys;
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi] || !first_of_head[bi]) continue;
-      if (!t.v_ahead) {
-        const char* vp = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx]));
-#pragma GCC unroll 8
-        for (int64_t off = 0; off < v_bytes; off += 64) __builtin_prefetch(vp + off, 0, 2);
-      }
-      if (jk < t.key_end) {
-        const char* kp = reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk));
-#pragma GCC unroll 8
-        for (int64_t off = 0; off < k_bytes; off += 64) __builtin_prefetch(kp + off, 0, 2);
-      }
+      if (!t.v_ahead) prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx])), v_bytes);
+      if (jk < t.key_end) prefetch_bytes(reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk)), k_bytes);
     }
     float* st_c = st_base + cidx * kTileQ;
     for (int bi = 0; bi < nb; ++bi) {
