@@ -328,15 +328,16 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   std::unique_ptr<PreparedRun> run;
   ATTNKIT_RETURN_IF_ERROR(mech->prepare(shape, params, &run));
   if (!run) return Status::internal("mechanism '" + mech->name + "' prepared no run");
-  // The harness also watches the tracked scratch counters, for mechanisms that do not report
-  // extra_bytes() themselves; the larger of the two is recorded.
   // Decode cases are compared with the stream yardstick; one stream pass just before each of
-  // their first kMaxPairedRuns runs measures the memory at the moment of that run.
+  // their first kMaxPairedRuns timed runs (and before the warmup runs, which may be kept as a
+  // sample) measures the memory at the moment of that run.
   const bool paired = shape.seq_q == 1;
   StreamReader reader;
   if (paired) ATTNKIT_RETURN_IF_ERROR(reader.init(shape.threads, y.stream_bytes));
   int passes = 0;
-  const auto pass = [&] { return passes++ < kMaxPairedRuns ? reader.pass_gbps() : 0.0; };
+  const auto pass = [&] { return passes++ < kMaxPairedRuns + timing.warmup_runs ? reader.pass_gbps() : 0.0; };
+  // The harness also watches the tracked scratch counters, for mechanisms that do not report
+  // extra_bytes() themselves; the larger of the two is recorded.
   const int64_t held_before = scratch_current_bytes();
   scratch_reset_peak();
   TimingResult t;

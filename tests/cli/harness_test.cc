@@ -369,6 +369,9 @@ TEST(Harness, RunCaseFillsARecord) {
   ASSERT_TRUE(bench::run_case(c, {0, bench::kMaxPairedRuns + 3, 0.0, 100.0}, &cache, &r).ok());
   EXPECT_EQ(r.runs, bench::kMaxPairedRuns + 3);
   EXPECT_EQ(r.paired_runs, bench::kMaxPairedRuns);
+  // A warmup run (not kept) does not use up one of them.
+  ASSERT_TRUE(bench::run_case(c, {1, bench::kMaxPairedRuns + 3, 0.0, 100.0}, &cache, &r).ok());
+  EXPECT_EQ(r.paired_runs, bench::kMaxPairedRuns);
   // A bad spec fails before anything runs.
   c.mechanism_spec = "zz_scratch:nope=1";
   Status s = bench::run_case(c, {0, 1, 0.0, 0.0}, &cache, &r);
