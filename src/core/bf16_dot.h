@@ -30,11 +30,13 @@ struct Bf16ScoreHead {
   const char* prefetch_v;    // nullptr, or V row to prefetch for key c at + c * v_stride_bytes
 };
 
-// Scores of a decode tile of kc keys for n heads, key-major: for each key, every head's K row
-// (the rows of one position, adjacent in BSHD memory) is read in one sweep. Heads of 4 rows are
-// scored two at a time, so eight accumulation chains are in flight instead of four. Prefetches
-// cover the K rows of key c + k_ahead for c < n_prefetch_k, and the V rows of key c (k_bytes and
-// v_bytes long). d must be a multiple of 32.
+// Scores of a decode tile of kc keys for n heads, key-major, two positions per step: every head's
+// K rows at the two positions (the rows of a position are adjacent in BSHD memory) are read in one
+// sweep. When all heads have 4 rows, each head scores both keys in one pass, so each query vector
+// is loaded once for two keys and eight accumulation chains are in flight; otherwise, and for an
+// odd last key, heads are scored one key at a time. Prefetches cover the K rows of key
+// c + k_ahead for c < n_prefetch_k, and the V rows of key c (k_bytes and v_bytes long), issued
+// for both positions of a step before its scores. d must be a multiple of 32.
 struct Bf16ScoreTile {
   int64_t kc, d;
   int64_t k_stride;        // elements between consecutive keys' K rows

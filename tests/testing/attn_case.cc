@@ -497,8 +497,9 @@ std::vector<AttnCase> path_cases() {
     g.num_threads = 2;
     cases.push_back(g);
   }
-  // bf16 decode shapes for the vdpbf16ps score sweep (heads of 4 rows in pairs, an odd head out,
-  // 2 and 8 rows per head) and for the pair-layout P V (head_dim a multiple of 2 vectors or not).
+  // bf16 decode shapes for the vdpbf16ps score sweep (heads of 4 rows scoring two keys per step,
+  // 2 and 8 rows per head scoring one) and for the pair-layout P V (head_dim a multiple of 2
+  // vectors or not).
   for (auto [hq, hkv, sq, d] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{12, 3, 1, 128},
                                 {16, 8, 1, 64},
                                 {8, 2, 2, 96},
@@ -511,6 +512,14 @@ std::vector<AttnCase> path_cases() {
     g.num_threads = 2;
     cases.push_back(g);
   }
+  // One thread over 2049 = 32 x 64 + 1 keys: the last tile holds one key, which the two-keys-per-
+  // step sweep scores alone.
+  AttnCase odd = base(1, 2049, 8, 2, 128);
+  odd.path = ExecPath::kDecode;
+  odd.dtype = DType::kBF16;
+  odd.causal = true;
+  odd.num_threads = 1;
+  cases.push_back(odd);
   number(&cases, 7);
   return cases;
 }
