@@ -1,0 +1,149 @@
+// attnkit_ab_builds: times one attention case under two builds of libattnkit.so in the same process,
+// alternating them call by call, and prints the median ratio of their times.
+//
+//   attnkit_ab_builds OLD.so NEW.so [--seq-kv N] [--seq-q N] [--heads-q H] [--heads-kv H]
+//                     [--head-dim D] [--dtype f32|bf16] [--threads T] [--rounds R]
+//
+// Why: on the development VM the memory speed drifts by tens of percent within minutes, so
+// timing two builds in separate processes cannot resolve a few percent. Here both builds read the
+// same K/V buffers, each round times one call of each (order reversed every other round), and the
+// figure reported is the median over rounds of new / old, which the drift cancels out of. Both
+// builds are opened with RTLD_DEEPBIND, so each resolves its own symbols. They must share the ABI
+// of include/attnkit/attention.h (copy the old build's .so before rebuilding). The program also
+// reports the largest difference between the two builds' outputs.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+
+namespace {
+
+using AttentionFn = attnkit::Status (*)(const attnkit::TensorView&, const attnkit::TensorView&,
+                                        const attnkit::TensorView&, const attnkit::TensorView&, float*,
+                                        const attnkit::AttentionParams&);
+
+int usage(const char* why) {
+  std::fprintf(stderr,
+               "attnkit_ab_builds: %s\nusage: attnkit_ab_builds OLD.so NEW.so [--seq-kv N] [--seq-q N] [--heads-q H]"
+               " [--heads-kv H] [--head-dim D] [--dtype f32|bf16] [--threads T] [--rounds R]\n",
+               why);
+  return 2;
+}
+
+AttentionFn open_build(const char* path) {
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (lib == nullptr) {
+    std::fprintf(stderr, "attnkit_ab_builds: cannot open %s: %s\n", path, dlerror());
+    return nullptr;
+  }
+  // attnkit::attention(TensorView const&, x3, TensorView const&, float*, AttentionParams const&)
+  void* sym = dlsym(lib, "_ZN7attnkit9attentionERKNS_10TensorViewES2_S2_S2_PfRKNS_15AttentionParamsE");
+  if (sym == nullptr) std::fprintf(stderr, "attnkit_ab_builds: %s has no attnkit::attention\n", path);
+  return reinterpret_cast<AttentionFn>(sym);
+}
+
+uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return usage("two library paths are needed");
+  int64_t seq_kv = 131072, seq_q = 1, heads_q = 32, heads_kv = 8, d = 128;
+  int threads = 2, rounds = 30;
+  std::string dtype = "f32";
+  for (int i = 3; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) return usage(("missing value after " + flag).c_str());
+    const char* val = argv[i + 1];
+    if (flag == "--seq-kv") seq_kv = std::atoll(val);
+    else if (flag == "--seq-q") seq_q = std::atoll(val);
+    else if (flag == "--heads-q") heads_q = std::atoll(val);
+    else if (flag == "--heads-kv") heads_kv = std::atoll(val);
+    else if (flag == "--head-dim") d = std::atoll(val);
+    else if (flag == "--dtype") dtype = val;
+    else if (flag == "--threads") threads = std::atoi(val);
+    else if (flag == "--rounds") rounds = std::atoi(val);
+    else return usage(("unknown flag " + flag).c_str());
+  }
+  if (dtype != "f32" && dtype != "bf16") return usage(("--dtype must be f32 or bf16, got " + dtype).c_str());
+  if (seq_kv < 1 || seq_q < 1 || heads_q < 1 || heads_kv < 1 || d < 1 || threads < 1 || rounds < 1)
+    return usage("sizes, --threads and --rounds must be positive");
+  AttentionFn fn[2] = {open_build(argv[1]), open_build(argv[2])};
+  if (fn[0] == nullptr || fn[1] == nullptr) return 1;
+
+  const bool bf = dtype == "bf16";
+  const attnkit::DType dt = bf ? attnkit::DType::kBF16 : attnkit::DType::kF32;
+  const size_t esize = bf ? 2 : 4;
+  const size_t n_kv = static_cast<size_t>(seq_kv * heads_kv * d), n_q = static_cast<size_t>(seq_q * heads_q * d);
+  // Deterministic inputs spread over a few units, so the softmax is neither flat nor one-hot.
+  auto fill = [&](std::vector<char>& buf, size_t n, uint64_t seed) {
+    buf.resize(n * esize);
+    uint64_t x = seed;
+    for (size_t i = 0; i < n; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      const float v = static_cast<float>(static_cast<int64_t>(x >> 40) % 2001 - 1000) * 1e-3f;
+      if (bf) reinterpret_cast<uint16_t*>(buf.data())[i] = to_bf16(v);
+      else reinterpret_cast<float*>(buf.data())[i] = v;
+    }
+  };
+  std::vector<char> q, k, v;
+  fill(q, n_q, 1);
+  fill(k, n_kv, 2);
+  fill(v, n_kv, 3);
+  std::vector<float> out[2] = {std::vector<float>(n_q), std::vector<float>(n_q)};
+  attnkit::AttentionParams p;
+  p.causal = true;
+  p.num_threads = threads;
+  auto call = [&](int b) {
+    const attnkit::Status s = fn[b](attnkit::TensorView::contiguous(q.data(), dt, 1, seq_q, heads_q, d),
+                                    attnkit::TensorView::contiguous(k.data(), dt, 1, seq_kv, heads_kv, d),
+                                    attnkit::TensorView::contiguous(v.data(), dt, 1, seq_kv, heads_kv, d),
+                                    attnkit::TensorView::contiguous(out[b].data(), attnkit::DType::kF32, 1, seq_q, heads_q, d),
+                                    nullptr, p);
+    if (!s.ok()) {
+      std::fprintf(stderr, "attnkit_ab_builds: %s: %s\n", argv[1 + b], s.message().c_str());
+      std::exit(1);
+    }
+  };
+  call(0);
+  call(1);
+  double max_diff = 0;
+  for (size_t i = 0; i < n_q; ++i) max_diff = std::max(max_diff, static_cast<double>(std::fabs(out[0][i] - out[1][i])));
+
+  std::vector<double> ms[2], ratio;
+  for (int r = 0; r < rounds; ++r) {
+    double t[2];
+    for (int s = 0; s < 2; ++s) {
+      const int b = (r % 2 == 0) ? s : 1 - s;
+      const auto t0 = std::chrono::steady_clock::now();
+      call(b);
+      t[b] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      ms[b].push_back(t[b]);
+    }
+    ratio.push_back(t[1] / t[0]);
+  }
+  std::printf("seq_q %lld seq_kv %lld heads %lld/%lld d %lld %s threads %d, %d rounds: old %.3f ms, new %.3f ms"
+              " (medians); median new/old %.3f; max |out_old - out_new| %.3g\n",
+              static_cast<long long>(seq_q), static_cast<long long>(seq_kv), static_cast<long long>(heads_q),
+              static_cast<long long>(heads_kv), static_cast<long long>(d), dtype.c_str(), threads, rounds,
+              median(ms[0]), median(ms[1]), median(ratio), max_diff);
+  return 0;
+}
