@@ -19,11 +19,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/tensor.h"
 
 namespace {
 
@@ -49,12 +49,6 @@ AttentionFn open_build(const char* path) {
   void* sym = dlsym(lib, "_ZN7attnkit9attentionERKNS_10TensorViewES2_S2_S2_PfRKNS_15AttentionParamsE");
   if (sym == nullptr) std::fprintf(stderr, "attnkit_ab_builds: %s has no attnkit::attention\n", path);
   return reinterpret_cast<AttentionFn>(sym);
-}
-
-uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
 double median(std::vector<double> v) {
@@ -100,7 +94,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) {
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       const float v = static_cast<float>(static_cast<int64_t>(x >> 40) % 2001 - 1000) * 1e-3f;
-      if (bf) reinterpret_cast<uint16_t*>(buf.data())[i] = to_bf16(v);
+      if (bf) reinterpret_cast<uint16_t*>(buf.data())[i] = attnkit::f32_to_bf16(v);
       else reinterpret_cast<float*>(buf.data())[i] = v;
     }
   };

@@ -102,7 +102,7 @@ ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, cons
   int64_t c = 0;
   if (all4) {
     // Two keys per head instead of two heads per key (the layout before): half the query loads;
-    // 3-9% faster from DRAM at kv 65536 and 131072 (docs/benchmarks.md, session 5).
+    // 3.5-5.5% faster from DRAM at kv 65536 and 131072 (docs/benchmarks.md, step 6).
     for (; c + 2 <= t.kc; c += 2) {
       prefetch_key(heads, n, t, c);
       prefetch_key(heads, n, t, c + 1);
