@@ -303,6 +303,20 @@ HWY_INLINE void qk_keys(const float* const* krow, const float* HWY_RESTRICT qt, 
     for (int v = 0; v < NG; ++v) hn::Store(acc[r][v], df, st + r * kTileQ + g0 + v * kLanes);
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// Keeps v in a register from here on. GCC folds a loaded vector that feeds two instructions into
+// both of them as a memory operand, so it is loaded twice: the query vectors of decode's f32
+// two-key score step, the bf16 pair of the P V widening.
+template <class V>
+HWY_INLINE void keep_in_register(V& v) {
+#if HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128
+  asm("" : "+v"(v.raw));
+#else
+  (void)v;
+#endif
+}
+#endif
+
 // Rows to prefetch while P V runs over the current ones (decode: the next tile's V rows, so V
 // streams in during P V instead of in a burst with K during the score sweep). Row j at
 // base + j * stride, for j < n (n = 0: nothing); each column pass fetches its own columns of the row.
@@ -381,7 +395,8 @@ HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bflo
     const uint32_t* vr = reinterpret_cast<const uint32_t*>(vrow[j] + c0);
 #pragma GCC unroll 16
     for (int p = 0; p < NP; ++p) {
-      const auto raw = hn::LoadU(du, vr + p * kLanes);
+      auto raw = hn::LoadU(du, vr + p * kLanes);
+      keep_in_register(raw);
       vv[2 * p] = hn::BitCast(df, hn::ShiftLeft<16>(raw));
       vv[2 * p + 1] = hn::BitCast(df, hn::And(raw, odd_mask));
     }
@@ -538,17 +553,6 @@ HWY_INLINE void dot_rows(const float* HWY_RESTRICT q, int64_t dp, const TK* HWY_
 }
 
 #if HWY_TARGET != HWY_SCALAR
-// Keeps v in a register from here on. GCC folds a loaded vector that feeds two multiply-adds into
-// both of them as a memory operand, so it is loaded twice.
-template <class V>
-HWY_INLINE void keep_in_register(V& v) {
-#if HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128
-  asm("" : "+v"(v.raw));
-#else
-  (void)v;
-#endif
-}
-
 // Four query rows (stride dp) against two key rows ka and kb: each query vector is loaded once for
 // both keys (keep_in_register: with the query folded into both multiply-adds, the loop issued 10
 // loads per 8 multiply-adds, and the core's load port, one 512-bit load per cycle on Zen 4, bound
