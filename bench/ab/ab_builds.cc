@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -87,29 +88,38 @@ int main(int argc, char** argv) {
   const attnkit::DType dt = bf ? attnkit::DType::kBF16 : attnkit::DType::kF32;
   const size_t esize = bf ? 2 : 4;
   const size_t n_kv = static_cast<size_t>(seq_kv * heads_kv * d), n_q = static_cast<size_t>(seq_q * heads_q * d);
-  // Deterministic inputs spread over a few units, so the softmax is neither flat nor one-hot.
-  auto fill = [&](std::vector<char>& buf, size_t n, uint64_t seed) {
-    buf.resize(n * esize);
+  // Deterministic inputs spread over a few units, so the softmax is neither flat nor one-hot. The
+  // buffers are 64-byte aligned, as `attnkit bench` allocates them: a std::vector of this size
+  // comes from mmap 16 bytes past a page start, which splits every 64-byte load across two lines.
+  struct FreeDeleter {
+    void operator()(char* p) const { std::free(p); }
+  };
+  using Buffer = std::unique_ptr<char, FreeDeleter>;
+  auto fill = [&](size_t n, uint64_t seed) {
+    const size_t bytes = (n * esize + 63) / 64 * 64;
+    Buffer buf(static_cast<char*>(std::aligned_alloc(64, bytes)));
+    if (!buf) {
+      std::fprintf(stderr, "attnkit_ab_builds: cannot allocate %zu bytes\n", bytes);
+      std::exit(1);
+    }
     uint64_t x = seed;
     for (size_t i = 0; i < n; ++i) {
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       const float v = static_cast<float>(static_cast<int64_t>(x >> 40) % 2001 - 1000) * 1e-3f;
-      if (bf) reinterpret_cast<uint16_t*>(buf.data())[i] = attnkit::f32_to_bf16(v);
-      else reinterpret_cast<float*>(buf.data())[i] = v;
+      if (bf) reinterpret_cast<uint16_t*>(buf.get())[i] = attnkit::f32_to_bf16(v);
+      else reinterpret_cast<float*>(buf.get())[i] = v;
     }
+    return buf;
   };
-  std::vector<char> q, k, v;
-  fill(q, n_q, 1);
-  fill(k, n_kv, 2);
-  fill(v, n_kv, 3);
+  const Buffer q = fill(n_q, 1), k = fill(n_kv, 2), v = fill(n_kv, 3);
   std::vector<float> out[2] = {std::vector<float>(n_q), std::vector<float>(n_q)};
   attnkit::AttentionParams p;
   p.causal = true;
   p.num_threads = threads;
   auto call = [&](int b) {
-    const attnkit::Status s = fn[b](attnkit::TensorView::contiguous(q.data(), dt, 1, seq_q, heads_q, d),
-                                    attnkit::TensorView::contiguous(k.data(), dt, 1, seq_kv, heads_kv, d),
-                                    attnkit::TensorView::contiguous(v.data(), dt, 1, seq_kv, heads_kv, d),
+    const attnkit::Status s = fn[b](attnkit::TensorView::contiguous(q.get(), dt, 1, seq_q, heads_q, d),
+                                    attnkit::TensorView::contiguous(k.get(), dt, 1, seq_kv, heads_kv, d),
+                                    attnkit::TensorView::contiguous(v.get(), dt, 1, seq_kv, heads_kv, d),
                                     attnkit::TensorView::contiguous(out[b].data(), attnkit::DType::kF32, 1, seq_q, heads_q, d),
                                     nullptr, p);
     if (!s.ok()) {
