@@ -312,9 +312,50 @@ nlohmann::json record_to_json(const Record& r) {
   j["stream_gbps_paired"] = r.stream_gbps_paired;
   j["gbps_vs_stream_paired"] = r.gbps_vs_stream_paired;
   j["paired_runs"] = r.paired_runs;
+  if (!r.vs_dtype.empty()) {
+    j["vs_dtype"] = r.vs_dtype;
+    j["vs_dtype_seconds"] = r.vs_dtype_seconds;
+    j["speedup_vs_dtype"] = r.speedup_vs_dtype;
+    j["vs_dtype_rounds"] = r.vs_dtype_rounds;
+  }
   j["simd_target"] = r.simd_target;
   return j;
 }
+
+namespace {
+
+// Record::speedup_vs_dtype: `run` (already timed) and the same shape in vs_dtype, one run of each
+// per round, the first of the pair alternating between rounds. Rounds: as many as the case's
+// timed runs, at most kMaxPairedRuns.
+Status compare_dtypes(const Mechanism& mech, const MechanismParams& params, const ProblemShape& shape, DType vs_dtype,
+                      PreparedRun& run, int timed_runs, Record* r) {
+  ProblemShape other_shape = shape;
+  other_shape.dtype = vs_dtype;
+  std::unique_ptr<PreparedRun> other;
+  ATTNKIT_RETURN_IF_ERROR(mech.prepare(other_shape, params, &other));
+  if (!other) return Status::internal("mechanism '" + mech.name + "' prepared no run for vs_dtype");
+  ATTNKIT_RETURN_IF_ERROR(other->run());  // first-call costs (page faults of its inputs)
+  const int rounds = std::clamp(timed_runs, 1, kMaxPairedRuns);
+  std::vector<double> other_seconds, ratios;
+  for (int i = 0; i < rounds; ++i) {
+    double s[2];
+    for (int k = 0; k < 2; ++k) {
+      const int which = (i % 2 == 0) ? k : 1 - k;  // 0: this dtype, 1: vs_dtype
+      const auto t0 = Clock::now();
+      ATTNKIT_RETURN_IF_ERROR(which == 0 ? run.run() : other->run());
+      s[which] = seconds_since(t0);
+    }
+    other_seconds.push_back(s[1]);
+    if (s[0] > 0) ratios.push_back(s[1] / s[0]);
+  }
+  r->vs_dtype = dtype_name(vs_dtype);
+  r->vs_dtype_seconds = median(other_seconds);
+  r->speedup_vs_dtype = median(ratios);
+  r->vs_dtype_rounds = rounds;
+  return Status::ok_status();
+}
+
+}  // namespace
 
 Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache* yardsticks, Record* out) {
   const Mechanism* mech = nullptr;
@@ -377,6 +418,7 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   r.paired_runs = static_cast<int>(ratios.size());
   r.stream_gbps_paired = median(streams);
   r.gbps_vs_stream_paired = median(ratios);
+  if (c.compare_dtype) ATTNKIT_RETURN_IF_ERROR(compare_dtypes(*mech, params, shape, c.vs_dtype, *run, t.runs, &r));
   *out = r;
   return Status::ok_status();
 }

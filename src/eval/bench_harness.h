@@ -119,6 +119,10 @@ Status time_runs(PreparedRun& run, const TimingOptions& options, TimingResult* o
 struct BenchCase {
   std::string mechanism_spec = "exact";  // NAME[:key=value,...]
   ProblemShape shape;
+  // Also time the same case with Q/K/V in vs_dtype, alternating the two run by run (see
+  // Record::speedup_vs_dtype).
+  bool compare_dtype = false;
+  DType vs_dtype = DType::kF32;
 };
 
 // The default suite (see bench_harness.cc for the reasoning behind the sizes):
@@ -155,6 +159,14 @@ struct Record {
   double stream_gbps_paired = 0;
   double gbps_vs_stream_paired = 0;
   int paired_runs = 0;
+  // With BenchCase::compare_dtype: the same case in vs_dtype, run in kMaxPairedRuns rounds that
+  // time one run of each (which goes first alternates). Median of the vs_dtype runs, and median
+  // over rounds of (vs_dtype run's time / this dtype's run's time): two dtypes compared at the
+  // same moment, where two separate cases can land in different memory speeds. Empty / 0: none.
+  std::string vs_dtype;
+  double vs_dtype_seconds = 0;
+  double speedup_vs_dtype = 0;
+  int vs_dtype_rounds = 0;
   std::string simd_target;
 };
 

@@ -195,6 +195,24 @@ void expect_failure(const Result& r, const std::vector<std::string>& fragments) 
   for (const auto& f : fragments) EXPECT_NE(r.output.find(f), std::string::npos) << r.output << " lacks " << f;
 }
 
+TEST_F(CliBinary, BenchVsDtypeRecordsTheInterleavedComparison) {
+  const std::string path = temp_json("vs");
+  const Result r = run_cli("bench --seq-q 1 --seq-kv 300 --heads-q 4 --heads-kv 1 --head-dim 32 --threads 1 --dtype bf16 "
+                           "--vs-dtype f32 --quick --json " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("vs f32: "), std::string::npos) << r.output;
+  std::ifstream f(path);
+  ASSERT_TRUE(f.good());
+  const nlohmann::json j = nlohmann::json::parse(f);
+  fs::remove(path);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["dtype"], "bf16");
+  EXPECT_EQ(j[0]["vs_dtype"], "f32");
+  EXPECT_EQ(j[0]["vs_dtype_rounds"], 1);  // --quick: one timed run, so one round
+  EXPECT_GT(j[0]["vs_dtype_seconds"].get<double>(), 0.0);
+  EXPECT_GT(j[0]["speedup_vs_dtype"].get<double>(), 0.0);
+}
+
 TEST_F(CliBinary, BadOptionsFailWithAMessage) {
   expect_failure(run_cli("bench --seq-q 64 --bogus"), {"--bogus"});
   expect_failure(run_cli("bench --seq-q abc"), {"--seq-q"});
@@ -203,6 +221,8 @@ TEST_F(CliBinary, BadOptionsFailWithAMessage) {
   expect_failure(run_cli("bench --seq-q 8 --heads-q 3 --heads-kv 2"), {"heads_q 3"});
   expect_failure(run_cli("bench --seq-q 8 --head-dim 1000"), {"head_dim 1000"});
   expect_failure(run_cli("bench --seq-q 8 --threads -1"), {"threads -1"});
+  expect_failure(run_cli("bench --seq-q 1 --seq-kv 300 --vs-dtype f64"), {"--vs-dtype", "f64"});
+  expect_failure(run_cli("bench --vs-dtype f32"), {"--vs-dtype", "one case"});
   expect_failure(run_cli("bench --mechanism nope --seq-q 8"), {"'nope'", "exact"});
   expect_failure(run_cli("bench --mechanism exact:windw=3 --seq-q 8"), {"'windw'", "window_left"});
   expect_failure(run_cli("bench --mechanism exact:normalization=tanh --seq-q 8"), {"normalization=tanh"});

@@ -243,6 +243,17 @@ TEST(Harness, RecordJsonHasEveryContractField) {
   EXPECT_EQ(j["peak_extra_bytes"], 12345);
   // Round trip through text.
   EXPECT_EQ(nlohmann::json::parse(j.dump()), j);
+  // The dtype comparison's fields appear only when it ran.
+  EXPECT_FALSE(j.contains("vs_dtype"));
+  r.vs_dtype = "f32";
+  r.vs_dtype_seconds = 0.04;
+  r.speedup_vs_dtype = 1.8;
+  r.vs_dtype_rounds = 15;
+  const nlohmann::json k = bench::record_to_json(r);
+  EXPECT_EQ(k["vs_dtype"], "f32");
+  EXPECT_DOUBLE_EQ(k["vs_dtype_seconds"].get<double>(), 0.04);
+  EXPECT_DOUBLE_EQ(k["speedup_vs_dtype"].get<double>(), 1.8);
+  EXPECT_EQ(k["vs_dtype_rounds"], 15);
 }
 
 TEST(Harness, DefaultSuiteCoversTheContract) {
@@ -326,6 +337,77 @@ Mechanism make_scratch_fake() {
   return m;
 }
 ATTNKIT_REGISTER_MECHANISM(make_scratch_fake);
+
+// A fake mechanism that logs the dtype of every prepare() and run(), to check the order in which
+// the harness runs the two dtypes of a comparison.
+std::vector<std::string>& dtype_log() {
+  static std::vector<std::string> log;
+  return log;
+}
+class DtypeLogRun : public PreparedRun {
+ public:
+  explicit DtypeLogRun(DType dt) : dt_(dt) {}
+  Status run() override {
+    dtype_log().push_back(std::string("run ") + dtype_name(dt_));
+    std::this_thread::sleep_for(std::chrono::microseconds(dt_ == DType::kF32 ? 400 : 200));
+    return Status::ok_status();
+  }
+  double flops() const override { return 1e6; }
+  double bytes() const override { return 1e6; }
+
+ private:
+  DType dt_;
+};
+Mechanism make_dtype_log_fake() {
+  Mechanism m;
+  m.name = "zz_dtype_log";
+  m.family = "zz_test";
+  m.description = "test-only";
+  m.prepare = [](const ProblemShape& shape, const MechanismParams&, std::unique_ptr<PreparedRun>* out) {
+    dtype_log().push_back(std::string("prepare ") + dtype_name(shape.dtype));
+    *out = std::make_unique<DtypeLogRun>(shape.dtype);
+    return Status::ok_status();
+  };
+  return m;
+}
+ATTNKIT_REGISTER_MECHANISM(make_dtype_log_fake);
+
+TEST(Harness, CompareDtypeAlternatesOneRunOfEachPerRound) {
+  bench::BenchCase c;
+  c.mechanism_spec = "zz_dtype_log";
+  c.shape.seq_q = 5;  // prefill: no stream passes between the runs
+  c.shape.seq_kv = 64;
+  c.shape.threads = 1;
+  c.shape.dtype = DType::kBF16;
+  c.compare_dtype = true;
+  c.vs_dtype = DType::kF32;
+  bench::YardstickCache cache({64, int64_t{1} << 20, 1});
+  bench::Record r;
+  dtype_log().clear();
+  ASSERT_TRUE(bench::run_case(c, {0, 3, 0.0, 100.0}, &cache, &r).ok());
+  // The case's three timed runs, then the f32 case (one untimed run), then three rounds: this
+  // dtype first in even rounds, the other first in odd ones.
+  const std::vector<std::string> want = {"prepare bf16", "run bf16", "run bf16", "run bf16", "prepare f32",
+                                         "run f32",      "run bf16", "run f32",  "run f32",  "run bf16",
+                                         "run bf16",     "run f32"};
+  EXPECT_EQ(dtype_log(), want);
+  EXPECT_EQ(r.dtype, "bf16");
+  EXPECT_EQ(r.vs_dtype, "f32");
+  EXPECT_EQ(r.vs_dtype_rounds, 3);
+  EXPECT_GE(r.vs_dtype_seconds, 400e-6);  // the f32 runs, not the bf16 ones
+  EXPECT_TRUE(std::isfinite(r.speedup_vs_dtype) && r.speedup_vs_dtype > 0) << r.speedup_vs_dtype;
+  // More timed runs than kMaxPairedRuns: the comparison stops at kMaxPairedRuns rounds.
+  dtype_log().clear();
+  ASSERT_TRUE(bench::run_case(c, {0, bench::kMaxPairedRuns + 2, 0.0, 100.0}, &cache, &r).ok());
+  EXPECT_EQ(r.vs_dtype_rounds, bench::kMaxPairedRuns);
+  // Without compare_dtype nothing else is prepared.
+  c.compare_dtype = false;
+  dtype_log().clear();
+  ASSERT_TRUE(bench::run_case(c, {0, 2, 0.0, 100.0}, &cache, &r).ok());
+  EXPECT_EQ(dtype_log(), (std::vector<std::string>{"prepare bf16", "run bf16", "run bf16"}));
+  EXPECT_TRUE(r.vs_dtype.empty());
+  EXPECT_EQ(r.vs_dtype_rounds, 0);
+}
 
 TEST(Harness, RunCaseFillsARecord) {
   bench::BenchCase c;

@@ -24,6 +24,7 @@ struct BenchOptions {
   int64_t seq_q = 0, seq_kv = 0, heads_q = 0, heads_kv = 0, head_dim = 0, batch = 0;
   bool causal = true;
   std::string dtype;
+  std::string vs_dtype;  // --vs-dtype: also time the case in this dtype, alternating run by run
   int threads = 0;
   std::string json_path;
   bool quick = false;
@@ -59,6 +60,12 @@ Status single_case(const BenchOptions& o, bench::BenchCase* out) {
     return Status::invalid_argument("dtype '" + o.dtype + "' is not supported; expected f32|f16|bf16");
   }
   s.threads = o.threads;
+  if (!o.vs_dtype.empty()) {
+    if (!parse_dtype(o.vs_dtype, &c.vs_dtype)) {
+      return Status::invalid_argument("--vs-dtype '" + o.vs_dtype + "' is not supported; expected f32|f16|bf16");
+    }
+    c.compare_dtype = true;
+  }
   ATTNKIT_RETURN_IF_ERROR(check_positive("seq_q", s.seq_q));
   ATTNKIT_RETURN_IF_ERROR(check_positive("seq_kv", s.seq_kv));
   ATTNKIT_RETURN_IF_ERROR(check_positive("heads_q", s.heads_q));
@@ -113,6 +120,7 @@ void run_bench(const BenchOptions& o) {
     check(single_case(o, &c));
     cases.push_back(c);
   } else {
+    if (!o.vs_dtype.empty()) fail("--vs-dtype compares one case; give the case's shape options (e.g. --seq-q 1 --seq-kv N)");
     DType dt = DType::kF32;
     if (!o.dtype.empty() && !parse_dtype(o.dtype, &dt)) {
       fail("dtype '" + o.dtype + "' is not supported; expected f32|f16|bf16");
@@ -150,6 +158,11 @@ void run_bench(const BenchOptions& o) {
     bench::Record r;
     check(bench::run_case(c, topt, &yardsticks, &r));
     std::printf("%s\n", bench::table_row(r).c_str());
+    if (!r.vs_dtype.empty()) {
+      std::printf("  vs %s: %.2fx the time of %s (median over %d rounds alternating one run of each; %s median %.3f ms)\n",
+                  r.vs_dtype.c_str(), r.speedup_vs_dtype, r.dtype.c_str(), r.vs_dtype_rounds, r.vs_dtype.c_str(),
+                  r.vs_dtype_seconds * 1e3);
+    }
     std::fflush(stdout);
     records.push_back(bench::record_to_json(r));
     if (!o.json_path.empty()) check(write_json(o.json_path, records));
@@ -174,6 +187,9 @@ void add_bench(CLI::App& root) {
   o->shape_options.push_back(cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none; like the shape options, selects a single case"));
   cmd->add_option("--dtype", o->dtype, "Q/K/V dtype f32|f16|bf16 (default f32; with the suite, overrides every case)")
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  cmd->add_option("--vs-dtype", o->vs_dtype,
+                  "Also time the case with Q/K/V in this dtype, alternating one run of each, and record the time "
+                  "ratio (one case only)");
   cmd->add_option("--threads", o->threads, "Threads for the mechanism and the yardsticks (0 = all)")->capture_default_str();
   cmd->add_option("--json", o->json_path, "Write a JSON array with one record per case to FILE");
   cmd->add_flag("--quick", o->quick, "Small yardsticks and one timed run (smoke test; same as ATTNKIT_BENCH_QUICK=1)");
