@@ -324,16 +324,22 @@ class ScratchRun : public PreparedRun {
   double bytes() const override { return 3e6; }
   int64_t extra_bytes() const override { return 123; }
 };
-Mechanism make_scratch_fake() {
+// A test-only mechanism of family zz_test.
+Mechanism fake_mechanism(const char* name, decltype(Mechanism::prepare) prepare) {
   Mechanism m;
-  m.name = "zz_scratch";
+  m.name = name;
   m.family = "zz_test";
   m.description = "test-only";
-  m.params = {{"unused", "1", "nothing"}};
-  m.prepare = [](const ProblemShape&, const MechanismParams&, std::unique_ptr<PreparedRun>* out) {
+  m.prepare = std::move(prepare);
+  return m;
+}
+
+Mechanism make_scratch_fake() {
+  Mechanism m = fake_mechanism("zz_scratch", [](const ProblemShape&, const MechanismParams&, std::unique_ptr<PreparedRun>* out) {
     *out = std::make_unique<ScratchRun>();
     return Status::ok_status();
-  };
+  });
+  m.params = {{"unused", "1", "nothing"}};
   return m;
 }
 ATTNKIT_REGISTER_MECHANISM(make_scratch_fake);
@@ -359,16 +365,11 @@ class DtypeLogRun : public PreparedRun {
   DType dt_;
 };
 Mechanism make_dtype_log_fake() {
-  Mechanism m;
-  m.name = "zz_dtype_log";
-  m.family = "zz_test";
-  m.description = "test-only";
-  m.prepare = [](const ProblemShape& shape, const MechanismParams&, std::unique_ptr<PreparedRun>* out) {
+  return fake_mechanism("zz_dtype_log", [](const ProblemShape& shape, const MechanismParams&, std::unique_ptr<PreparedRun>* out) {
     dtype_log().push_back(std::string("prepare ") + dtype_name(shape.dtype));
     *out = std::make_unique<DtypeLogRun>(shape.dtype);
     return Status::ok_status();
-  };
-  return m;
+  });
 }
 ATTNKIT_REGISTER_MECHANISM(make_dtype_log_fake);
 
