@@ -556,15 +556,21 @@ HWY_INLINE void dot_rows(const float* HWY_RESTRICT q, int64_t dp, const TK* HWY_
 // Four query rows (stride dp) against two key rows ka and kb: each query vector is loaded once for
 // both keys (keep_in_register: with the query folded into both multiply-adds, the loop issued 10
 // loads per 8 multiply-adds, and the core's load port, one 512-bit load per cycle on Zen 4, bound
-// it). Each score is summed in the same order as dot_rows<4> sums it.
+// it). Each score is summed in the same order as dot_rows<4> sums it. pfa and pfb (both or
+// neither): rows of dp elements to prefetch, one 64-byte line per 64 bytes of ka read.
 template <typename TK>
 HWY_INLINE void dot_rows4_two_keys(const float* HWY_RESTRICT q, int64_t dp, const TK* HWY_RESTRICT ka,
-                                   const TK* HWY_RESTRICT kb, float* oa, float* ob) {
+                                   const TK* HWY_RESTRICT kb, float* oa, float* ob, const char* pfa = nullptr,
+                                   const char* pfb = nullptr) {
   const DF df;
   VF a[4], b[4];
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r) a[r] = b[r] = hn::Zero(df);
   for (int64_t i = 0; i < dp; i += kLanes) {
+    if (pfa != nullptr && i * static_cast<int64_t>(sizeof(TK)) % 64 == 0) {
+      __builtin_prefetch(pfa + i * static_cast<int64_t>(sizeof(TK)), 0, 2);
+      __builtin_prefetch(pfb + i * static_cast<int64_t>(sizeof(TK)), 0, 2);
+    }
     const VF xa = load_f32(df, ka + i), xb = load_f32(df, kb + i);
 #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r) {
@@ -1004,21 +1010,36 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     }
   };
   // Blocks of 4 rows score two keys per step, loading each query vector once for both: 5% faster
-  // in cache, 0-9% (median 4%) at kv 131072 (docs/benchmarks.md, step 7). The second key's
-  // prefetches go out halfway through the blocks; issuing both keys' up front measured 8% slower.
+  // in cache, 0-9% (median 4%) at kv 131072 (docs/benchmarks.md, step 7). Each kv head's K rows
+  // kPrefetchKeys ahead are prefetched inside its dot product, a line per line of K read: 7-10%
+  // faster in cache than a burst per key, the same from DRAM (step 11).
   int64_t c2 = 0;
 #if HWY_TARGET != HWY_SCALAR
   bool all4 = true;
   for (int bi = 0; bi < nb; ++bi) all4 = all4 && blocks[bi].M == 4;
+  const int64_t k_step_bytes = kstep * static_cast<int64_t>(sizeof(T));
   for (; !dp && all4 && c2 + 2 <= kc; c2 += 2) {
-    prefetch_key(c2);
     float* st_c = st_base + c2 * kTileQ;
+    // Both keys ahead exist and a K row is whole lines of the dot product's loop.
+    const bool spread =
+        t.pos[c2] + kPrefetchKeys + 1 < t.key_end && k_bytes == s.dp * static_cast<int64_t>(sizeof(T));
     for (int bi = 0; bi < nb; ++bi) {
-      if (bi == nb / 2) prefetch_key(c2 + 1);
       if (!active[bi]) continue;
       const T* kr = k0[bi] + c2 * kstep;
       float* o = st_c + bi * kTileK * kTileQ;
-      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ);
+      const bool issues = first_of_head[bi];  // one block per kv head issues its prefetches
+      if (issues && !t.v_ahead) {
+        prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2])), v_bytes);
+        prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2 + 1])), v_bytes);
+      }
+      const char* k_next = reinterpret_cast<const char*>(kr + kPrefetchKeys * kstep);
+      const bool inside = issues && spread;
+      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ, inside ? k_next : nullptr,
+                         inside ? k_next + k_step_bytes : nullptr);
+      if (issues && !spread) {
+        for (int64_t j = 0; j < 2; ++j)
+          if (t.pos[c2] + kPrefetchKeys + j < t.key_end) prefetch_bytes(k_next + j * k_step_bytes, k_bytes);
+      }
     }
   }
 #endif
