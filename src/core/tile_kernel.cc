@@ -1032,13 +1032,15 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
         prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2])), v_bytes);
         prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2 + 1])), v_bytes);
       }
-      const char* k_next = reinterpret_cast<const char*>(kr + kPrefetchKeys * kstep);
+      // The row pointers ahead are formed only for keys that exist.
       const bool inside = issues && spread;
-      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ, inside ? k_next : nullptr,
+      const char* k_next = inside ? reinterpret_cast<const char*>(kr + kPrefetchKeys * kstep) : nullptr;
+      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ, k_next,
                          inside ? k_next + k_step_bytes : nullptr);
       if (issues && !spread) {
         for (int64_t j = 0; j < 2; ++j)
-          if (t.pos[c2] + kPrefetchKeys + j < t.key_end) prefetch_bytes(k_next + j * k_step_bytes, k_bytes);
+          if (t.pos[c2] + kPrefetchKeys + j < t.key_end)
+            prefetch_bytes(reinterpret_cast<const char*>(kr + (kPrefetchKeys + j) * kstep), k_bytes);
       }
     }
   }
