@@ -999,14 +999,22 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     tile.n_prefetch_k = std::clamp<int64_t>(t.key_end - kPrefetchKeys - t.pos[0], 0, kc);
     bf16_score_tile(heads, n, tile);
   }
-  // This key's prefetches (V of the first tile, K kPrefetchKeys ahead). Always inlined: GCC 12
-  // deletes calls to a function that only prefetches (see core/prefetch.h).
-  const auto prefetch_key = [&](int64_t cidx) __attribute__((always_inline)) {
+  // Block bi's prefetches for key cidx: its V row (first tile only; later tiles' V rows come
+  // during the previous tile's P V) and its K row kPrefetchKeys ahead, if that key exists. Always
+  // inlined: GCC 12 deletes calls to a function that only prefetches (see core/prefetch.h).
+  const auto prefetch_v = [&](int bi, int64_t cidx) __attribute__((always_inline)) {
+    if (!t.v_ahead) prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx])), v_bytes);
+  };
+  const auto prefetch_k_ahead = [&](int bi, int64_t cidx) __attribute__((always_inline)) {
     const int64_t jk = t.pos[cidx] + kPrefetchKeys;
+    if (jk < t.key_end) prefetch_bytes(reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk)), k_bytes);
+  };
+  // Key cidx's prefetches for all blocks, issued by the first block of each kv head.
+  const auto prefetch_key = [&](int64_t cidx) __attribute__((always_inline)) {
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi] || !first_of_head[bi]) continue;
-      if (!t.v_ahead) prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[cidx])), v_bytes);
-      if (jk < t.key_end) prefetch_bytes(reinterpret_cast<const char*>(k_row<T>(s, blocks[bi].hk, jk)), k_bytes);
+      prefetch_v(bi, cidx);
+      prefetch_k_ahead(bi, cidx);
     }
   };
   // Blocks of 4 rows score two keys per step, loading each query vector once for both: 5% faster
@@ -1018,19 +1026,18 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
   bool all4 = true;
   for (int bi = 0; bi < nb; ++bi) all4 = all4 && blocks[bi].M == 4;
   const int64_t k_step_bytes = kstep * static_cast<int64_t>(sizeof(T));
+  const bool whole_lines = k_bytes == s.dp * static_cast<int64_t>(sizeof(T));  // a K row is whole loop lines
   for (; !dp && all4 && c2 + 2 <= kc; c2 += 2) {
     float* st_c = st_base + c2 * kTileQ;
-    // Both keys ahead exist and a K row is whole lines of the dot product's loop.
-    const bool spread =
-        t.pos[c2] + kPrefetchKeys + 1 < t.key_end && k_bytes == s.dp * static_cast<int64_t>(sizeof(T));
+    const bool spread = whole_lines && t.pos[c2] + kPrefetchKeys + 1 < t.key_end;  // both keys ahead exist
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
       const T* kr = k0[bi] + c2 * kstep;
       float* o = st_c + bi * kTileK * kTileQ;
       const bool issues = first_of_head[bi];  // one block per kv head issues its prefetches
-      if (issues && !t.v_ahead) {
-        prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2])), v_bytes);
-        prefetch_bytes(reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[c2 + 1])), v_bytes);
+      if (issues) {
+        prefetch_v(bi, c2);
+        prefetch_v(bi, c2 + 1);
       }
       // The row pointers ahead are formed only for keys that exist.
       const bool inside = issues && spread;
@@ -1038,9 +1045,8 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
       dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ, k_next,
                          inside ? k_next + k_step_bytes : nullptr);
       if (issues && !spread) {
-        for (int64_t j = 0; j < 2; ++j)
-          if (t.pos[c2] + kPrefetchKeys + j < t.key_end)
-            prefetch_bytes(reinterpret_cast<const char*>(kr + (kPrefetchKeys + j) * kstep), k_bytes);
+        prefetch_k_ahead(bi, c2);
+        prefetch_k_ahead(bi, c2 + 1);
       }
     }
   }
