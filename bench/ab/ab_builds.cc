@@ -12,6 +12,7 @@
 // of include/attnkit/attention.h (copy the old build's .so before rebuilding). The program also
 // reports the largest difference between the two builds' outputs.
 #include <dlfcn.h>
+#include <elf.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,7 +42,36 @@ int usage(const char* why) {
   return 2;
 }
 
+// Whether path is a whole 64-bit ELF file: dlopen of a truncated library can die of SIGBUS
+// instead of failing, so the header tables (the section headers sit at the end of the file) are
+// checked against the file's size first. Prints why not.
+bool whole_elf(const char* path) {
+  FILE* f = std::fopen(path, "rb");
+  if (f == nullptr) {
+    std::fprintf(stderr, "attnkit_ab_builds: cannot open %s\n", path);
+    return false;
+  }
+  Elf64_Ehdr h;
+  const bool got = std::fread(&h, sizeof(h), 1, f) == 1;
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  std::fclose(f);
+  if (!got || std::memcmp(h.e_ident, ELFMAG, SELFMAG) != 0 || h.e_ident[EI_CLASS] != ELFCLASS64) {
+    std::fprintf(stderr, "attnkit_ab_builds: %s is not a 64-bit ELF library\n", path);
+    return false;
+  }
+  const uint64_t ph_end = h.e_phoff + uint64_t{h.e_phnum} * h.e_phentsize;
+  const uint64_t sh_end = h.e_shoff + uint64_t{h.e_shnum} * h.e_shentsize;
+  if (size < 0 || ph_end > static_cast<uint64_t>(size) || sh_end > static_cast<uint64_t>(size)) {
+    std::fprintf(stderr, "attnkit_ab_builds: %s is truncated (%ld bytes; its headers reach byte %llu)\n", path, size,
+                 static_cast<unsigned long long>(std::max(ph_end, sh_end)));
+    return false;
+  }
+  return true;
+}
+
 AttentionFn open_build(const char* path) {
+  if (!whole_elf(path)) return nullptr;
   void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
   if (lib == nullptr) {
     std::fprintf(stderr, "attnkit_ab_builds: cannot open %s: %s\n", path, dlerror());

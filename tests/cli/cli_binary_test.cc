@@ -213,6 +213,42 @@ TEST_F(CliBinary, BenchVsDtypeRecordsTheInterleavedComparison) {
   EXPECT_GT(j[0]["speedup_vs_dtype"].get<double>(), 0.0);
 }
 
+// bench/ab/ab_builds.cc: the same build against itself gives identical outputs; a library that is
+// truncated or not ELF is rejected with a message before dlopen (which could die of SIGBUS).
+TEST_F(CliBinary, AbBuildsComparesTwoBuildsAndRejectsBadLibraries) {
+#ifndef ATTNKIT_HAVE_GBENCH
+  GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
+#endif
+  const fs::path build = fs::path(cli_path()).parent_path().parent_path().parent_path();
+  const fs::path tool = build / "bench" / "attnkit_ab_builds", lib = build / "libattnkit.so";
+  ASSERT_TRUE(fs::exists(tool)) << tool << " is missing; build the attnkit_ab_builds target";
+  ASSERT_TRUE(fs::exists(lib)) << lib;
+  const auto ab = [&](const std::string& a, const std::string& b, const std::string& args) {
+    return run_command("'" + tool.string() + "' '" + a + "' '" + b + "' " + args + " 2>&1");
+  };
+  const std::string small = "--seq-kv 300 --heads-q 4 --heads-kv 1 --head-dim 32 --threads 1 --rounds 2";
+  for (const char* dtype : {"f32", "bf16"}) {
+    const Result r = ab(lib.string(), lib.string(), small + " --dtype " + dtype);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(std::string("d 32 ") + dtype + " threads 1, 2 rounds"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("max |out_old - out_new| 0\n"), std::string::npos) << r.output;
+  }
+  const fs::path cut = fs::temp_directory_path() / ("attnkit_ab_test_" + std::to_string(getpid()) + ".so");
+  {
+    std::ifstream in(lib, std::ios::binary);
+    std::vector<char> head(4096);
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    std::ofstream(cut, std::ios::binary).write(head.data(), in.gcount());
+  }
+  expect_failure(ab(cut.string(), lib.string(), small), {cut.string(), "truncated"});
+  std::ofstream(cut, std::ios::binary | std::ios::trunc) << "not a library\n";
+  expect_failure(ab(lib.string(), cut.string(), small), {cut.string(), "not a 64-bit ELF"});
+  fs::remove(cut);
+  expect_failure(ab(lib.string(), "/nonexistent/lib.so", small), {"/nonexistent/lib.so"});
+  expect_failure(ab(lib.string(), lib.string(), small + " --dtype f64"), {"f64"});
+  expect_failure(ab(lib.string(), lib.string(), "--seq-kv 300 --heads-q 3 --heads-kv 2"), {"heads_q 3"});
+}
+
 TEST_F(CliBinary, BadOptionsFailWithAMessage) {
   expect_failure(run_cli("bench --seq-q 64 --bogus"), {"--bogus"});
   expect_failure(run_cli("bench --seq-q abc"), {"--seq-q"});
