@@ -48,6 +48,10 @@ constexpr int kNV = kLanes >= 16 ? 4 : 2;
 constexpr int kR = 4;
 // Row blocks with at most this many rows (decode) use one dot product per (row, key).
 constexpr int kDotRows = 8;
+// Score tiles are stored transposed, key c's scores at st + c * ss. The row-block kernels use
+// ss = kTileQ; decode tiles of blocks with <= 4 rows use the packed stride 4 (see
+// softmax_tile_4rows), so a block's tile is 1 KiB instead of 16 KiB.
+constexpr int64_t kPackedStride = 4;
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -332,10 +336,11 @@ HWY_INLINE void prefetch_cols(const RowPrefetch& pf, int64_t j, int64_t c0, int6
   prefetch_bytes(pf.base + j * pf.stride + c0 * static_cast<int64_t>(sizeof(TV)), ncols * static_cast<int64_t>(sizeof(TV)));
 }
 
-// O[r][c0 .. c0 + NV*L) += sum_j P[j][r] * V_j[...] for R rows (P is the transposed tile).
+// O[r][c0 .. c0 + NV*L) += sum_j P[j][r] * V_j[...] for R rows (P is the transposed tile, key j's
+// weights at pt + j * ss).
 template <int R, int NV, typename TV>
-HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int64_t kc, float* HWY_RESTRICT o,
-                        int64_t dvp, int64_t c0, const RowPrefetch& pf) {
+HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, int64_t ss, const TV* const* vrow, int64_t kc,
+                        float* HWY_RESTRICT o, int64_t dvp, int64_t c0, const RowPrefetch& pf) {
   const DF df;
   VF acc[R][NV];
 #pragma GCC unroll 16
@@ -348,7 +353,7 @@ HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int
     const TV* vr = vrow[j] + c0;
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) vv[v] = load_f32(df, vr + v * kLanes);
-    const float* pj = pt + j * kTileQ;
+    const float* pj = pt + j * ss;
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const VF pb = hn::Set(df, pj[r]);
@@ -363,12 +368,12 @@ HWY_INLINE void pv_cols(const float* HWY_RESTRICT pt, const TV* const* vrow, int
 }
 
 template <int R, typename TV>
-HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, float* o, int64_t dvp,
+HWY_INLINE void pv_rows(const float* pt, int64_t ss, const TV* const* vrow, int64_t kc, float* o, int64_t dvp,
                         const RowPrefetch& pf = RowPrefetch()) {
   constexpr int64_t kGroup = kNV * kLanes;
   int64_t c0 = 0;
-  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(pt, vrow, kc, o, dvp, c0, pf);
-  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, vrow, kc, o, dvp, c0, pf);
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols<R, kNV>(pt, ss, vrow, kc, o, dvp, c0, pf);
+  for (; c0 < dvp; c0 += kLanes) pv_cols<R, 1>(pt, ss, vrow, kc, o, dvp, c0, pf);
 }
 
 #if HWY_TARGET != HWY_SCALAR
@@ -379,8 +384,9 @@ HWY_INLINE void pv_rows(const float* pt, const TV* const* vrow, int64_t kc, floa
 // ports, and decode in bf16 is bound by this loop once K and V are halved. decode_keys restores
 // column order once per row at the end (unpair_row).
 template <int R, int NP>
-HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bfloat16_t* const* vrow, int64_t kc,
-                                   float* HWY_RESTRICT o, int64_t dvp, int64_t c0, const RowPrefetch& pf) {
+HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, int64_t ss, const hwy::bfloat16_t* const* vrow,
+                                   int64_t kc, float* HWY_RESTRICT o, int64_t dvp, int64_t c0,
+                                   const RowPrefetch& pf) {
   const DF df;
   const hn::RebindToUnsigned<DF> du;
   const auto odd_mask = hn::Set(du, 0xFFFF0000u);
@@ -400,7 +406,7 @@ HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bflo
       vv[2 * p] = hn::BitCast(df, hn::ShiftLeft<16>(raw));
       vv[2 * p + 1] = hn::BitCast(df, hn::And(raw, odd_mask));
     }
-    const float* pj = pt + j * kTileQ;
+    const float* pj = pt + j * ss;
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const VF pb = hn::Set(df, pj[r]);
@@ -415,15 +421,27 @@ HWY_INLINE void pv_cols_bf16_pairs(const float* HWY_RESTRICT pt, const hwy::bflo
 }
 
 template <int R>
-HWY_INLINE void pv_rows_bf16_pairs(const float* pt, const hwy::bfloat16_t* const* vrow, int64_t kc, float* o,
-                                   int64_t dvp, const RowPrefetch& pf) {
+HWY_INLINE void pv_rows_bf16_pairs(const float* pt, int64_t ss, const hwy::bfloat16_t* const* vrow, int64_t kc,
+                                   float* o, int64_t dvp, const RowPrefetch& pf) {
   constexpr int kNP = kNV / 2 > 0 ? kNV / 2 : 1;
   constexpr int64_t kGroup = 2 * kNP * kLanes;
   int64_t c0 = 0;
-  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols_bf16_pairs<R, kNP>(pt, vrow, kc, o, dvp, c0, pf);
-  for (; c0 < dvp; c0 += 2 * kLanes) pv_cols_bf16_pairs<R, 1>(pt, vrow, kc, o, dvp, c0, pf);
+  for (; c0 + kGroup <= dvp; c0 += kGroup) pv_cols_bf16_pairs<R, kNP>(pt, ss, vrow, kc, o, dvp, c0, pf);
+  for (; c0 < dvp; c0 += 2 * kLanes) pv_cols_bf16_pairs<R, 1>(pt, ss, vrow, kc, o, dvp, c0, pf);
 }
 #endif
+
+// Whether finish_tile runs the softmax of a block of M rows through softmax_tile_4rows, the only
+// normalization that reads scores stored with the packed stride.
+template <class Variant>
+constexpr bool packed_softmax_rows(int M) {
+#if HWY_TARGET != HWY_SCALAR
+  return Variant::kUseSoftmax && kLanes >= 8 && M <= 4;
+#else
+  (void)M;
+  return false;
+#endif
+}
 
 // Whether a decode of this sequence keeps bf16 outputs in pair layout (pv_cols_bf16_pairs).
 template <typename T>
@@ -479,18 +497,24 @@ struct MaxOp {
 // Online softmax of one tile for a block of at most 4 rows (decode, GQA groups of <= 4), with
 // kLanes / 4 keys per vector instead of one key per vector with 4 of kLanes lanes in use: the
 // scores are packed [key][4 rows] (lane = 4 * key + row), so each exp and max covers kLanes / 4
-// keys. Same operations per element as the general path (NaN kept, empty rows give 0).
-HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int64_t kc) {
+// keys. Same operations per element as the general path (NaN kept, empty rows give 0). Key c's
+// scores are at st + c * ss; with ss == kPackedStride the tile is used in place (it must have
+// room for kTileK keys), else it is copied into the packed layout and back.
+HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int64_t ss, int64_t kc) {
   const DF df;
   const hn::Full128<float> d4;
   constexpr int64_t kKeysPerVec = kLanes / 4;
-  alignas(64) float packed[(kTileK + kKeysPerVec) * 4];
+  static_assert(kTileK % kKeysPerVec == 0, "a packed tile holds its padding keys");
+  alignas(64) float copy[kTileK * kPackedStride];
+  const bool in_place = ss == kPackedStride;
+  float* packed = in_place ? st : copy;
   const int64_t kc_pad = (kc + kKeysPerVec - 1) / kKeysPerVec * kKeysPerVec;
-  for (int64_t c = 0; c < kc; ++c) hn::Store(hn::LoadU(d4, st + c * kTileQ), d4, packed + 4 * c);
-  for (int64_t c = kc; c < kc_pad; ++c) hn::Store(hn::Set(d4, kNegInf), d4, packed + 4 * c);
+  if (!in_place)
+    for (int64_t c = 0; c < kc; ++c) hn::Store(hn::LoadU(d4, st + c * ss), d4, packed + 4 * c);
+  for (int64_t c = kc; c < kc_pad; ++c) hn::StoreU(hn::Set(d4, kNegInf), d4, packed + 4 * c);
   const int64_t n = kc_pad * 4;
   VF vmax = hn::Set(df, kNegInf);
-  for (int64_t i = 0; i < n; i += kLanes) vmax = hn::Max(vmax, hn::Load(df, packed + i));
+  for (int64_t i = 0; i < n; i += kLanes) vmax = hn::Max(vmax, hn::LoadU(df, packed + i));
   const auto m_old = hn::LoadU(d4, b->m);
   const auto m_new = hn::Max(m_old, fold_to_128(df, vmax, MaxOp()));
   const auto m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(d4, kNegInf)), m_new);
@@ -499,15 +523,16 @@ HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int6
   const VF m_rep = hn::Load(df, rep);
   VF vsum = hn::Zero(df);
   for (int64_t i = 0; i < n; i += kLanes) {
-    const VF x = hn::Sub(hn::Load(df, packed + i), m_rep);
+    const VF x = hn::Sub(hn::LoadU(df, packed + i), m_rep);
     const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
     vsum = hn::Add(vsum, e);
-    hn::Store(e, df, packed + i);
+    hn::StoreU(e, df, packed + i);
   }
   const auto alpha = hn::Exp(d4, hn::Sub(m_old, m_use));
   hn::StoreU(hn::MulAdd(hn::LoadU(d4, b->l), alpha, fold_to_128(df, vsum, AddOp())), d4, b->l);
   hn::StoreU(m_new, d4, b->m);
-  for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Load(d4, packed + 4 * c), d4, st + c * kTileQ);
+  if (!in_place)
+    for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Load(d4, packed + 4 * c), d4, st + c * ss);
   alignas(16) float a[4];
   hn::Store(alpha, d4, a);
   for (int r = 0; r < b->M; ++r) rescale_output_row(s, b, r, a[r]);
@@ -634,8 +659,8 @@ inline bool tile_visible(const SeqCtx& s, const RowBlock& b, const TileKeys& t, 
 }
 
 template <typename TV, class Variant>
-void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, const TV* const* vrow, bool need_mask,
-                 const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch());
+void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, const TV* const* vrow,
+                 bool need_mask, const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch());
 
 template <typename T, class Variant>
 void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch& sc, const Variant& var) {
@@ -683,18 +708,22 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
       for (; cidx < kc; ++cidx) qk_keys<1, kNG>(krow + cidx, b->qt, s.d, g0, st + cidx * kTileQ);
     }
   }
-  finish_tile<float>(s, b, t, st, vrow, need_mask, var);
+  finish_tile<float>(s, b, t, st, kTileQ, vrow, need_mask, var);
 }
 
 // The rest of a tile once its scores st are in: logit hooks, masks, the normalization variant and
 // O += P V. V rows are read through vrow (f32, or bf16/f16 widened in registers).
 template <typename TV, class Variant>
-void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, const TV* const* vrow, bool need_mask,
-                 const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
+void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, const TV* const* vrow,
+                 bool need_mask, const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
   const Call& c = *s.c;
   const int M = b->M;
   const int64_t kc = t.kc;
   const int64_t n_groups = (M + kLanes - 1) / kLanes;  // query vectors holding the M rows
+  // Packed scores (ss == kPackedStride) hold the M rows only; others hold whole query vectors.
+  const bool packed = ss == kPackedStride;
+  ATTNKIT_ASSERT(packed ? packed_softmax_rows<Variant>(M) : ss >= n_groups * static_cast<int64_t>(kLanes));
+  const int stored_rows = packed ? M : static_cast<int>(n_groups * kLanes);
 
   // Logit hooks, in the order of attention.h: softcap, ALiBi, additive mask.
   if (s.has_hooks) {
@@ -702,11 +731,17 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
     if (cap > 0.0f) {
       const DF df;
       const VF vcap = hn::Set(df, cap), inv = hn::Set(df, 1.0f / cap);
-      for (int64_t cidx = 0; cidx < kc; ++cidx)
-        for (int64_t g = 0; g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
-          float* p = st + cidx * kTileQ + g;
-          hn::Store(hn::Mul(vcap, hn::Tanh(df, hn::Mul(hn::Load(df, p), inv))), df, p);
-        }
+      const auto softcap = [&](float* p) { hn::StoreU(hn::Mul(vcap, hn::Tanh(df, hn::Mul(hn::LoadU(df, p), inv))), df, p); };
+      if (packed) {
+        // The whole tile as one run of floats; the padding keys up to a whole vector are zeroed
+        // first (softmax_tile_4rows sets them to -inf afterwards).
+        const int64_t n = round_up(kc * kPackedStride, kLanes);
+        std::fill(st + kc * kPackedStride, st + n, 0.0f);
+        for (int64_t i = 0; i < n; i += kLanes) softcap(st + i);
+      } else {
+        for (int64_t cidx = 0; cidx < kc; ++cidx)
+          for (int64_t g = 0; g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) softcap(st + cidx * ss + g);
+      }
     }
     for (int r = 0; r < M; ++r) {
       const int64_t h = b->head[r];
@@ -714,13 +749,13 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
         const float slope = c.p.maybe_alibi_slopes[h];
         const int64_t qpos = b->pos[r] + s.diag;
         for (int64_t cidx = 0; cidx < kc; ++cidx)
-          st[cidx * kTileQ + r] -= slope * static_cast<float>(std::llabs(qpos - t.pos[cidx]));
+          st[cidx * ss + r] -= slope * static_cast<float>(std::llabs(qpos - t.pos[cidx]));
       }
       if (c.p.mask.kind == MaskKind::kAdditive) {
         const CustomMask& mk = c.p.mask;
         const float* base = static_cast<const float*>(mk.data) + s.seq * mk.stride_batch + h * mk.stride_head +
                             b->pos[r] * mk.stride_q;
-        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * kTileQ + r] += base[t.pos[cidx] * mk.stride_k];
+        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * ss + r] += base[t.pos[cidx] * mk.stride_k];
       }
     }
   }
@@ -728,9 +763,9 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
   // Masks: -inf for invisible keys (padding rows see nothing).
   if (need_mask) {
     const CustomMask& mk = c.p.mask;
-    for (int r = 0; r < static_cast<int>(n_groups * kLanes); ++r) {
+    for (int r = 0; r < stored_rows; ++r) {
       if (r >= M) {
-        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * kTileQ + r] = kNegInf;
+        for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * ss + r] = kNegInf;
         continue;
       }
       const int64_t lo = b->lo[r], hi = b->hi[r], shi = b->sink_hi[r];
@@ -744,7 +779,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
         bool vis = (j >= lo && j < hi) || j < shi;
         if (vis && mrow) vis = mrow[j * mk.stride_k] != 0;
         if (vis && t.extra_needed) vis = t.extra->fn(t.extra->ctx, s.seq, b->head[r], b->pos[r], j);
-        if (!vis) st[cidx * kTileQ + r] = kNegInf;
+        if (!vis) st[cidx * ss + r] = kNegInf;
       }
     }
   }
@@ -754,8 +789,8 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
   bool packed_softmax = false;
 #if HWY_TARGET != HWY_SCALAR
   if constexpr (Variant::kUseSoftmax && kLanes >= 8) {
-    if (M <= 4) {
-      softmax_tile_4rows(s, b, st, kc);
+    if (packed_softmax_rows<Variant>(M)) {
+      softmax_tile_4rows(s, b, st, ss, kc);
       packed_softmax = true;
     }
   }
@@ -763,7 +798,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
   for (int64_t g = 0; !packed_softmax && g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
     if constexpr (Variant::kUseSoftmax) {
       VF vmax = hn::Set(df, kNegInf);
-      for (int64_t cidx = 0; cidx < kc; ++cidx) vmax = hn::Max(vmax, hn::Load(df, st + cidx * kTileQ + g));
+      for (int64_t cidx = 0; cidx < kc; ++cidx) vmax = hn::Max(vmax, hn::Load(df, st + cidx * ss + g));
       const VF m_old = hn::Load(df, b->m + g);
       const VF m_new = hn::Max(m_old, vmax);
       // Rows with nothing visible yet keep m = -inf; subtracting 0 instead gives e^{-inf} = 0
@@ -771,7 +806,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
       const VF m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(df, kNegInf)), m_new);
       VF vsum = hn::Zero(df);
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
-        float* p = st + cidx * kTileQ + g;
+        float* p = st + cidx * ss + g;
         const VF x = hn::Sub(hn::Load(df, p), m_use);
         // Exp maps NaN to 0; keep it NaN so a NaN input poisons its row instead of vanishing.
         const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
@@ -790,7 +825,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
       }
     } else {
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
-        float* p = st + cidx * kTileQ + g;
+        float* p = st + cidx * ss + g;
         const VF x = hn::Load(df, p);
         hn::Store(hn::IfThenElse(hn::IsNaN(x), x, var.Weight(df, x)), df, p);  // NaN stays NaN
       }
@@ -808,7 +843,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
   if constexpr (std::is_same_v<TV, hwy::bfloat16_t>) {
     if (bf16_pairs) {
       row_groups([&](auto rows, int r, const RowPrefetch& p) {
-        pv_rows_bf16_pairs<decltype(rows)::value>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, p);
+        pv_rows_bf16_pairs<decltype(rows)::value>(st + r, ss, vrow, kc, b->o + r * s.dvp, s.dvp, p);
       });
       return;
     }
@@ -817,7 +852,7 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, con
   (void)bf16_pairs;
 #endif
   row_groups([&](auto rows, int r, const RowPrefetch& p) {
-    pv_rows<decltype(rows)::value>(st + r, vrow, kc, b->o + r * s.dvp, s.dvp, p);
+    pv_rows<decltype(rows)::value>(st + r, ss, vrow, kc, b->o + r * s.dvp, s.dvp, p);
   });
 }
 
@@ -950,11 +985,18 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
   // first_of_head: the first block of its kv head, which issues that head's prefetches.
   bool active[kDecodeGroup], need_mask[kDecodeGroup], first_of_head[kDecodeGroup];
   const T* k0[kDecodeGroup];
+  // Packed score tiles where every block's softmax reads them (kPackedStride): the group's tiles
+  // then take 8 KiB of L1 instead of 128 KiB, and softmax_tile_4rows works on them in place.
+  bool packed = true;
   for (int bi = 0; bi < nb; ++bi) {
     active[bi] = tile_visible(s, blocks[bi], t, &need_mask[bi]);
     first_of_head[bi] = bi == 0 || blocks[bi].hk != blocks[bi - 1].hk;
     k0[bi] = k_row<T>(s, blocks[bi].hk, t.pos[0]);
+    packed = packed && packed_softmax_rows<Variant>(blocks[bi].M);
   }
+  const int64_t ss = packed ? kPackedStride : kTileQ;  // score stride: key c at st + c * ss
+  float* st_block[kDecodeGroup];                        // block bi's score tile
+  for (int bi = 0; bi < nb; ++bi) st_block[bi] = st_base + bi * kTileK * ss;
   const int64_t kstep = c.k.stride[1];
   const int64_t v_step_bytes = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
   // bf16 scores through vdpbf16ps where the CPU has it: the raw bf16 query times the bf16 key
@@ -980,7 +1022,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
       h.mul = blocks[bi].mul;
       h.M = blocks[bi].M;
       h.k = reinterpret_cast<const uint16_t*>(k0[bi]);
-      h.out = st_base + bi * kTileK * kTileQ;
+      h.out = st_block[bi];
       h.prefetch_k = first_of_head[bi] ? reinterpret_cast<const char*>(k0[bi]) : nullptr;
       h.prefetch_v = first_of_head[bi] && !t.v_ahead
                          ? reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, t.pos[0]))
@@ -990,7 +1032,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     tile.kc = kc;
     tile.d = s.d;
     tile.k_stride = kstep;
-    tile.out_stride = kTileQ;
+    tile.out_stride = ss;
     tile.k_stride_bytes = kstep * static_cast<int64_t>(sizeof(T));
     tile.v_stride_bytes = v_step_bytes;
     tile.k_bytes = k_bytes;
@@ -1028,12 +1070,11 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
   const int64_t k_step_bytes = kstep * static_cast<int64_t>(sizeof(T));
   const bool whole_lines = k_bytes == s.dp * static_cast<int64_t>(sizeof(T));  // a K row is whole loop lines
   for (; !dp && all4 && c2 + 2 <= kc; c2 += 2) {
-    float* st_c = st_base + c2 * kTileQ;
     const bool spread = whole_lines && t.pos[c2] + kPrefetchKeys + 1 < t.key_end;  // both keys ahead exist
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
       const T* kr = k0[bi] + c2 * kstep;
-      float* o = st_c + bi * kTileK * kTileQ;
+      float* o = st_block[bi] + c2 * ss;
       const bool issues = first_of_head[bi];  // one block per kv head issues its prefetches
       if (issues) {
         prefetch_v(bi, c2);
@@ -1042,7 +1083,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
       // The row pointers ahead are formed only for keys that exist.
       const bool inside = issues && spread;
       const char* k_next = inside ? reinterpret_cast<const char*>(kr + kPrefetchKeys * kstep) : nullptr;
-      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + kTileQ, k_next,
+      dot_rows4_two_keys(blocks[bi].q, s.dp, kr, kr + kstep, o, o + ss, k_next,
                          inside ? k_next + k_step_bytes : nullptr);
       if (issues && !spread) {
         prefetch_k_ahead(bi, c2);
@@ -1053,10 +1094,9 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
 #endif
   for (int64_t cidx = c2; !dp && cidx < kc; ++cidx) {
     prefetch_key(cidx);
-    float* st_c = st_base + cidx * kTileQ;
     for (int bi = 0; bi < nb; ++bi) {
       if (!active[bi]) continue;
-      dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep, st_c + bi * kTileK * kTileQ);
+      dot_block_rows(blocks[bi].q, s.dp, blocks[bi].M, k0[bi] + cidx * kstep, st_block[bi] + cidx * ss);
     }
   }
   const T* vrow[kTileK];
@@ -1071,7 +1111,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
       pf.stride = v_step_bytes;
       pf.n = std::min<int64_t>(kTileK, t.key_end - next);
     }
-    finish_tile<T>(s, &blocks[bi], t, st_base + bi * kTileK * kTileQ, vrow, need_mask[bi], var, bf16_pairs, pf);
+    finish_tile<T>(s, &blocks[bi], t, st_block[bi], ss, vrow, need_mask[bi], var, bf16_pairs, pf);
   }
 }
 

@@ -480,6 +480,24 @@ std::vector<AttnCase> path_cases() {
     v.num_threads = 2;
     cases.push_back(v);
   }
+  // Decode of GQA groups of 4 and 2 rows, whose score tiles are packed (4 floats per key), with
+  // every logit hook and an additive mask: 750 keys per thread end in a tile of 46, whose
+  // softcap runs over padding keys.
+  for (auto [hq, hkv] : {std::pair<int64_t, int64_t>{8, 2}, {4, 2}}) {
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      AttnCase g = base(1, 1500, hq, hkv, 64);
+      g.path = ExecPath::kDecode;
+      g.dtype = dt;
+      g.causal = true;
+      g.softcap = 20.0f;
+      g.alibi = true;
+      g.mask = MaskKind::kAdditive;
+      g.window_left = 700;
+      g.n_sink_tokens = 4;
+      g.num_threads = 2;
+      cases.push_back(g);
+    }
+  }
   // Decode with more kv heads than one key-major sweep takes (10 > 8 blocks), every dtype; GQA 8
   // with 2 queries (16 rows per block: the per-block path); MHA (blocks of one row).
   for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
