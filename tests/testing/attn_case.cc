@@ -530,14 +530,17 @@ std::vector<AttnCase> path_cases() {
     g.num_threads = 2;
     cases.push_back(g);
   }
-  // One thread over 2049 = 32 x 64 + 1 keys: the last tile holds one key, which the two-keys-per-
-  // step sweep scores alone.
-  AttnCase odd = base(1, 2049, 8, 2, 128);
-  odd.path = ExecPath::kDecode;
-  odd.dtype = DType::kBF16;
-  odd.causal = true;
-  odd.num_threads = 1;
-  cases.push_back(odd);
+  // One thread over 2049 = 32 x 64 + 1 keys: the last tile holds one key, which the sweep scores
+  // alone; over 2115 = 33 x 64 + 3 keys the last tile takes no four-key step, one two-key step
+  // and one single key.
+  for (int64_t sk : {2049, 2115}) {
+    AttnCase odd = base(1, sk, 8, 2, 128);
+    odd.path = ExecPath::kDecode;
+    odd.dtype = DType::kBF16;
+    odd.causal = true;
+    odd.num_threads = 1;
+    cases.push_back(odd);
+  }
   number(&cases, 7);
   return cases;
 }
