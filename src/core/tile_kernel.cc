@@ -464,6 +464,34 @@ inline void unpair_row(const float* src, int64_t dv, float* dst) {
     }
 }
 
+// e^x for the softmax's exponents x = score - running max <= 0 (NaN is handled by the callers).
+// The argument reduction and the polynomial are those of Highway's Exp (contrib/math, within a
+// few ulp), but n = round(x / ln 2) comes from adding 1.5 * 2^23, whose float bits then hold n,
+// so neither float/int conversion of Exp is needed, and 2^n is one shift and one add. Below
+// -87.3 (2^n would leave the normal range) and at -inf the result is 0: those weights are under
+// 2^-126 against the row's largest weight of 1. About 30% fewer operations than Exp.
+template <class D>
+HWY_INLINE hn::Vec<D> exp_nonpositive(D d, hn::Vec<D> x) {
+  using V = hn::Vec<D>;
+  const hn::RebindToSigned<D> di;
+  const V magic = hn::Set(d, 12582912.0f);  // 1.5 * 2^23
+  const V t = hn::MulAdd(x, hn::Set(d, 1.44269504088896341f), magic);
+  const V n = hn::Sub(t, magic);
+  // r = x - n ln 2 in two parts (the constants of Highway's ExpReduce).
+  V r = hn::MulAdd(n, hn::Set(d, -0.693145751953125f), x);
+  r = hn::MulAdd(n, hn::Set(d, -1.428606765330187045e-6f), r);
+  // e^r - 1 = r + r^2 (k0 + k1 r + ... + k5 r^5), Estrin's scheme.
+  const V r2 = hn::Mul(r, r), r4 = hn::Mul(r2, r2);
+  const V a = hn::MulAdd(hn::Set(d, 0.166666671633720397949219f), r, hn::Set(d, 0.5f));
+  const V b = hn::MulAdd(hn::Set(d, 0.00833336077630519866943359f), r, hn::Set(d, 0.0416664853692054748535156f));
+  const V c = hn::MulAdd(hn::Set(d, 0.000198527617612853646278381f), r, hn::Set(d, 0.00139304355252534151077271f));
+  const V poly = hn::MulAdd(c, r4, hn::MulAdd(b, r2, a));
+  const V er = hn::Add(hn::MulAdd(poly, r2, r), hn::Set(d, 1.0f));
+  // 2^n: t's low bits are n, so t << 23 is n << 23; adding the bits of 1.0f biases the exponent.
+  const V pow2 = hn::BitCast(d, hn::Add(hn::ShiftLeft<23>(hn::BitCast(di, t)), hn::Set(di, 0x3F800000)));
+  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -87.3f)), hn::Mul(er, pow2));
+}
+
 // Online softmax: row r's unnormalized output times alpha = e^{m_old - m_new} when its max moved.
 HWY_INLINE void rescale_output_row(const SeqCtx& s, RowBlock* b, int r, float alpha) {
   if (alpha == 1.0f) return;
@@ -524,11 +552,11 @@ HWY_INLINE void softmax_tile_4rows(const SeqCtx& s, RowBlock* b, float* st, int6
   VF vsum = hn::Zero(df);
   for (int64_t i = 0; i < n; i += kLanes) {
     const VF x = hn::Sub(hn::LoadU(df, packed + i), m_rep);
-    const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
+    const VF e = hn::IfThenElse(hn::IsNaN(x), x, exp_nonpositive(df, x));
     vsum = hn::Add(vsum, e);
     hn::StoreU(e, df, packed + i);
   }
-  const auto alpha = hn::Exp(d4, hn::Sub(m_old, m_use));
+  const auto alpha = exp_nonpositive(d4, hn::Sub(m_old, m_use));
   hn::StoreU(hn::MulAdd(hn::LoadU(d4, b->l), alpha, fold_to_128(df, vsum, AddOp())), d4, b->l);
   hn::StoreU(m_new, d4, b->m);
   if (!in_place)
@@ -808,12 +836,12 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int
       for (int64_t cidx = 0; cidx < kc; ++cidx) {
         float* p = st + cidx * ss + g;
         const VF x = hn::Sub(hn::Load(df, p), m_use);
-        // Exp maps NaN to 0; keep it NaN so a NaN input poisons its row instead of vanishing.
-        const VF e = hn::IfThenElse(hn::IsNaN(x), x, hn::Exp(df, x));
+        // Keep a NaN exponent NaN (Exp would map it to 0) so a NaN input poisons its row.
+        const VF e = hn::IfThenElse(hn::IsNaN(x), x, exp_nonpositive(df, x));
         vsum = hn::Add(vsum, e);
         hn::Store(e, df, p);
       }
-      const VF alpha = hn::Exp(df, hn::Sub(m_old, m_use));
+      const VF alpha = exp_nonpositive(df, hn::Sub(m_old, m_use));
       hn::Store(hn::MulAdd(hn::Load(df, b->l + g), alpha, vsum), df, b->l + g);
       hn::Store(m_new, df, b->m + g);
       // Rescale the output rows whose max moved (alpha < 1).
