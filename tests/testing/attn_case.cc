@@ -332,6 +332,8 @@ std::vector<AttnCase> mask_hook_cases() {
     add([](AttnCase& c) { c.ssmax_s = 0.4f; c.window_left = 20; c.n_sink_tokens = 2; });
     add([](AttnCase& c) { c.temperature = true; });
     add([](AttnCase& c) { c.scale = 0.3f; c.causal = true; });
+    // Logits hundreds apart: most weights underflow (exp_nonpositive's cut at -87.3).
+    add([](AttnCase& c) { c.scale = 40.0f; c.causal = true; });
     add([](AttnCase& c) { c.normalization = Normalization::kSigmoid; });
     add([](AttnCase& c) { c.normalization = Normalization::kSigmoid; c.sigmoid_bias = 0.5f; c.causal = true; });
     add([](AttnCase& c) { c.normalization = Normalization::kSigmoid; c.mask = MaskKind::kAdditive; });
@@ -498,6 +500,13 @@ std::vector<AttnCase> path_cases() {
       cases.push_back(g);
     }
   }
+  // The same packed decode with logits hundreds apart (most weights underflow).
+  AttnCase wide = base(1, 1500, 8, 2, 64);
+  wide.path = ExecPath::kDecode;
+  wide.causal = true;
+  wide.scale = 40.0f;
+  wide.num_threads = 2;
+  cases.push_back(wide);
   // Decode with more kv heads than one key-major sweep takes (10 > 8 blocks), every dtype; GQA 8
   // with 2 queries (16 rows per block: the per-block path); MHA (blocks of one row).
   for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
