@@ -3,6 +3,7 @@
 // generator's cases, against closed forms, and the harness's guard and tolerance machinery.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <limits>
@@ -47,13 +48,16 @@ TEST(ReferenceTest, AgreesWithPlainF32OverGeneratedCases) {
         << c.name();
     testing::PlainResult plain = testing::attention_plain_f32(d->q.view(), d->k.view(), d->v.view(), d->params);
     const testing::ErrorStats eo = testing::error_stats(ref.out, plain.out);
+    // f32 rounds logits to a relative 2^-24, an absolute error that grows with them: cases with
+    // a logit scale above 1 (up to 40, logits hundreds apart) get bounds scaled alike.
+    const double grow = std::max(1.0, static_cast<double>(c.scale.value_or(0.0f)));
     EXPECT_EQ(eo.bad_nonfinite, 0) << c.name();
-    EXPECT_LT(eo.max_abs, 2e-5) << c.name();
+    EXPECT_LT(eo.max_abs, 2e-5 * grow) << c.name();
     EXPECT_LT(eo.nmse, 1e-10) << c.name();
     if (c.lse_enabled()) {
       const testing::ErrorStats el = testing::error_stats(ref.lse, plain.lse);
       EXPECT_EQ(el.bad_nonfinite, 0) << c.name();
-      EXPECT_LT(el.max_abs, 2e-5) << c.name();
+      EXPECT_LT(el.max_abs, 2e-5 * grow) << c.name();
     }
   }
 }
