@@ -119,19 +119,29 @@ ATTNKIT_BF16_TARGET inline void dot_four_keys4(const Bf16ScoreHead& H, const uin
   _mm512_storeu_ps(out, _mm512_mul_ps(w, _mm512_broadcast_f32x4(_mm_loadu_ps(H.mul))));
 }
 
-// The prefetches of bf16_score_tile for key c (see bf16_dot.h). Always inlined (see prefetch.h):
-// as a plain inline function GCC 12 deleted its calls, and decode ran 30% slower.
-[[gnu::always_inline]] inline void prefetch_key(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t, int64_t c) {
-  for (int h = 0; h < n; ++h) {
-    const Bf16ScoreHead& H = heads[h];
-    if (H.prefetch_v) prefetch_bytes(H.prefetch_v + c * t.v_stride_bytes, t.v_bytes);
-    if (H.prefetch_k && c < t.n_prefetch_k) prefetch_bytes(H.prefetch_k + (c + t.k_ahead) * t.k_stride_bytes, t.k_bytes);
+// A row of `bytes` from p: kLines > 0 says it is kLines lines, issued without a loop; 0 takes the
+// length at run time. Always inlined, like every prefetch helper (see prefetch.h: as plain inline
+// functions GCC 12 deleted their calls, and decode ran 30% slower).
+template <int kLines>
+[[gnu::always_inline]] inline void prefetch_row(const char* p, int64_t bytes) {
+  if constexpr (kLines > 0) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kLines; ++i) __builtin_prefetch(p + 64 * i, 0, 2);
+  } else {
+    prefetch_bytes(p, bytes);
   }
 }
 
-}  // namespace
+// The prefetches of bf16_score_tile for key c of one head (see bf16_dot.h).
+template <int kLines>
+[[gnu::always_inline]] inline void prefetch_key(const Bf16ScoreHead& H, const Bf16ScoreTile& t, int64_t c) {
+  if (H.prefetch_v) prefetch_row<kLines>(H.prefetch_v + c * t.v_stride_bytes, t.v_bytes);
+  if (H.prefetch_k && c < t.n_prefetch_k) prefetch_row<kLines>(H.prefetch_k + (c + t.k_ahead) * t.k_stride_bytes, t.k_bytes);
+}
 
-ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t) {
+// bf16_score_tile with K and V rows of kLines lines each (0: any length).
+template <int kLines>
+ATTNKIT_BF16_TARGET void score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t) {
   bool all4 = true;
   for (int h = 0; h < n; ++h) all4 = all4 && heads[h].M == 4;
   int64_t c = 0;
@@ -140,12 +150,12 @@ ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, cons
     for (; c + 4 <= t.kc; c += 4) {
       const int64_t k0 = c * t.k_stride;
       for (int h = 0; h < n; ++h) {
-        prefetch_key(heads + h, 1, t, c);
-        prefetch_key(heads + h, 1, t, c + 1);
         const Bf16ScoreHead& H = heads[h];
+        prefetch_key<kLines>(H, t, c);
+        prefetch_key<kLines>(H, t, c + 1);
         dot_four_keys4(H, H.k + k0, t.k_stride, H.out + 4 * c, t.d);
-        prefetch_key(heads + h, 1, t, c + 2);
-        prefetch_key(heads + h, 1, t, c + 3);
+        prefetch_key<kLines>(H, t, c + 2);
+        prefetch_key<kLines>(H, t, c + 3);
       }
     }
   }
@@ -157,20 +167,37 @@ ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, cons
     for (; c + 2 <= t.kc; c += 2) {
       const int64_t ka = c * t.k_stride, kb = ka + t.k_stride;
       for (int h = 0; h < n; ++h) {
-        prefetch_key(heads + h, 1, t, c);
         const Bf16ScoreHead& H = heads[h];
+        prefetch_key<kLines>(H, t, c);
         dot_two_keys4(H, H.k + ka, H.out + c * t.out_stride, H.k + kb, H.out + (c + 1) * t.out_stride, t.d);
-        prefetch_key(heads + h, 1, t, c + 1);
+        prefetch_key<kLines>(H, t, c + 1);
       }
     }
   }
   for (; c < t.kc; ++c) {
-    prefetch_key(heads, n, t, c);
+    for (int h = 0; h < n; ++h) prefetch_key<kLines>(heads[h], t, c);
     for (int h = 0; h < n; ++h) {
       const Bf16ScoreHead& H = heads[h];
       bf16_dot_rows(H.q, H.mul, H.M, H.k + c * t.k_stride, t.d, H.out + c * t.out_stride);
     }
   }
+}
+
+}  // namespace
+
+ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t) {
+  // Rows of a whole number of lines get their prefetches unrolled: the run-time loop of
+  // prefetch_bytes made the sweep 11-12% slower in cache and 5% from DRAM (docs/benchmarks.md,
+  // step 15).
+  if (t.k_bytes == t.v_bytes) {
+    switch (t.k_bytes) {
+      case 128: return score_tile<2>(heads, n, t);
+      case 256: return score_tile<4>(heads, n, t);
+      case 512: return score_tile<8>(heads, n, t);
+      default: break;
+    }
+  }
+  score_tile<0>(heads, n, t);
 }
 
 ATTNKIT_BF16_TARGET void bf16_dot_rows(const uint16_t* const* q, const float* mul,

@@ -524,10 +524,12 @@ std::vector<AttnCase> path_cases() {
     g.num_threads = 2;
     cases.push_back(g);
   }
-  // bf16 decode shapes for the vdpbf16ps score sweep (heads of 4 rows scoring two keys per step,
-  // 2 and 8 rows per head scoring one) and for the pair-layout P V (head_dim a multiple of 2
-  // vectors or not).
+  // bf16 decode shapes for the vdpbf16ps score sweep (heads of 4 rows scoring four and two keys
+  // per step, 2 and 8 rows per head scoring one; rows of 2, 4 and 8 lines, whose prefetches are
+  // unrolled, and of other lengths) and for the pair-layout P V (head_dim a multiple of 2 vectors
+  // or not).
   for (auto [hq, hkv, sq, d] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{12, 3, 1, 128},
+                                {8, 2, 1, 256},
                                 {16, 8, 1, 64},
                                 {8, 2, 2, 96},
                                 {8, 2, 1, 80},
