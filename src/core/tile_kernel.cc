@@ -690,6 +690,20 @@ struct TileKeys {
   bool v_ahead = false;  // decode: this tile's V rows were prefetched during the previous tile
 };
 
+// The next tile's V rows of kv head hk (keys t.pos[0] + kTileK up to t.key_end), for this tile's
+// P V to prefetch; empty when there are none. The tile's keys must be contiguous.
+template <typename T>
+inline RowPrefetch next_tile_v_rows(const SeqCtx& s, int64_t hk, const TileKeys& t) {
+  RowPrefetch pf;
+  const int64_t next = t.pos[0] + kTileK;
+  if (next < t.key_end) {
+    pf.base = reinterpret_cast<const char*>(v_row<T>(s, hk, next));
+    pf.stride = s.c->v.stride[1] * static_cast<int64_t>(sizeof(T));
+    pf.n = std::min<int64_t>(kTileK, t.key_end - next);
+  }
+  return pf;
+}
+
 // Can any row of the block see any key of the tile (false: skip the tile)? *need_mask: some
 // (row, key) pair may be invisible, so the mask pass must run.
 inline bool tile_visible(const SeqCtx& s, const RowBlock& b, const TileKeys& t, bool* need_mask) {
@@ -741,6 +755,7 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
 
   // S^T = K Q^T, stored st[c * kTileQ + r].
   float* st = sc.s;
+  RowPrefetch v_ahead;  // the next tile's V rows, prefetched during P V (set below)
   const int64_t n_groups = (M + kLanes - 1) / kLanes;  // query vectors holding the M rows
   if (M <= kDotRows) {
     // Scores land in st[c * kTileQ + r]: rows of one key are adjacent.
@@ -764,16 +779,9 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
       }
       for (; cidx < kc; ++cidx) qk_keys<1, kNG>(krow + cidx, b->qt, s.d, g0, st + cidx * kTileQ);
     }
-    if (n_next > 0) {
-      RowPrefetch pf;
-      pf.base = reinterpret_cast<const char*>(v_row<T>(s, b->hk, next));
-      pf.stride = c.v.stride[1] * static_cast<int64_t>(sizeof(T));
-      pf.n = n_next;
-      finish_tile<float>(s, b, t, st, kTileQ, vrow, need_mask, var, false, pf);
-      return;
-    }
+    if (n_next > 0) v_ahead = next_tile_v_rows<T>(s, b->hk, t);
   }
-  finish_tile<float>(s, b, t, st, kTileQ, vrow, need_mask, var);
+  finish_tile<float>(s, b, t, st, kTileQ, vrow, need_mask, var, false, v_ahead);
 }
 
 // The rest of a tile once its scores st are in: logit hooks, masks, the normalization variant and
@@ -853,11 +861,9 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int
   const DF df;
   bool packed_softmax = false;
 #if HWY_TARGET != HWY_SCALAR
-  if constexpr (Variant::kUseSoftmax && kLanes >= 8) {
-    if (packed_softmax_rows<Variant>(M)) {
-      softmax_tile_4rows(s, b, st, ss, kc);
-      packed_softmax = true;
-    }
+  if (packed_softmax_rows<Variant>(M)) {
+    softmax_tile_4rows(s, b, st, ss, kc);
+    packed_softmax = true;
   }
 #endif
   for (int64_t g = 0; !packed_softmax && g < n_groups * static_cast<int64_t>(kLanes); g += kLanes) {
@@ -1170,13 +1176,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, f
     if (!active[bi]) continue;
     for (int64_t cidx = 0; cidx < kc; ++cidx) vrow[cidx] = v_row<T>(s, blocks[bi].hk, t.pos[cidx]);
     // The next tile's V rows of this kv head (once per head), fetched while this tile's P V runs.
-    RowPrefetch pf;
-    const int64_t next = t.pos[0] + kTileK;
-    if (first_of_head[bi] && next < t.key_end) {
-      pf.base = reinterpret_cast<const char*>(v_row<T>(s, blocks[bi].hk, next));
-      pf.stride = v_step_bytes;
-      pf.n = std::min<int64_t>(kTileK, t.key_end - next);
-    }
+    const RowPrefetch pf = first_of_head[bi] ? next_tile_v_rows<T>(s, blocks[bi].hk, t) : RowPrefetch();
     finish_tile<T>(s, &blocks[bi], t, st_block[bi], ss, vrow, need_mask[bi], var, bf16_pairs, pf);
   }
 }
