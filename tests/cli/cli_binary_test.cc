@@ -249,6 +249,41 @@ TEST_F(CliBinary, AbBuildsComparesTwoBuildsAndRejectsBadLibraries) {
   expect_failure(ab(lib.string(), lib.string(), "--seq-kv 300 --heads-q 3 --heads-kv 2"), {"heads_q 3"});
 }
 
+// bench/ab/decode_reads.cc: three positive rates and ratios that agree with them; bad sizes and
+// flags, and a case the kernel rejects, fail with a message naming them.
+TEST_F(CliBinary, DecodeReadsReportsConsistentRatesAndRejectsBadInput) {
+#ifndef ATTNKIT_HAVE_GBENCH
+  GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
+#endif
+  const fs::path tool = fs::path(cli_path()).parent_path().parent_path().parent_path() / "bench" / "attnkit_decode_reads";
+  ASSERT_TRUE(fs::exists(tool)) << tool << " is missing; build the attnkit_decode_reads target";
+  const auto run = [&](const std::string& args) { return run_command("'" + tool.string() + "' " + args + " 2>&1"); };
+  const Result r = run("--seq-kv 1000 --heads-q 4 --heads-kv 2 --head-dim 40 --threads 2 --rounds 1 --stream-bytes 1048576");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("seq_kv 1000 heads 4/2 d 40 f32 threads 2, 1 rounds"), std::string::npos) << r.output;
+  double stream = 0, read = 0, decode = 0, r_decode = 0, r_read = 0, r_both = 0;
+  const size_t at = r.output.find("GB/s medians:");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  ASSERT_EQ(std::sscanf(r.output.c_str() + at,
+                        "GB/s medians: stream %lf, kv read %lf, decode %lf\nper-round medians: decode/stream %lf, "
+                        "kv read/stream %lf, decode/kv read %lf",
+                        &stream, &read, &decode, &r_decode, &r_read, &r_both),
+            6)
+      << r.output;
+  EXPECT_GT(stream, 0.0);
+  EXPECT_GT(read, 0.0);
+  EXPECT_GT(decode, 0.0);
+  // One round: each ratio is the quotient of the printed rates (to their printed precision).
+  EXPECT_NEAR(r_decode, decode / stream, 0.06 * r_decode + 1e-3) << r.output;
+  EXPECT_NEAR(r_read, read / stream, 0.06 * r_read + 1e-3) << r.output;
+  EXPECT_NEAR(r_both, decode / read, 0.06 * r_both + 1e-3) << r.output;
+  expect_failure(run("--rounds 0"), {"rounds 0"});
+  expect_failure(run("--seq-kv abc"), {"--seq-kv", "abc"});
+  expect_failure(run("--bogus 3"), {"--bogus"});
+  expect_failure(run("--stream-bytes 5 --seq-kv 100"), {"stream_bytes 5"});
+  expect_failure(run("--seq-kv 100 --heads-q 3 --heads-kv 2 --rounds 1 --stream-bytes 4096"), {"heads_q 3"});
+}
+
 TEST_F(CliBinary, BadOptionsFailWithAMessage) {
   expect_failure(run_cli("bench --seq-q 64 --bogus"), {"--bogus"});
   expect_failure(run_cli("bench --seq-q abc"), {"--seq-q"});
