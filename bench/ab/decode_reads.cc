@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
   std::printf("seq_kv %lld heads %lld/%lld d %lld f32 threads %d, %d rounds (checksum %g)\n", static_cast<long long>(seq_kv),
               static_cast<long long>(heads_q), static_cast<long long>(heads_kv), static_cast<long long>(d), threads,
               rounds, static_cast<double>(sink));
-  std::printf("GB/s medians: stream %.1f, kv read %.1f, decode %.1f\n", median(g_stream), median(g_read),
+  std::printf("GB/s medians: stream %.3g, kv read %.3g, decode %.3g\n", median(g_stream), median(g_read),
               median(g_decode));
   std::printf("per-round medians: decode/stream %.3f, kv read/stream %.3f, decode/kv read %.3f\n", median(r_decode),
               median(r_read), median(r_decode_read));

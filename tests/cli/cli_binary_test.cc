@@ -30,6 +30,9 @@ std::string cli_path() {
   return (self.parent_path().parent_path() / "tools" / "cli" / "attnkit").string();
 }
 
+// The build tree's root: the CLI is build/tools/cli/attnkit.
+fs::path build_root() { return fs::path(cli_path()).parent_path().parent_path().parent_path(); }
+
 struct Result {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
@@ -163,7 +166,7 @@ TEST_F(CliBinary, GoogleBenchmarkProgramSharesTheSuiteAndFormulas) {
 #ifndef ATTNKIT_HAVE_GBENCH
   GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
 #endif
-  const fs::path gbench = fs::path(cli_path()).parent_path().parent_path().parent_path() / "bench" / "attnkit_gbench";
+  const fs::path gbench = build_root() / "bench" / "attnkit_gbench";
   ASSERT_TRUE(fs::exists(gbench)) << gbench << " is missing; build the attnkit_gbench target";
   const auto run = [&](const std::string& args) {
     return run_command("ATTNKIT_BENCH_QUICK=1 '" + gbench.string() + "' --threads=2 " + args + " 2>/dev/null");
@@ -219,7 +222,7 @@ TEST_F(CliBinary, AbBuildsComparesTwoBuildsAndRejectsBadLibraries) {
 #ifndef ATTNKIT_HAVE_GBENCH
   GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
 #endif
-  const fs::path build = fs::path(cli_path()).parent_path().parent_path().parent_path();
+  const fs::path build = build_root();
   const fs::path tool = build / "bench" / "attnkit_ab_builds", lib = build / "libattnkit.so";
   ASSERT_TRUE(fs::exists(tool)) << tool << " is missing; build the attnkit_ab_builds target";
   ASSERT_TRUE(fs::exists(lib)) << lib;
@@ -255,7 +258,7 @@ TEST_F(CliBinary, DecodeReadsReportsConsistentRatesAndRejectsBadInput) {
 #ifndef ATTNKIT_HAVE_GBENCH
   GTEST_SKIP() << "configured with ATTNKIT_BUILD_BENCH=OFF";
 #endif
-  const fs::path tool = fs::path(cli_path()).parent_path().parent_path().parent_path() / "bench" / "attnkit_decode_reads";
+  const fs::path tool = build_root() / "bench" / "attnkit_decode_reads";
   ASSERT_TRUE(fs::exists(tool)) << tool << " is missing; build the attnkit_decode_reads target";
   const auto run = [&](const std::string& args) { return run_command("'" + tool.string() + "' " + args + " 2>&1"); };
   const Result r = run("--seq-kv 1000 --heads-q 4 --heads-kv 2 --head-dim 40 --threads 2 --rounds 1 --stream-bytes 1048576");
