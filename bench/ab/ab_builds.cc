@@ -27,9 +27,11 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/tensor.h"
+#include "eval/bench_harness.h"
 
 namespace {
 
+using attnkit::bench::median;  // the harness's: the middle sample, or the mean of the two middle ones
 using AttentionFn = attnkit::Status (*)(const attnkit::TensorView&, const attnkit::TensorView&,
                                         const attnkit::TensorView&, const attnkit::TensorView&, float*,
                                         const attnkit::AttentionParams&);
@@ -81,11 +83,6 @@ AttentionFn open_build(const char* path) {
   void* sym = dlsym(lib, "_ZN7attnkit9attentionERKNS_10TensorViewES2_S2_S2_PfRKNS_15AttentionParamsE");
   if (sym == nullptr) std::fprintf(stderr, "attnkit_ab_builds: %s has no attnkit::attention\n", path);
   return reinterpret_cast<AttentionFn>(sym);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

@@ -35,6 +35,7 @@
 
 namespace {
 
+using attnkit::bench::median;  // the harness's: the middle sample, or the mean of the two middle ones
 using Clock = std::chrono::steady_clock;
 
 int usage(const std::string& why) {
@@ -46,11 +47,6 @@ int usage(const std::string& why) {
 }
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
