@@ -225,13 +225,47 @@ HWY_INLINE std::vector<DecodeBlockDef> decode_block_defs(const Call& c, int64_t 
   return defs;
 }
 
+// Calls visit(t) for each tile of keys [key_begin, key_end), kTileK keys at a time, in order.
+// Every tile after the first finds its V rows prefetched during the previous tile's P V
+// (t.v_ahead).
+template <class Visit>
+HWY_INLINE void for_each_key_tile(int64_t key_begin, int64_t key_end, Visit&& visit) {
+  TileKeys t;
+  t.contiguous = true;
+  t.extra_needed = false;
+  t.extra = nullptr;
+  t.key_end = key_end;
+  for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
+    t.kc = std::min<int64_t>(kTileK, key_end - t0);
+    for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
+    t.v_ahead = t0 != key_begin;
+    visit(t);
+  }
+}
+
+// The blocks' rows as partial states: row (head, query) of the sequence at out.o + (head * nq +
+// query) * dv and out.lse[head * nq + query]. pairs: the outputs are in pair layout.
+template <class Variant>
+HWY_INLINE void write_partial_rows(const SeqCtx& s, std::vector<RowBlock>& blocks, bool pairs, PartialOut out,
+                                   const Variant& var) {
+  const int64_t nq = s.r.q_len;
+  for (auto& b : blocks) {
+    for (int r = 0; r < b.M; ++r) {
+      const int64_t row = b.head[r] * nq + b.pos[r];
+      const float lse = var.OutputTransform(b, r, s.dvp);
+      if (pairs) unpair_row(b.o + r * s.dvp, s.dv, out.o + row * s.dv);
+      else std::memcpy(out.o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
+      out.lse[row] = lse;
+    }
+  }
+}
+
 // Split-KV decode over all heads of one sequence: tiles of keys outermost, kv heads inside, so
 // the K/V rows of all heads at a position (adjacent in BSHD memory) are read together, once.
 template <typename T, class Variant>
 void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut out, Workspace* ws,
                  const Variant& var) {
-  const int64_t nq = s.r.q_len;
-  const std::vector<DecodeBlockDef> defs = decode_block_defs(*s.c, nq);
+  const std::vector<DecodeBlockDef> defs = decode_block_defs(*s.c, s.r.q_len);
   // Blocks of <= kDotRows rows with K/V readable in place take decode_tile (its own score tile per
   // block of a group, after the row blocks in scratch); others take process_tile one by one.
   bool grouped = s.inline_k && s.inline_v;
@@ -245,15 +279,7 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   for (size_t bi = 0; bi < defs.size(); ++bi)
     init_rows<T>(s, &blocks[bi], sc.rows + bi * sc.row_block_floats, defs[bi].h0, defs[bi].nh, defs[bi].i0,
                  defs[bi].i1);
-  TileKeys t;
-  t.contiguous = true;
-  t.extra_needed = false;
-  t.extra = nullptr;
-  t.key_end = key_end;
-  for (int64_t t0 = key_begin; t0 < key_end; t0 += kTileK) {
-    t.kc = std::min<int64_t>(kTileK, key_end - t0);
-    for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
-    t.v_ahead = t0 != key_begin;
+  for_each_key_tile(key_begin, key_end, [&](const TileKeys& t) __attribute__((always_inline)) {
     if (grouped) {
       for (int64_t b0 = 0; b0 < n_blocks; b0 += kDecodeGroup)
         decode_tile<T>(s, blocks.data() + b0, static_cast<int>(std::min<int64_t>(kDecodeGroup, n_blocks - b0)), t,
@@ -261,16 +287,8 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
     } else {
       for (auto& b : blocks) process_tile<T>(s, &b, t, sc, var);
     }
-  }
-  for (auto& b : blocks) {
-    for (int r = 0; r < b.M; ++r) {
-      const int64_t row = b.head[r] * nq + b.pos[r];
-      const float lse = var.OutputTransform(b, r, s.dvp);
-      if (pairs) unpair_row(b.o + r * s.dvp, s.dv, out.o + row * s.dv);
-      else std::memcpy(out.o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
-      out.lse[row] = lse;
-    }
-  }
+  });
+  write_partial_rows(s, blocks, pairs, out, var);
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

@@ -102,50 +102,66 @@ void process_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, const Scratch
   finish_tile<float>(s, b, t, sc.s, kTileQ, vrow, need_mask, var, false, v_ahead);
 }
 
+// Calls visit(t) for each tile of the job's key spans, in order: kTileK keys at a time, or kTileK
+// entries of the job's index list. t is reused from tile to tile.
+template <class Visit>
+HWY_INLINE void for_each_job_tile(const BlockJob& job, TileKeys* t, Visit&& visit) {
+  const bool extra = job.maybe_extra_mask && job.maybe_extra_mask->fn;
+  t->extra = job.maybe_extra_mask;
+  for (int sp = 0; sp < job.n_spans; ++sp) {
+    const KvSpan& span = job.spans[sp];
+    t->extra_needed = extra && !span.full;
+    for (int64_t t0 = span.begin; t0 < span.end; t0 += kTileK) {
+      t->kc = std::min<int64_t>(kTileK, span.end - t0);
+      if (job.maybe_kv_indices) {
+        t->contiguous = false;
+        for (int64_t cidx = 0; cidx < t->kc; ++cidx) t->pos[cidx] = job.maybe_kv_indices[t0 + cidx];
+      } else {
+        t->contiguous = true;
+        for (int64_t cidx = 0; cidx < t->kc; ++cidx) t->pos[cidx] = t0 + cidx;
+      }
+      t->key_end = t->contiguous ? span.end : 0;
+      visit(*t);
+    }
+  }
+}
+
+// The finished rows of block b: into the job's partial state, or as final rows into out and LSE.
+template <class Variant>
+HWY_INLINE void write_job_rows(const SeqCtx& s, const BlockJob& job, const RowBlock& b, const Variant& var) {
+  const int64_t nrows_q = job.row_end - job.row_begin;
+  for (int r = 0; r < b.M; ++r) {
+    const int64_t h = b.head[r], i = b.pos[r];
+    const float lse = var.OutputTransform(b, r, s.dvp);
+    if (job.maybe_partial) {
+      const int64_t row = (h - job.head_q) * nrows_q + (i - job.row_begin);
+      std::memcpy(job.maybe_partial->o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
+      if (job.maybe_partial->lse) job.maybe_partial->lse[row] = lse;
+    } else {
+      write_final_row(*s.c, s.r, h, i, b.o + r * s.dvp, lse, job.include_sink_logit);
+    }
+  }
+}
+
+// One BlockJob: its rows in blocks of at most kTileQ (queries split, heads kept together when they
+// fit), each block attending to every tile of the job's spans.
 template <typename T, class Variant>
 void run_job(const SeqCtx& s, const BlockJob& job, Workspace* ws, const Variant& var) {
-  const int64_t nrows_q = job.row_end - job.row_begin;
-  if (nrows_q <= 0) return;
+  if (job.row_end <= job.row_begin) return;
   const Scratch sc = carve(ws, s.dp, s.dvp, 1);
-  const bool extra = job.maybe_extra_mask && job.maybe_extra_mask->fn;
-  // Row blocks of at most kTileQ rows: split queries, keep heads together when they fit.
   const int64_t q_per_block = std::max<int64_t>(1, kTileQ / job.n_heads);
   const int64_t heads_per_block = job.n_heads <= kTileQ ? job.n_heads : kTileQ;
   TileKeys t;
-  t.extra = job.maybe_extra_mask;
   for (int64_t h0 = job.head_q; h0 < job.head_q + job.n_heads; h0 += heads_per_block) {
     const int64_t nh = std::min(heads_per_block, job.head_q + job.n_heads - h0);
     for (int64_t i0 = job.row_begin; i0 < job.row_end; i0 += q_per_block) {
       const int64_t i1 = std::min(job.row_end, i0 + q_per_block);
       RowBlock b;
       init_rows<T>(s, &b, sc.rows, h0, nh, i0, i1);
-      for (int sp = 0; sp < job.n_spans; ++sp) {
-        const KvSpan& span = job.spans[sp];
-        t.extra_needed = extra && !span.full;
-        for (int64_t t0 = span.begin; t0 < span.end; t0 += kTileK) {
-          t.kc = std::min<int64_t>(kTileK, span.end - t0);
-          if (job.maybe_kv_indices) {
-            t.contiguous = false;
-            for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = job.maybe_kv_indices[t0 + cidx];
-          } else {
-            t.contiguous = true;
-            for (int64_t cidx = 0; cidx < t.kc; ++cidx) t.pos[cidx] = t0 + cidx;
-          }
-          t.key_end = t.contiguous ? span.end : 0;
-          process_tile<T>(s, &b, t, sc, var);
-        }
-      }
-      for (int r = 0; r < b.M; ++r) {
-        const int64_t h = b.head[r], i = b.pos[r];
-        const float lse = var.OutputTransform(b, r, s.dvp);
-        if (job.maybe_partial) {
-          const int64_t row = (h - job.head_q) * nrows_q + (i - job.row_begin);
-          std::memcpy(job.maybe_partial->o + row * s.dv, b.o + r * s.dvp, sizeof(float) * s.dv);
-          if (job.maybe_partial->lse) job.maybe_partial->lse[row] = lse;
-        } else {
-          write_final_row(*s.c, s.r, h, i, b.o + r * s.dvp, lse, job.include_sink_logit);
-        }
-      }
+      for_each_job_tile(job, &t, [&](const TileKeys& tile) __attribute__((always_inline)) {
+        process_tile<T>(s, &b, tile, sc, var);
+      });
+      write_job_rows(s, job, b, var);
     }
   }
 }
