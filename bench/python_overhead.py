@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost of calling attnkit from Python, against the C++ time of the same work.
 
-Two measurements (the targets of issue 5):
+Two measurements (the Python targets of docs/benchmarks.md):
   1. tiny call: Python call time minus the C++ time of the very same call (the kernel run
      `repeat` times inside C++ through attnkit._time_cpp). Target: overhead < 5 us.
   2. seq 4096 (batch 1, heads 8/2, head_dim 128, causal, f32, as `attnkit bench` defaults):
