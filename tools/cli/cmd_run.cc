@@ -131,7 +131,11 @@ Status do_run(const RunOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(m->generate(ids, go, nullptr, &st));
   std::string rest = stream.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
-  std::printf("\n");
+  // stdout carries the text alone; the statistics go to stderr on their own line. stdout is
+  // flushed first, so that when both streams share a pipe or terminal the text's final newline
+  // comes before the statistics instead of after them.
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
   std::fprintf(stderr, "[%lld prompt tokens in %.2f s (%.1f tok/s); %lld generated in %.2f s (%.1f tok/s)]\n",
                static_cast<long long>(st.prompt_tokens), st.prefill_seconds, st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
                static_cast<long long>(st.generated), st.decode_seconds,
