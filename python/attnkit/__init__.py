@@ -23,6 +23,7 @@ Functions:
     Model.load(path=None, threads=2)     Gemma 3 on attnkit: generate, last_logits, perplexity,
                                          passkey, set_attention("a_shape:sinks=4,window=256")
     simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
+    max_threads() -> int                 the largest threads= a call accepts (4 per processor)
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
     bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
 """
@@ -50,6 +51,7 @@ from ._attnkit import (  # noqa: E402
     lightning_log_decays,
     linear_attention,
     list_mechanisms,
+    max_threads,
     merge_states,
     relative_l2_error,
     retnet_log_decays,
@@ -75,6 +77,7 @@ __all__ = [
     "Model",
     "default_model_path",
     "simd_target",
+    "max_threads",
     "list_mechanisms",
     "bench_mechanism",
 ]

@@ -37,22 +37,6 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-[[noreturn]] void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
-
-Normalization parse_normalization(const char* s) {
-  if (std::strcmp(s, "softmax") == 0) return Normalization::kSoftmax;
-  if (std::strcmp(s, "sigmoid") == 0) return Normalization::kSigmoid;
-  if (std::strcmp(s, "relu") == 0) return Normalization::kRelu;
-  raise_value("normalization '" + std::string(s) + "' is not supported; expected 'softmax', 'sigmoid' or 'relu'");
-}
-
-ExecPath parse_path(const char* s) {
-  if (std::strcmp(s, "auto") == 0) return ExecPath::kAuto;
-  if (std::strcmp(s, "prefill") == 0) return ExecPath::kPrefill;
-  if (std::strcmp(s, "decode") == 0) return ExecPath::kDecode;
-  raise_value("path '" + std::string(s) + "' is not supported; expected 'auto', 'prefill' or 'decode'");
-}
-
 void same_dtype(const TensorView& a, const char* name, const TensorView& q) {
   if (a.dtype != q.dtype)
     throw nb::type_error(
@@ -159,16 +143,16 @@ nb::object run_attention(nb::handle q_obj, nb::handle k_obj, nb::handle v_obj, b
 
   AttentionParams p;
   p.causal = causal;
-  p.causal_align = parse_causal_align(causal_align);
+  p.causal_align = parse_enum_arg<CausalAlign>("causal_align", causal_align);
   p.window_left = window.first;
   p.window_right = window.second;
   p.n_sink_tokens = sinks;
   p.softcap = softcap;
   p.scale = scale;
   p.ssmax_s = ssmax;
-  p.normalization = parse_normalization(normalization);
+  p.normalization = parse_enum_arg<Normalization>("normalization", normalization);
   p.sigmoid_bias = sigmoid_bias;
-  p.num_threads = threads;
+  p.num_threads = threads_arg(threads);
   p.path = path;
   const int64_t hq = q.heads();
   nb::object keep_sink, keep_alibi, keep_temp, keep_cu_q, keep_cu_k;
@@ -244,7 +228,7 @@ nb::object attention_py(nb::handle q, nb::handle k, nb::handle v, bool causal, c
                         nb::handle out, nb::handle lse, const char* path) {
   return run_attention(q, k, v, causal, causal_align, window, sinks, sink_logits, mask, softcap, scale, alibi_slopes,
                        ssmax, temperature, normalization, sigmoid_bias, cu_seqlens_q, cu_seqlens_k, return_lse,
-                       threads, out, lse, parse_path(path));
+                       threads, out, lse, parse_enum_arg<ExecPath>("path", path));
 }
 
 nb::object decode_py(nb::handle q, nb::handle k, nb::handle v, bool causal, const char* causal_align,
@@ -368,12 +352,6 @@ Returns:
     (out, lse_out))doc";
 
 }  // namespace
-
-CausalAlign parse_causal_align(const char* s) {
-  if (std::strcmp(s, "bottom_right") == 0) return CausalAlign::kBottomRight;
-  if (std::strcmp(s, "top_left") == 0) return CausalAlign::kTopLeft;
-  raise_value("causal_align '" + std::string(s) + "' is not supported; expected 'bottom_right' or 'top_left'");
-}
 
 void bind_attention(nb::module_& m) {
   // The keyword arguments shared by attention() and decode(), in the C++ parameter order.

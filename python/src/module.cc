@@ -12,6 +12,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/registry.h"
+#include "attnkit/threads.h"
 #include "convert.h"
 
 namespace attnkit::python {
@@ -72,9 +73,9 @@ nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, 
   shape.heads_kv = heads_kv;
   shape.head_dim = head_dim;
   shape.causal = causal;
-  shape.threads = threads;
+  shape.threads = threads_arg(threads);
   if (!parse_dtype(dtype, &shape.dtype))
-    throw nb::type_error(("dtype '" + dtype + "' is not supported; expected 'f32', 'f16' or 'bf16'").c_str());
+    throw nb::type_error(("dtype '" + dtype + "' is not supported; expected " + enum_choices<DType>(", ", true)).c_str());
   if (iters < 1) throw nb::value_error(("iters " + std::to_string(iters) + " must be at least 1").c_str());
   std::unique_ptr<PreparedRun> run;
   std::vector<double> seconds;
@@ -105,6 +106,8 @@ nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, 
 NB_MODULE(_attnkit, m) {
   using namespace attnkit::python;
   m.doc() = "attnkit C++ extension (use the attnkit package, not this module).";
+  m.def("max_threads", &attnkit::max_threads,
+        "The largest threads= any call accepts: 4 per processor this process may run on (0 = the OpenMP default).");
   m.def("simd_target", &attnkit::simd_target_name,
         "Name of the SIMD target the kernels dispatch to on this machine, e.g. 'AVX3' or 'AVX2'.");
   m.def("list_mechanisms", &mechanisms,

@@ -82,9 +82,6 @@ class YardstickCache {
   std::map<int, Yardsticks> by_threads_;
 };
 
-// 0 -> omp_get_max_threads(); anything else unchanged.
-int resolve_threads(int threads);
-
 // ---- timing ----
 
 struct TimingOptions {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/threads.h"
 
 namespace attnkit {
 namespace {
@@ -93,7 +94,8 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
   const float scale = std::isnan(p.scale) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))) : p.scale;
   const int64_t n_states = p.maybe_cu_seqlens ? p.n_seqs : k.batch();
   const int64_t sf = 2 + dv;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
 
   auto score = [&](int64_t b, int64_t t, int64_t h) {
     float acc = 0.0f;

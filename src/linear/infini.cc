@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/threads.h"
 
 namespace attnkit {
 namespace {
@@ -28,6 +29,8 @@ inline float elu1(float x) { return x > 0 ? x + 1.0f : std::exp(x); }
 Status infini_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                         const InfiniParams& p, InfiniState* st) {
   if (st == nullptr) return Status::invalid_argument("infini state is null");
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
   if (q.data == nullptr || k.data == nullptr || v.data == nullptr || out.data == nullptr)
     return Status::invalid_argument("infini q, k, v, out must not be null");
   if (q.batch() != 1) return Status::invalid_argument("infini batch " + std::to_string(q.batch()) + " is not supported; expected 1 (one state per sequence)");
@@ -53,7 +56,6 @@ Status infini_attention(const TensorView& q, const TensorView& k, const TensorVi
   st->segment_k.resize(static_cast<size_t>(L * H * d));
   st->segment_v.resize(static_cast<size_t>(L * H * dv));
   const int64_t filled0 = st->filled;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t h = 0; h < H; ++h) {

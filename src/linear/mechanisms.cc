@@ -30,25 +30,9 @@ void fill_uniform(std::vector<float>& v, uint64_t seed) {
   for (float& x : v) x = u(rng);
 }
 
-Status choice(const MechanismParams& p, const std::string& key, const std::vector<std::string>& options, size_t* idx) {
-  const std::string& v = p.at(key);
-  for (size_t i = 0; i < options.size(); ++i)
-    if (options[i] == v) {
-      *idx = i;
-      return Status::ok_status();
-    }
-  std::string list;
-  for (size_t i = 0; i < options.size(); ++i) list += (i ? "|" : "") + options[i];
-  return Status::invalid_argument("parameter " + key + "=" + v + " is not supported; expected " + list);
-}
-
+// The common checks, and the linear mechanisms' own: queries are the last seq_q of seq_kv tokens.
 Status check_shape(const ProblemShape& s) {
-  const std::pair<const char*, int64_t> dims[] = {{"batch", s.batch}, {"seq_q", s.seq_q}, {"seq_kv", s.seq_kv},
-                                                  {"heads_q", s.heads_q}, {"heads_kv", s.heads_kv}, {"head_dim", s.head_dim}};
-  for (const auto& [name, value] : dims)
-    if (value < 1) return Status::invalid_argument(std::string(name) + " " + std::to_string(value) + " is not supported; expected >= 1");
-  if (s.heads_q % s.heads_kv != 0)
-    return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " + std::to_string(s.heads_kv));
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(s));
   if (s.seq_q > s.seq_kv)
     return Status::invalid_argument("seq_q " + std::to_string(s.seq_q) + " > seq_kv " + std::to_string(s.seq_kv) +
                                     " is not supported by linear mechanisms (queries are the last seq_q tokens)");
@@ -166,6 +150,13 @@ class EngineRun final : public PreparedRun {
   TensorView qv_, kv_, vv_, ov_;
 };
 
+// The prefill forms a mechanism's form= may pick (auto is the engine's own choice, not offered), and
+// the feature maps of the plain "linear" mechanism.
+constexpr std::initializer_list<LinearForm> kPrefillForms = {LinearForm::kChunked, LinearForm::kRecurrent,
+                                                              LinearForm::kParallel};
+constexpr std::initializer_list<FeatureMap> kLinearMaps = {FeatureMap::kEluPlusOne, FeatureMap::kRelu,
+                                                            FeatureMap::kIdentity};
+
 std::vector<ParamSpec> common_params() {
   return {{"chunk", "64", "chunk length of the chunked form"},
           {"form", "chunked", "chunked|recurrent|parallel (prefill form; decode is always recurrent)"}};
@@ -185,9 +176,8 @@ Mechanism make_engine(const EngineSpec& spec) {
     ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &chunk));
     if (chunk < 1 || chunk > 1024) return Status::invalid_argument("parameter chunk=" + mp.at("chunk") + " is not supported; expected 1..1024");
     p.chunk_size = chunk;
-    size_t fi = 0;
-    ATTNKIT_RETURN_IF_ERROR(choice(mp, "form", {"chunked", "recurrent", "parallel"}, &fi));
-    const LinearForm form = fi == 0 ? LinearForm::kChunked : fi == 1 ? LinearForm::kRecurrent : LinearForm::kParallel;
+    LinearForm form = LinearForm::kChunked;
+    ATTNKIT_RETURN_IF_ERROR(param_enum(mp, "form", &form, kPrefillForms));
     int64_t qk_dim = s.head_dim;
     ATTNKIT_RETURN_IF_ERROR(spec.configure(s, mp, &p, &qk_dim));
     auto run = std::make_unique<EngineRun>();
@@ -212,11 +202,9 @@ std::vector<EngineSpec> engine_specs() {
   v.push_back({"linear", "Linear attention (Katharopoulos et al. 2020): phi(q) S / phi(q) z, S += phi(k) v^T",
                {{"feature_map", "elu1", "elu1|relu|identity"}},
                [](const ProblemShape&, const MechanismParams& mp, LinearAttentionParams* p, int64_t*) -> Status {
-                 size_t i = 0;
-                 ATTNKIT_RETURN_IF_ERROR(choice(mp, "feature_map", {"elu1", "relu", "identity"}, &i));
-                 p->feature_map = i == 0 ? FeatureMap::kEluPlusOne : i == 1 ? FeatureMap::kRelu : FeatureMap::kIdentity;
-                 p->norm = i == 2 ? LinearNorm::kNone : LinearNorm::kDenominator;
-                 if (i == 1) p->norm_eps = 1e-3f;
+                 ATTNKIT_RETURN_IF_ERROR(param_enum(mp, "feature_map", &p->feature_map, kLinearMaps));
+                 p->norm = p->feature_map == FeatureMap::kIdentity ? LinearNorm::kNone : LinearNorm::kDenominator;
+                 if (p->feature_map == FeatureMap::kRelu) p->norm_eps = 1e-3f;
                  return Status::ok_status();
                }});
   v.push_back({"performer", "Performer FAVOR+ (Choromanski et al. 2021): positive orthogonal random features",

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/threads.h"
 
 namespace attnkit {
 namespace {
@@ -140,7 +141,8 @@ Status titans_memory(const TensorView& q, const TensorView& k, const TensorView&
   const Dims m = dims_of(p, d, dv);
   const int64_t w = m.weights();
   const int64_t C = p.chunk_size;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t task = 0; task < B * H; ++task) {

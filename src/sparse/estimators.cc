@@ -191,7 +191,8 @@ void vertical_slash_lists(const BlockMaskShape& s, int64_t b, int64_t h, const s
 Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const AttentionParams& params,
                                const VerticalSlashConfig& cfg, BlockMask* out) {
   const char* what = "vertical_slash";
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, cfg.block, what, &threads));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "last_q", cfg.last_q));
   ATTNKIT_RETURN_IF_ERROR(check_nonneg(what, "vertical", cfg.vertical));
   ATTNKIT_RETURN_IF_ERROR(check_nonneg(what, "slash", cfg.slash));
@@ -204,7 +205,7 @@ Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const A
   BlockMask probe;
   probe.shape = s;
   std::vector<std::vector<int32_t>> sel(probe.n_lists()), cols(probe.n_lists());
-  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, threads, [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> probs;
     std::vector<int64_t> pos;
     std::vector<double> vert, slash;
@@ -232,7 +233,8 @@ Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const A
 Status estimate_block_topk(const TensorView& q, const TensorView& k, const AttentionParams& params,
                            const BlockTopKConfig& cfg, BlockMask* out) {
   const char* what = "block_topk";
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, cfg.block, what, &threads));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
   const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
@@ -240,7 +242,7 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
-  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, threads, [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> scores;
     pooled_block_scores(q, kv, s, b, h, nqb, nkb, scale, &scores);
     for (int64_t qb = 0; qb < nqb; ++qb) {
@@ -257,7 +259,8 @@ Status estimate_block_topk(const TensorView& q, const TensorView& k, const Atten
 Status estimate_moba(const TensorView& q, const TensorView& k, const AttentionParams& params, const MobaConfig& cfg,
                      BlockMask* out) {
   const char* what = "moba";
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, cfg.block, what, &threads));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
   const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
@@ -268,7 +271,7 @@ Status estimate_moba(const TensorView& q, const TensorView& k, const AttentionPa
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
   // Gates in chunks of query blocks to bound memory: rows x nkb floats.
   const int64_t chunk_blocks = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(1, nkb * s.block_q));
-  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, threads, [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<float> qf, gate;
     for (int64_t c0 = 0; c0 < nqb; c0 += chunk_blocks) {
       const int64_t c1 = std::min(nqb, c0 + chunk_blocks);
@@ -346,7 +349,8 @@ std::vector<int32_t> cumulative_choice(const std::vector<double>& score, double 
 Status estimate_flexprefill(const TensorView& q, const TensorView& k, const AttentionParams& params,
                             const FlexPrefillConfig& cfg, BlockMask* out, std::vector<int>* maybe_head_choice) {
   const char* what = "flexprefill";
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, cfg.block, what, &threads));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "last_q", cfg.last_q));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "min_budget", cfg.min_budget));
   if (!(cfg.gamma > 0 && cfg.gamma <= 1)) {
@@ -361,7 +365,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists()), cols(probe.n_lists());
   if (maybe_head_choice) maybe_head_choice->assign(s.batch * s.heads, 0);
-  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, threads, [&](int64_t b, int64_t h, const KvHeadData& kv) {
     std::vector<int64_t> pos;
     std::vector<float> probs, scores;
     last_rows_probs(q, kv, s, b, h, last, scale, &probs, &pos);
@@ -410,7 +414,8 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
 Status estimate_hip(const TensorView& q, const TensorView& k, const AttentionParams& params, const HipConfig& cfg,
                     BlockMask* out) {
   const char* what = "hip";
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, cfg.block, what));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, cfg.block, what, &threads));
   ATTNKIT_RETURN_IF_ERROR(check_positive(what, "topk", cfg.topk));
   const BlockMaskShape s = square_block_shape(q, k, params, cfg.block);
   BlockMask probe;
@@ -418,7 +423,7 @@ Status estimate_hip(const TensorView& q, const TensorView& k, const AttentionPar
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks(), d = q.head_dim();
   const float scale = resolve_scale(params, d);
   std::vector<std::vector<int32_t>> sel(probe.n_lists());
-  for_each_head(q, k, cfg.block, resolve_threads(params.num_threads), [&](int64_t b, int64_t h, const KvHeadData& kv) {
+  for_each_head(q, k, cfg.block, threads, [&](int64_t b, int64_t h, const KvHeadData& kv) {
     // Block-level scores pooled-q . pooled-k; the hierarchy below reads only the
     // representatives it needs (O(k log n) of them per query block).
     std::vector<float> scores;

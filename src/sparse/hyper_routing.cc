@@ -108,7 +108,7 @@ void exact_part(const core::Call& main, int64_t b, int64_t h, int64_t r0, int64_
   core::KvSpan span{k0, k1, true};
   // Parallel over 64-row chunks.
   const int64_t n_chunks = (rows + core::kTileQ - 1) / core::kTileQ;
-#pragma omp parallel num_threads(main.p.num_threads > 0 ? main.p.num_threads : omp_get_max_threads())
+#pragma omp parallel num_threads(main.threads)
   {
     core::Workspace tws;
 #pragma omp for schedule(dynamic, 1)
@@ -307,7 +307,7 @@ void write_rows(const core::Call& call, int64_t b, int64_t h, const RowState& st
 template <class F>
 Status run_heads(const core::Call& call, int64_t batch, F&& fn, double* pairs_out) {
   const int64_t n = batch * call.heads_q;
-  const int threads = resolve_threads(call.p.num_threads);
+  const int threads = call.threads;
   std::vector<Status> status(n);
   std::vector<double> pairs(n, 0.0);
   if (n >= threads && threads > 1) {

@@ -374,13 +374,7 @@ Status prepare_sparse(const MethodDef& def, const ProblemShape& shape, const Mec
   if (shape.dtype != DType::kF32) {
     return Status::unsupported(def.name + ": benchmark inputs are f32 only (dtype " + dtype_name(shape.dtype) + ")");
   }
-  if (shape.batch < 1 || shape.seq_q < 1 || shape.seq_kv < 1 || shape.heads_q < 1 || shape.heads_kv < 1 ||
-      shape.head_dim < 1 || shape.heads_q % shape.heads_kv != 0) {
-    return Status::invalid_argument(def.name + ": invalid shape (batch " + std::to_string(shape.batch) + ", seq_q " +
-                                    std::to_string(shape.seq_q) + ", seq_kv " + std::to_string(shape.seq_kv) +
-                                    ", heads " + std::to_string(shape.heads_q) + "/" + std::to_string(shape.heads_kv) +
-                                    ", head_dim " + std::to_string(shape.head_dim) + ")");
-  }
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(shape));
   const std::string& ph = p.at("phase");
   Phase phase;
   if (ph == "all") phase = Phase::kAll;

@@ -347,6 +347,21 @@ TEST_F(CliBinary, RunKeepsTextOnStdoutAndStatisticsOnTheirOwnLine) {
   EXPECT_EQ(merged.output.substr(0, stats), out) << "the text differs between the two runs (greedy decoding)";
 }
 
+// Every command checks --threads while parsing: negative counts and counts past the cap
+// (attnkit/threads.h) fail with the value named, before a model is loaded or a case runs.
+TEST_F(CliBinary, EveryCommandRefusesBadThreadCounts) {
+  const std::vector<std::string> commands = {"bench --seq-q 8",   "sparse-bench --seq 256", "fidelity",
+                                             "run --prompt hi",   "eval perplexity",        "eval passkey",
+                                             "eval niah"};
+  const std::string too_many = std::to_string(attnkit::max_threads() + 1);
+  for (const std::string& cmd : commands) {
+    for (const std::string& bad : {std::string("-5"), too_many, std::string("100000")}) {
+      SCOPED_TRACE(cmd + " --threads " + bad);
+      expect_failure(run_cli(cmd + " --threads " + bad), {"threads " + bad, "1.." + std::to_string(attnkit::max_threads())});
+    }
+  }
+}
+
 TEST_F(CliBinary, HelpExitsZero) {
   const Result r = run_cli("bench --help");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -13,6 +13,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/registry.h"
+#include "attnkit/threads.h"
 #include "commands.h"
 #include "eval/bench_harness.h"
 
@@ -106,7 +107,6 @@ Status write_json(const std::string& path, const nlohmann::json& records) {
 }
 
 void run_bench(const BenchOptions& o) {
-  if (o.threads < 0) fail("threads " + std::to_string(o.threads) + " is not supported; expected >= 0 (0 = all)");
   // Check the mechanism spec before measuring anything.
   const Mechanism* mech = nullptr;
   MechanismParams params;
@@ -143,7 +143,8 @@ void run_bench(const BenchOptions& o) {
               simd_target_name().c_str());
   bool header_printed = false;
   for (const bench::BenchCase& c : cases) {
-    const int threads = bench::resolve_threads(c.shape.threads);
+    int threads = 0;
+    check(resolve_threads(c.shape.threads, "threads", &threads));
     if (!announced.count(threads)) {
       bench::Yardsticks y;
       check(yardsticks.get(threads, &y));
@@ -190,7 +191,7 @@ void add_bench(CLI::App& root) {
   cmd->add_option("--vs-dtype", o->vs_dtype,
                   "Also time the case with Q/K/V in this dtype, alternating one run of each, and record the time "
                   "ratio (one case only)");
-  cmd->add_option("--threads", o->threads, "Threads for the mechanism and the yardsticks (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads for the mechanism and the yardsticks (0 = all)");
   cmd->add_option("--json", o->json_path, "Write a JSON array with one record per case to FILE");
   cmd->add_flag("--quick", o->quick, "Small yardsticks and one timed run (smoke test; same as ATTNKIT_BENCH_QUICK=1)");
   cmd->callback([o] { run_bench(*o); });

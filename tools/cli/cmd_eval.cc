@@ -194,7 +194,7 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--attention", o->attention, "exact | streaming:sinks=S,window=W | window:size=W")->capture_default_str();
   c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
   c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
-  c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(c, &o->threads, "Threads (0 = all)");
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");

@@ -153,7 +153,7 @@ void add_run(CLI::App& root) {
   cmd->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads (0 = all)");
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in Gemma's chat template");
   cmd->add_flag("--bench", o->bench, "Measure prefill and decode speed at --length tokens of context");
   cmd->add_option("--length", o->length, "Context length for --bench")->capture_default_str();

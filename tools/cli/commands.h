@@ -1,6 +1,7 @@
 // Pluggable subcommands of the `attnkit` executable.
 //
-// Every tools/cli/*.cc is compiled into the executable, so a new subcommand is one new file:
+// main.cc and every tools/cli/cmd_*.cc are compiled into the executable, so a new subcommand is
+// one new file cmd_<name>.cc:
 //
 //   #include "commands.h"
 //   namespace {
@@ -50,6 +51,10 @@ inline constexpr int kExitFailure = 1;
 [[noreturn]] void fail(const std::string& message, int exit_code = kExitFailure);
 // fail(status.message()) when the status is not ok.
 void check(const Status& status);
+
+// The --threads option every command has: 0 (the OpenMP default) or 1..attnkit::max_threads(),
+// checked while the command line is parsed, so a bad count fails before any work starts.
+CLI::Option* add_threads_option(CLI::App* cmd, int* threads, const std::string& help);
 
 }  // namespace attnkit::cli
 
