@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
 #include "attnkit/threads.h"
-#include "eval/bench_harness.h"
 
 namespace {
 

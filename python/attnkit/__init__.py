@@ -93,16 +93,3 @@ def _debug_view(x):
 def _debug_data_ptr(x):
     """Debug: the data pointer the C++ side receives for x (equal to x's own when not copied)."""
     return _C._debug_view(x)[0]
-
-
-def _time_cpp(fn, *args, repeat=100, cpu=False, **kwargs):
-    """Benchmark helper: seconds per kernel run of the C++ loop for exactly this call.
-
-    fn is attention or decode; the call runs its kernel `repeat` times inside C++ (GIL released)
-    and the loop's duration / repeat is returned (process CPU time when cpu=True, else wall
-    time), to compare with the Python call's own time.
-    """
-    _C._time_next_call(repeat)
-    fn(*args, **kwargs)
-    wall, cpu_s = _C._last_call_seconds()
-    return (cpu_s if cpu else wall) / repeat

@@ -14,11 +14,11 @@
 
 #include <nanobind/ndarray.h>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "convert.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::python {
 namespace {

@@ -1,5 +1,5 @@
 // Benchmark harness: yardsticks, timing, the default suite and records (see bench_harness.h).
-#include "eval/bench_harness.h"
+#include "attnkit/bench.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -367,14 +367,14 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   ATTNKIT_RETURN_IF_ERROR(resolve_threads(shape.threads, "threads", &shape.threads));
   // Yardsticks first, so their buffers are freed before the case allocates its inputs.
   Yardsticks y;
-  ATTNKIT_RETURN_IF_ERROR(yardsticks->get(shape.threads, &y));
+  if (yardsticks) ATTNKIT_RETURN_IF_ERROR(yardsticks->get(shape.threads, &y));
   std::unique_ptr<PreparedRun> run;
   ATTNKIT_RETURN_IF_ERROR(mech->prepare(shape, params, &run));
   if (!run) return Status::internal("mechanism '" + mech->name + "' prepared no run");
   // Decode cases are compared with the stream yardstick; one stream pass just before each of
   // their first kMaxPairedRuns timed runs (and before the warmup runs, which may be kept as a
   // sample) measures the memory at the moment of that run.
-  const bool paired = shape.seq_q == 1;
+  const bool paired = shape.seq_q == 1 && yardsticks != nullptr;
   StreamReader reader;
   if (paired) ATTNKIT_RETURN_IF_ERROR(reader.init(shape.threads, y.stream_bytes));
   int passes = 0;
@@ -403,6 +403,7 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   r.seconds = t.median_seconds;
   r.min_seconds = t.min_seconds;
   r.runs = t.runs;
+  r.samples = t.samples;
   r.flops = run->flops();
   r.bytes = run->bytes();
   r.peak_extra_bytes = std::max(run->extra_bytes(), watched);

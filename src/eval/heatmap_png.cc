@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 namespace attnkit::eval {
 namespace {

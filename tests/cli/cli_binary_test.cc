@@ -12,12 +12,14 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/gguf.h"
-#include "eval/bench_harness.h"
+#include "attnkit/threads.h"
 
 namespace {
 

@@ -8,10 +8,10 @@
 #include <fstream>
 #include <memory>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::eval {
 namespace {

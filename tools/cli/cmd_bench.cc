@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
 #include "attnkit/threads.h"
 #include "commands.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit::cli {
 namespace {

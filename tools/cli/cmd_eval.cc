@@ -15,11 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::cli {
 namespace {

@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "commands.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit::cli {
 namespace {

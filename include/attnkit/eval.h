@@ -1,5 +1,6 @@
-// Long-context evaluations of the Gemma model (src/eval/model_eval.cc, heatmap_png.cc):
-// perplexity (full-sequence and streaming), passkey retrieval, needle in a haystack.
+// attnkit/eval.h: long-context evaluations of a model (implemented in src/eval/): perplexity
+// (full-sequence and streaming), passkey retrieval, needle in a haystack. Used by `attnkit eval`,
+// the Python package and the tests.
 #pragma once
 
 #include <cstdint>
