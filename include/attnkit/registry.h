@@ -103,9 +103,16 @@ Status param_enum(const MechanismParams& p, const std::string& key, E* out, std:
   return Status::invalid_argument("parameter " + key + "=" + v + " is not supported; expected " + list);
 }
 
-// Static registration: ATTNKIT_REGISTER_MECHANISM(make_fn) where make_fn returns a Mechanism.
+// The one way a mechanism is registered, in the file that implements it:
+//   Mechanism make_moba_mechanism() { ... }
+//   ATTNKIT_REGISTER_MECHANISM(make_moba_mechanism);
+// make_fn returns a Mechanism, or a std::vector<Mechanism> for a table of named configurations of
+// one implementation (the linear engine's). It runs during static initialization of libattnkit.
 struct MechanismRegistrar {
   explicit MechanismRegistrar(Mechanism m) { register_mechanism(std::move(m)); }
+  explicit MechanismRegistrar(std::vector<Mechanism> ms) {
+    for (Mechanism& m : ms) register_mechanism(std::move(m));
+  }
 };
 #define ATTNKIT_CONCAT_INNER(a, b) a##b
 #define ATTNKIT_CONCAT(a, b) ATTNKIT_CONCAT_INNER(a, b)
