@@ -73,9 +73,4 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
             const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
             std::vector<RetrievalTrial>* out, bool prompts_only = false);
 
-// Writes an RGB PNG heatmap: one cell per (row, col) coloured by value in [0, 1] (red 0 -> yellow
-// -> green 1; NaN grey), rows = depths top to bottom, cols = lengths left to right, with a colour
-// bar on the right. Uncompressed deflate ("stored" blocks), so it needs no zlib.
-Status write_heatmap_png(const std::string& path, const std::vector<std::vector<double>>& values, int cell_px = 40);
-
 }  // namespace attnkit::eval
