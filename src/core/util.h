@@ -10,8 +10,12 @@ namespace attnkit::core {
 
 // "[2, 128, 8, 64]": a view's shape for error messages.
 inline std::string shape_str(const TensorView& t) {
-  return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) +
-         ", " + std::to_string(t.shape[3]) + "]";
+  std::string s = "[";
+  for (int i = 0; i < 4; ++i) {
+    if (i > 0) s += ", ";
+    s += std::to_string(t.shape[i]);
+  }
+  return s + "]";
 }
 
 // What every entry point checks of an input or output view before looking at shapes: a data
