@@ -49,15 +49,7 @@ Mechanism make_block_topk_mechanism() {
   return sparse_mechanism(
       {"block_topk", "Pooled-QK block top-k (MInference block-sparse; SeerAttention without a learned gate)",
        {{"topk", "100", "key blocks kept per query block"}, kBlockParam},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         BlockTopKConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
-         *out = mask_method([c](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
-           return estimate_block_topk(q, k, params, c, m);
-         });
-         return Status::ok_status();
-       }});
+       topk_estimator_factory<BlockTopKConfig>(estimate_block_topk)});
 }
 ATTNKIT_REGISTER_MECHANISM(make_block_topk_mechanism);
 

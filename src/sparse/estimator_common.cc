@@ -110,9 +110,13 @@ void vertical_slash_sums(const std::vector<float>& probs, const std::vector<int6
   }
 }
 
-void vertical_slash_lists(const BlockMaskShape& s, int64_t b, int64_t h, const std::vector<int64_t>& deltas,
-                          const std::vector<int32_t>& columns, std::vector<std::vector<int32_t>>* sel,
+void vertical_slash_lists(const BlockMaskShape& s, int64_t b, int64_t h, const std::vector<int32_t>& slash_idx,
+                          std::vector<int32_t> columns, std::vector<std::vector<int32_t>>* sel,
                           std::vector<std::vector<int32_t>>* cols) {
+  std::sort(columns.begin(), columns.end());
+  std::vector<int64_t> deltas;
+  for (int32_t i : slash_idx) deltas.push_back(int64_t{i} - s.seq_kv);
+  std::sort(deltas.begin(), deltas.end());
   BlockMask probe;
   probe.shape = s;
   const int64_t nqb = probe.n_q_blocks(), nkb = probe.n_k_blocks();

@@ -82,9 +82,10 @@ Status check_nonneg(const char* what, const char* name, int64_t v);
 void vertical_slash_sums(const std::vector<float>& probs, const std::vector<int64_t>& pos, int64_t sk,
                          std::vector<double>* vert, std::vector<double>* slash);
 
-// Builds lists from per-head chosen diagonals (deltas) and columns.
-void vertical_slash_lists(const BlockMaskShape& s, int64_t b, int64_t h, const std::vector<int64_t>& deltas,
-                          const std::vector<int32_t>& columns, std::vector<std::vector<int32_t>>* sel,
+// Builds the lists of (b, h) from its chosen diagonals (indices into vertical_slash_sums' slash
+// sums, i.e. delta + Sk) and key columns, both in any order.
+void vertical_slash_lists(const BlockMaskShape& s, int64_t b, int64_t h, const std::vector<int32_t>& slash_idx,
+                          std::vector<int32_t> columns, std::vector<std::vector<int32_t>>* sel,
                           std::vector<std::vector<int32_t>>* cols);
 
 }  // namespace attnkit::sparse_internal

@@ -105,11 +105,7 @@ Status estimate_flexprefill(const TensorView& q, const TensorView& k, const Atte
       vertical_slash_sums(probs, pos, sk, &vert, &slash);
       std::vector<int32_t> vcols = cumulative_choice(vert, cfg.gamma, cfg.min_budget);
       std::vector<int32_t> sidx = cumulative_choice(slash, cfg.gamma, cfg.min_budget);
-      std::sort(vcols.begin(), vcols.end());
-      std::vector<int64_t> deltas;
-      for (int32_t i : sidx) deltas.push_back(int64_t{i} - sk);
-      std::sort(deltas.begin(), deltas.end());
-      vertical_slash_lists(s, b, h, deltas, vcols, &sel, &cols);
+      vertical_slash_lists(s, b, h, sidx, std::move(vcols), &sel, &cols);
     }
   });
   return block_mask_from_selection(s, sel, &cols, out);
@@ -131,9 +127,11 @@ Mechanism make_flexprefill_mechanism() {
          ATTNKIT_RETURN_IF_ERROR(param_float(p, "tau", &c.tau));
          ATTNKIT_RETURN_IF_ERROR(param_int(p, "min_budget", &c.min_budget));
          ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
-         *out = mask_method([c](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
-           return estimate_flexprefill(q, k, params, c, m, nullptr);
-         });
+         // The per-head choice output is for tests; the method does not need it.
+         *out = estimator_method([](const TensorView& q, const TensorView& k, const AttentionParams& params,
+                                    const FlexPrefillConfig& cfg,
+                                    BlockMask* m) { return estimate_flexprefill(q, k, params, cfg, m, nullptr); },
+                                 c);
          return Status::ok_status();
        }});
 }

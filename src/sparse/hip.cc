@@ -88,15 +88,7 @@ Mechanism make_hip_mechanism() {
   return sparse_mechanism(
       {"hip", "HiP-style hierarchical top-k over key blocks",
        {{"topk", "16", "key blocks kept per query block"}, kBlockParam},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         HipConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
-         *out = mask_method([c](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
-           return estimate_hip(q, k, params, c, m);
-         });
-         return Status::ok_status();
-       }});
+       topk_estimator_factory<HipConfig>(estimate_hip)});
 }
 ATTNKIT_REGISTER_MECHANISM(make_hip_mechanism);
 

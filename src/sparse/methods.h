@@ -51,4 +51,24 @@ SparseFactory pattern_factory(PatternMaker make);
 inline const ParamSpec kBlockParam{"block", "64", "query and key block size of the BlockMask (64 = the kernel tile)"};
 Status read_block(const MechanismParams& p, int64_t* block);
 
+// A BlockMask method whose estimate() is estimate(q, k, params, config, mask) (the dynamic
+// estimators: vertical_slash.cc, block_topk.cc, moba.cc, flexprefill.cc, hip.cc).
+template <class Config, class Estimate>
+std::unique_ptr<SparseMethod> estimator_method(Estimate estimate, const Config& config) {
+  return mask_method([estimate, config](const TensorView& q, const TensorView& k, const AttentionParams& params,
+                                        BlockMask* m) { return estimate(q, k, params, config, m); });
+}
+
+// The factory of an estimator whose parameters are topk= and block= (block_topk, moba, hip).
+template <class Config, class Estimate>
+SparseFactory topk_estimator_factory(Estimate estimate) {
+  return [estimate](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
+    Config c;
+    ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
+    ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
+    *out = estimator_method(estimate, c);
+    return Status::ok_status();
+  };
+}
+
 }  // namespace attnkit::sparse_internal

@@ -80,15 +80,7 @@ Mechanism make_moba_mechanism() {
   return sparse_mechanism(
       {"moba", "MoBA gating: q . mean(K_block), top-k blocks, own block always",
        {{"topk", "8", "blocks per query (own block included)"}, kBlockParam},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         MobaConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
-         *out = mask_method([c](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
-           return estimate_moba(q, k, params, c, m);
-         });
-         return Status::ok_status();
-       }});
+       topk_estimator_factory<MobaConfig>(estimate_moba)});
 }
 ATTNKIT_REGISTER_MECHANISM(make_moba_mechanism);
 

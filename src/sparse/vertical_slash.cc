@@ -49,11 +49,7 @@ Status estimate_vertical_slash(const TensorView& q, const TensorView& k, const A
     std::vector<int32_t> vcols, sidx;
     top_k_indices(vs.data(), sk, cfg.vertical, &vcols);
     top_k_indices(ss.data(), static_cast<int64_t>(ss.size()), cfg.slash, &sidx);
-    std::sort(vcols.begin(), vcols.end());
-    std::vector<int64_t> deltas;
-    for (int32_t i : sidx) deltas.push_back(int64_t{i} - sk);
-    std::sort(deltas.begin(), deltas.end());
-    vertical_slash_lists(s, b, h, deltas, vcols, &sel, &cols);
+    vertical_slash_lists(s, b, h, sidx, std::move(vcols), &sel, &cols);
   });
   return block_mask_from_selection(s, sel, &cols, out);
 }
@@ -75,9 +71,7 @@ Mechanism make_vertical_slash_mechanism() {
          ATTNKIT_RETURN_IF_ERROR(param_int(p, "force_first", &c.force_first));
          ATTNKIT_RETURN_IF_ERROR(param_int(p, "force_last", &c.force_last));
          ATTNKIT_RETURN_IF_ERROR(read_block(p, &c.block));
-         *out = mask_method([c](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
-           return estimate_vertical_slash(q, k, params, c, m);
-         });
+         *out = estimator_method(estimate_vertical_slash, c);
          return Status::ok_status();
        }});
 }
