@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cost of calling attnkit from Python, against the C++ time of the same work.
 
-Two measurements:
+Two measurements (the Python targets of docs/benchmarks.md):
   1. tiny call: the Python call's time minus the C++ time of one run of the same case, timed by
      the benchmark harness (attnkit.bench_mechanism, which calls run_case as `attnkit bench`
      does). Target: overhead < 5 us.

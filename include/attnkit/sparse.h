@@ -261,7 +261,7 @@ Status routing_attention(const TensorView& q, const TensorView& k, const TensorV
                          double* maybe_computed_pairs);
 
 // ------------------------------------------------------------------------------------------------
-// Named sparse methods (shared by the registry, the fidelity command and the model's backends)
+// Named sparse methods (shared by the registry, the fidelity command and the model's attention)
 // ------------------------------------------------------------------------------------------------
 
 // A sparse mechanism applied to given Q, K, V: estimate() looks at Q and K (static patterns only

@@ -1,4 +1,4 @@
-// Benchmark harness: yardsticks, timing, the default suite and records (see bench_harness.h).
+// Benchmark harness: yardsticks, timing, the default suite and records (see include/attnkit/bench.h).
 #include "attnkit/bench.h"
 
 #include <cblas.h>

@@ -1,4 +1,4 @@
-// Runs the built `attnkit` executable: the CLI contract of issue 2 (list --json, bench --json,
+// Runs the built `attnkit` executable: the CLI contract (list --json, bench --json,
 // clear errors with a non-zero exit for bad options).
 #include <gtest/gtest.h>
 #include <sys/wait.h>

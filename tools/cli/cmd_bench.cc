@@ -1,5 +1,5 @@
 // `attnkit bench`: one case when any shape option is given, else the default suite, through the
-// shared harness (src/eval/bench_harness.h). Prints a table with the yardsticks and ratios and
+// shared harness (include/attnkit/bench.h). Prints a table with the yardsticks and ratios and
 // writes a JSON array with one record per case to --json FILE (rewritten after every case, so an
 // interrupted suite keeps the finished records).
 #include <cstdio>

@@ -1,4 +1,4 @@
-// `attnkit sparse-bench`: the sparse targets of issue 4, measured in one process through the
+// `attnkit sparse-bench`: the sparse family's benchmark targets, measured in one process through the
 // shared benchmark harness (same timing, FLOP counts and yardsticks as `attnkit bench`):
 //   - dense exact attention vs block-sparse attention at densities 5/10/25/50% (random causal
 //     blocks, attention time only: block_random:density=D,phase=attend);
