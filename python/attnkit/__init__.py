@@ -25,7 +25,11 @@ Functions:
     simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
     max_threads() -> int                 the largest threads= a call accepts (4 per processor)
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
-    bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
+    bench_mechanism(spec, ...) -> dict   time a registered mechanism through the C++ benchmark harness
+
+Charts (needs matplotlib, listed in requirements.txt): ``from attnkit import plot``;
+plot.heatmap(path, values, ...) and plot.lines(path, series, ...), the same renderer the C++ API
+(include/attnkit/plot.h) uses.
 """
 
 from __future__ import annotations
