@@ -349,6 +349,20 @@ TEST_F(CliBinary, RunKeepsTextOnStdoutAndStatisticsOnTheirOwnLine) {
   EXPECT_EQ(merged.output.substr(0, stats), out) << "the text differs between the two runs (greedy decoding)";
 }
 
+// `attnkit eval niah --png` draws its depth x length map through the plotting path (plot.h).
+TEST_F(CliBinary, NiahWritesItsHeatmap) {
+  std::string model;
+  if (!attnkit::gguf::find_default_model(&model).ok()) GTEST_SKIP() << "Gemma 3 270M GGUF not installed";
+  const std::string png = temp_json("niah") + ".png", json = temp_json("niah");
+  const Result r = run_cli("eval niah --length 256 --depths 0,1 --trials 1 --threads 2 --png " + png + " --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string image = read_text(png);
+  fs::remove(png);
+  fs::remove(json);
+  ASSERT_GT(image.size(), 1000u);
+  EXPECT_EQ(image.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+}
+
 // Every command checks --threads while parsing: negative counts and counts past the cap
 // (attnkit/threads.h) fail with the value named, before a model is loaded or a case runs.
 TEST_F(CliBinary, EveryCommandRefusesBadThreadCounts) {
