@@ -17,6 +17,7 @@
 //                    LASP-2 (Sun et al. 2025) for the additive linear family: each rank computes
 //                    its chunk's state contribution and decay product, one MPI_Allgather gives
 //                    every rank its prefix state, then the chunk runs locally from that state.
+//                    The delta rule is supported by gathering each chunk's F x F transition too.
 //
 // Block layouts (block_segments): kContiguous gives rank r one contiguous range; kZigZag cuts the
 // sequence into 2R pieces and gives rank r pieces r and 2R-1-r (striped assignment, Brandon et al.
@@ -112,10 +113,11 @@ Status star_query(const TensorView& q, const TensorView& k, const TensorView& v,
 // linear.maybe_initial_state (optional) is the state before the first token of the whole sequence
 // and must be the same on every rank; linear.maybe_final_state (optional) receives, on every rank,
 // the state after the last token of the whole sequence.
-// Supported: the additive update with any feature map, decay (none, per head, scalar gate, vector
-// gate) and normalization. Refused: the delta rule (its chunk transition S -> P S + M has a dense
-// F x F matrix P, so contributions do not add up; see docs/distributed.md), variable-length batches
-// and maybe_start_positions (set from the rank's offset).
+// Supported: every configuration of the engine except variable-length batches: the additive
+// update (any feature map, decay and normalization: one extra local pass gives the chunk's state
+// contribution) and the delta rule (its chunk map S -> P S + M has a dense F x F transition P, so
+// the ranks gather P as well; ceil(F / head_dim_v) more local passes compute it; see
+// docs/distributed.md). maybe_start_positions must be null (it is set from the rank's offset).
 struct Lasp2Params {
   LinearAttentionParams linear;
   MPI_Comm comm = MPI_COMM_WORLD;

@@ -7,9 +7,14 @@
 // starting state, which gives the intra-chunk part and the inter-chunk readout together (the
 // engine's public call does both, so M_r costs one extra local pass over the chunk).
 //
-// The delta rule does not fit: its chunk map is S -> P_r S + M_r with P_r = prod_t a_t (I - beta_t
-// kf_t kf_t^T), a dense F x F matrix, not a diagonal decay, so the contributions do not add with
-// per-feature decays. The exact combination would gather the F x F transitions P_r as well.
+// The delta rule (DeltaNet, Gated DeltaNet) is not a sum of decayed contributions: its chunk map
+// is S -> P_r S + M_r with P_r = prod_t a_t (I - beta_t kf_t kf_t^T), a dense F x F matrix. The
+// combination stays exact with P_r in place of the diagonal decay: every rank gathers (M_j, P_j)
+// and composes S_r = P_r S_{r-1} + M_r. P_r comes from the same public call run with v = 0 from
+// identity columns (the value columns evolve independently, so each pass yields Dv columns of
+// P_r), which costs ceil(F / Dv) extra passes over the chunk and F^2 more floats per head in the
+// all-gather.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -22,11 +27,6 @@ using internal::Comm;
 
 Status check_lasp2(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                    const LinearAttentionParams& p) {
-  if (p.update == UpdateRule::kDelta)
-    return Status::unsupported(
-        "update delta rule is not supported by LASP-2: its chunk transition S -> P S + M has a dense feature x feature "
-        "matrix P = prod a_t (I - beta_t k_t k_t^T), so chunk states do not combine as decayed sums; use the additive "
-        "update");
   if (p.maybe_cu_seqlens) return Status::unsupported("variable-length batches (maybe_cu_seqlens) are not supported by LASP-2");
   if (p.maybe_start_positions)
     return Status::invalid_argument("maybe_start_positions must be null for LASP-2 (set from the rank's offset)");
@@ -50,6 +50,31 @@ Status check_lasp2(const TensorView& q, const TensorView& k, const TensorView& v
   return Status::ok_status();
 }
 
+// The delta rule's chunk transition P [B, H, F, F] (row-major, P[f][g]): the chunk run with v = 0
+// from a state whose value column c is the unit vector e_g ends with column c = P e_g. Each pass
+// covers Dv of the F unit vectors.
+Status delta_transition(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                        const LinearAttentionParams& base, int64_t F, int64_t dv, float* p_out) {
+  const int64_t B = q.batch(), H = q.heads(), L = q.seq();
+  std::vector<uint8_t> zeros(static_cast<size_t>(B * L * v.heads() * dv) * dtype_size(v.dtype), 0);
+  const TensorView v0 = TensorView::contiguous(zeros.data(), v.dtype, B, L, v.heads(), dv);
+  std::vector<float> init(static_cast<size_t>(B * H * F * dv)), fin(init.size());
+  LinearAttentionParams pass = base;
+  pass.maybe_initial_state = init.data();
+  pass.maybe_final_state = fin.data();
+  for (int64_t g0 = 0; g0 < F; g0 += dv) {
+    const int64_t w = std::min(dv, F - g0);
+    std::fill(init.begin(), init.end(), 0.0f);
+    for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t c = 0; c < w; ++c) init[(bh * F + g0 + c) * dv + c] = 1.0f;
+    ATTNKIT_RETURN_IF_ERROR(linear_attention(q, k, v0, out, pass));
+    for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t f = 0; f < F; ++f)
+        for (int64_t c = 0; c < w; ++c) p_out[(bh * F + f) * F + g0 + c] = fin[(bh * F + f) * dv + c];
+  }
+  return Status::ok_status();
+}
+
 }  // namespace
 
 Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -67,14 +92,17 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
       {{"batch", q.batch()}, {"heads_q", q.heads()}, {"heads_kv", k.heads()}, {"head_dim", q.head_dim()},
        {"head_dim_v", v.head_dim()}, {"feature_map", static_cast<int64_t>(lp.feature_map)},
        {"decay", static_cast<int64_t>(lp.decay)}, {"norm", static_cast<int64_t>(lp.norm)},
+       {"update", static_cast<int64_t>(lp.update)},
        {"initial state given", lp.maybe_initial_state != nullptr}},
       c.comm));
 
   const int64_t B = q.batch(), H = q.heads(), L = q.seq();
   const int64_t dv_cols = state_floats / F;  // head_dim_v, +1 with the denominator column
   const int64_t n_state = B * H * state_floats;
-  // log A_r per (batch, head, feature): one value per head unless the gate is per feature.
-  const int64_t n_decay = B * H * (lp.decay == DecayKind::kVectorGate ? F : 1);
+  const bool delta = lp.update == UpdateRule::kDelta;
+  // Additive: log A_r per (batch, head, feature), one value per head unless the gate is per
+  // feature. Delta rule: the transition P_r [batch, head, F, F].
+  const int64_t n_decay = delta ? B * H * F * F : B * H * (lp.decay == DecayKind::kVectorGate ? F : 1);
   const int64_t width = n_state + n_decay;
   CommStats stats;
 
@@ -93,8 +121,9 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
     pass.maybe_final_state = mine.data();
     st = linear_attention(q, k, v, out, pass);
   }
-  float* log_a = mine.data() + n_state;
-  if (st.ok() && L > 0) {
+  float* decay_part = mine.data() + n_state;  // log A_r, or P_r for the delta rule
+  if (st.ok() && L > 0 && delta) st = delta_transition(q, k, v, out, pass, F, dv_cols, decay_part);
+  if (st.ok() && L > 0 && !delta) {
     const int64_t per_head = n_decay / (B * H);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < H; ++h)
@@ -108,9 +137,12 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
               for (int64_t t = 0; t < L; ++t) sum += lp.gate.get(b, t, h, f);
               break;
           }
-          log_a[(b * H + h) * per_head + f] = static_cast<float>(sum);
+          decay_part[(b * H + h) * per_head + f] = static_cast<float>(sum);
         }
   }
+  if (delta && L == 0)  // an empty chunk's transition is the identity
+    for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t f = 0; f < F; ++f) decay_part[(bh * F + f) * F + f] = 1.0f;
   double t0 = internal::now_seconds();
   ATTNKIT_RETURN_IF_ERROR(agree(st, c.comm));
 
@@ -119,26 +151,41 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
   stats.wait_seconds += internal::now_seconds() - t0;
   stats.bytes_sent += width * static_cast<int64_t>(sizeof(float)) * (c.size - 1);
 
-  // Prefix: S = initial; S = diag(A_j) S + M_j for the ranks j before this one (and, for the
-  // final state, for every rank).
+  // Prefix: S = initial, then S = diag(A_j) S + M_j (delta rule: P_j S + M_j) for the ranks j
+  // before this one (and, for the final state, for every rank).
   std::vector<double> S(static_cast<size_t>(n_state), 0.0);
   if (lp.maybe_initial_state)
     for (int64_t i = 0; i < n_state; ++i) S[i] = lp.maybe_initial_state[i];
   std::vector<float> start_state(static_cast<size_t>(n_state));
-  const int64_t per_head = n_decay / (B * H);
+  const int64_t per_head = delta ? 0 : n_decay / (B * H);
   for (int j = 0; j <= c.size; ++j) {
     if (j == c.rank)
       for (int64_t i = 0; i < n_state; ++i) start_state[i] = static_cast<float>(S[i]);
     if (j == c.size) break;
     const float* m = all.data() + j * width;
     const float* la = m + n_state;
-    for (int64_t bh = 0; bh < B * H; ++bh)
-      for (int64_t f = 0; f < F; ++f) {
-        const double a = std::exp(static_cast<double>(la[bh * per_head + (per_head == 1 ? 0 : f)]));
-        double* row = S.data() + (bh * F + f) * dv_cols;
-        const float* mrow = m + (bh * F + f) * dv_cols;
-        for (int64_t x = 0; x < dv_cols; ++x) row[x] = a * row[x] + mrow[x];
+    for (int64_t bh = 0; bh < B * H; ++bh) {
+      double* s_bh = S.data() + bh * F * dv_cols;
+      const float* m_bh = m + bh * F * dv_cols;
+      if (delta) {
+        // S = P_j S + M_j
+        const float* p_bh = la + bh * F * F;
+        std::vector<double> next(static_cast<size_t>(F * dv_cols));
+        for (int64_t f = 0; f < F; ++f)
+          for (int64_t g = 0; g < F; ++g) {
+            const double pfg = p_bh[f * F + g];
+            if (pfg == 0.0) continue;
+            for (int64_t x = 0; x < dv_cols; ++x) next[f * dv_cols + x] += pfg * s_bh[g * dv_cols + x];
+          }
+        for (int64_t i = 0; i < F * dv_cols; ++i) s_bh[i] = next[i] + m_bh[i];
+      } else {
+        // S = diag(A_j) S + M_j
+        for (int64_t f = 0; f < F; ++f) {
+          const double a = std::exp(static_cast<double>(la[bh * per_head + (per_head == 1 ? 0 : f)]));
+          for (int64_t x = 0; x < dv_cols; ++x) s_bh[f * dv_cols + x] = a * s_bh[f * dv_cols + x] + m_bh[f * dv_cols + x];
+        }
       }
+    }
   }
 
   if (L > 0) {
@@ -152,7 +199,7 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
   if (lp.maybe_final_state)
     for (int64_t i = 0; i < n_state; ++i) lp.maybe_final_state[i] = static_cast<float>(S[i]);
   stats.total_seconds = internal::now_seconds() - t_start;
-  stats.blocks_computed = L > 0 ? 2 : 0;
+  stats.blocks_computed = L > 0 ? 2 + (delta ? (F + dv_cols - 1) / dv_cols : 0) : 0;  // passes over the chunk
   if (maybe_stats) *maybe_stats = stats;
   return Status::ok_status();
 }
