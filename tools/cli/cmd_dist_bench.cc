@@ -29,7 +29,7 @@
 #include "attnkit/distributed.h"
 #include "attnkit/linear.h"
 #include "commands.h"
-#include "eval/bench_harness.h"
+#include "attnkit/bench.h"
 
 namespace attnkit::cli {
 namespace {
