@@ -681,18 +681,13 @@ void run_parallel(const Resolved& r, const Io& io, const Task& t, float* S, Scra
   for (int64_t i = 0; i < f * dvp; ++i) S[i] = static_cast<float>(Sn[i]);
 }
 
-// The tensors are present (k is not read when it is tied to the gate).
-Status check_views(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                   const LinearAttentionParams& p) {
+// The tensors: present, of supported head dims, and of matching shapes (GQA on the heads).
+Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                    const LinearAttentionParams& p) {
   ATTNKIT_RETURN_IF_ERROR(check_view(q, "q"));
   if (!p.tie_key_to_gate) ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
   ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
-  return check_view(out, "out");
-}
-
-// The tensors' head dims are supported and their shapes match (GQA on the heads).
-Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                    const LinearAttentionParams& p) {
+  ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
   const int64_t d = q.head_dim(), dv = v.head_dim();
   if (d < 1 || d > 512) return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1..512");
   if (dv < 1 || dv > 1024) return Status::invalid_argument("head_dim_v " + std::to_string(dv) + " is not supported; expected 1..1024");
@@ -857,13 +852,11 @@ Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
 }
 
 // Validates a call and resolves its defaults into r. The checks run in this order, so a call with
-// several faults reports the first: tensors, threads, shapes, chunk/eps, feature map, decay, update
-// rule, sequences.
+// several faults reports the first: tensors, threads, chunk/eps, feature map, decay, update rule, sequences.
 Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const LinearAttentionParams& p, Resolved* r) {
-  ATTNKIT_RETURN_IF_ERROR(check_views(q, k, v, out, p));
-  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   const int64_t d = q.head_dim();
   r->p = p;
