@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -178,6 +179,11 @@ struct GenerateStats {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+// Threads: one Model may be shared by several threads. Every method that reads or changes the
+// cache, the attention backends, the taps or the thread count holds the model's lock, so concurrent
+// calls on one Model run one after another; calls on different Models run in parallel. A caller
+// whose calls must not interleave with another thread's (reset, then forward) holds lock() around
+// them; the lock is recursive, so the methods still work inside it.
 class Model {
  public:
   static Status load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out);
@@ -214,10 +220,14 @@ class Model {
   int threads() const;
   void set_prefill_chunk(int64_t chunk);
 
+  // Keeps other threads out of this model until the returned lock is released.
+  std::unique_lock<std::recursive_mutex> lock() const { return std::unique_lock<std::recursive_mutex>(mutex_); }
+
  private:
   Model();
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  mutable std::recursive_mutex mutex_;
 };
 
 // Chooses the next token from logits [n_vocab]: argmax when temperature <= 0, else softmax(logits

@@ -142,6 +142,7 @@ nb::ndarray<nb::numpy, float> last_logits_py(Model& m, nb::handle prompt) {
   Status s;
   {
     nb::gil_scoped_release release;
+    const auto hold = m.lock();  // reset and forward together, not interleaved with another thread
     m.reset();
     model::ForwardOutputs fo;
     fo.maybe_last_logits = buf->data();
@@ -201,11 +202,16 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
   std::unique_ptr<model::AttentionBackend> b;
   raise_if_error(model::make_attention_backend(spec, &b));
   std::shared_ptr<model::AttentionBackend> shared(std::move(b));
-  if (layer) {
-    raise_if_error(m.set_layer_attention(*layer, shared));
-  } else {
-    m.set_attention(shared);
+  Status s;
+  {
+    nb::gil_scoped_release release;  // waits for the model's lock while another thread runs it
+    if (layer) {
+      s = m.set_layer_attention(*layer, shared);
+    } else {
+      m.set_attention(shared);
+    }
   }
+  raise_if_error(s);
 }
 
 }  // namespace
@@ -228,7 +234,7 @@ void bind_model(nb::module_& m) {
       .def("set_attention", &set_attention_py, nb::arg("spec"), nb::kw_only(), nb::arg("layer").none() = nb::none(),
            "Swaps the attention of every layer (or one layer) for a named backend, e.g. 'exact', "
            "'streaming:sinks=4,window=256', 'a_shape:sinks=4,window=256'.")
-      .def("reset", &Model::reset, "Forgets the KV cache.")
+      .def("reset", &Model::reset, nb::call_guard<nb::gil_scoped_release>(), "Forgets the KV cache.")
       .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })
       .def_prop_ro("n_vocab", [](const Model& mm) { return mm.config().n_vocab; })
       .def_prop_ro("tokenizer", [](const Model& mm) -> const Tokenizer& { return mm.tokenizer(); },

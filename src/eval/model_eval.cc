@@ -104,6 +104,7 @@ Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streami
   if (m == nullptr || out == nullptr) return Status::invalid_argument("perplexity: model or out is null");
   const int64_t n = static_cast<int64_t>(ids.size());
   if (n < 2) return Status::invalid_argument("perplexity: " + std::to_string(n) + " tokens; need at least 2");
+  const auto hold = m->lock();  // the chunks share one cache: no other thread may reset it between them
   m->reset();
   ATTNKIT_RETURN_IF_ERROR(m->reserve(n));
   std::vector<float> lp(static_cast<size_t>(n - 1));

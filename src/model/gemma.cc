@@ -508,14 +508,22 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
 
 const GemmaConfig& Model::config() const { return impl_->cfg; }
 const Tokenizer& Model::tokenizer() const { return *impl_->tok; }
-void Model::reset() { impl_->pos = 0; }
-int64_t Model::position() const { return impl_->pos; }
+void Model::reset() {
+  const auto hold = lock();
+  impl_->pos = 0;
+}
+int64_t Model::position() const {
+  const auto hold = lock();
+  return impl_->pos;
+}
 Status Model::reserve(int64_t n) {
+  const auto hold = lock();
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
   return impl_->reserve(n);
 }
 
 Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o) {
+  const auto hold = lock();
   Impl& I = *impl_;
   if (n <= 0) return Status::invalid_argument("Model::forward: n " + std::to_string(n) + " must be > 0");
   if (tokens == nullptr) return Status::invalid_argument("Model::forward: tokens is null");
@@ -556,6 +564,7 @@ Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o)
 }
 
 Status Model::decode(int32_t token, float* logits) {
+  const auto hold = lock();
   ForwardOutputs o;
   o.maybe_last_logits = logits;
   return forward(&token, 1, o);
@@ -563,6 +572,7 @@ Status Model::decode(int32_t token, float* logits) {
 
 Status Model::logits_from_hidden(const float* hidden, int64_t n, float* logits) {
   if (hidden == nullptr || logits == nullptr || n <= 0) return Status::invalid_argument("Model::logits_from_hidden: bad arguments (n " + std::to_string(n) + ")");
+  const auto hold = lock();
   impl_->apply_threads();
   if (n == 1) return impl_->logits_one(hidden, logits);
   return impl_->logits_many(hidden, n, logits, nullptr, nullptr);
@@ -613,6 +623,7 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
   if (options.max_tokens < 0) return Status::invalid_argument("Model::generate: max_tokens " + std::to_string(options.max_tokens) + " must be >= 0");
   if (options.sample.top_p <= 0 || options.sample.top_p > 1)
     return Status::invalid_argument("Model::generate: top_p " + std::to_string(options.sample.top_p) + " must be in (0, 1]");
+  const auto hold = lock();  // prefill and decode of one generation must not interleave with others
   Impl& I = *impl_;
   reset();
   using clock = std::chrono::steady_clock;
@@ -644,8 +655,12 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
   return Status::ok_status();
 }
 
-void Model::set_attention(std::shared_ptr<AttentionBackend> backend) { impl_->all_layers = std::move(backend); }
+void Model::set_attention(std::shared_ptr<AttentionBackend> backend) {
+  const auto hold = lock();
+  impl_->all_layers = std::move(backend);
+}
 Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend) {
+  const auto hold = lock();
   if (layer < 0 || layer >= impl_->cfg.n_layer)
     return Status::out_of_range("Model::set_layer_attention: layer " + std::to_string(layer) + " is outside [0, " +
                                 std::to_string(impl_->cfg.n_layer) + ")");
@@ -653,13 +668,26 @@ Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBacken
   impl_->per_layer[static_cast<size_t>(layer)] = std::move(backend);
   return Status::ok_status();
 }
-void Model::set_taps(Taps taps) { impl_->taps = std::move(taps); }
-void Model::clear_taps() { impl_->taps = Taps(); }
+void Model::set_taps(Taps taps) {
+  const auto hold = lock();
+  impl_->taps = std::move(taps);
+}
+void Model::clear_taps() {
+  const auto hold = lock();
+  impl_->taps = Taps();
+}
 void Model::set_threads(int threads) {
+  const auto hold = lock();
   impl_->threads = threads <= 0 ? omp_get_max_threads() : threads;
   impl_->apply_threads();
 }
-int Model::threads() const { return impl_->threads; }
-void Model::set_prefill_chunk(int64_t chunk) { impl_->chunk = chunk > 0 ? chunk : 512; }
+int Model::threads() const {
+  const auto hold = lock();
+  return impl_->threads;
+}
+void Model::set_prefill_chunk(int64_t chunk) {
+  const auto hold = lock();
+  impl_->chunk = chunk > 0 ? chunk : 512;
+}
 
 }  // namespace attnkit::model

@@ -62,6 +62,7 @@ Status capture_activations(Model* model, const std::vector<int32_t>& tokens, con
     append(&b.k_post, t.k_post, t.n * c.n_head_kv * c.head_dim);
     append(&b.v, t.v, t.n * c.n_head_kv * c.head_dim_v);
   };
+  const auto hold = model->lock();  // the taps and the cache belong to this capture until it ends
   model->set_taps(taps);
   model->reset();
   ForwardOutputs none;
