@@ -6,7 +6,10 @@
 #include <numpy/arrayobject.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "core/checked_size.h"
 
 namespace attnkit::python {
 namespace {
@@ -194,6 +197,22 @@ TensorView to_view(const Array& a, const char* name, bool allow_3d) {
 }
 
 nb::object new_array(nb::handle like_obj, const Array& like, const int64_t* dims, int ndim, bool f32) {
+  // Inputs may be stride-0 (broadcast) views that hold little memory while the output they imply
+  // is huge: check the output's size before numpy or torch allocates it.
+  {
+    const std::string what = "the output array for input shape " + like.shape_string();
+    int64_t n = 1;
+    Status s;
+    for (int i = 0; i < ndim && s.ok(); ++i) {
+      const std::string dim = "output dim " + std::to_string(i);
+      int64_t d = 0;
+      s = checked_elements(what, {{dim.c_str(), dims[i]}}, &d);
+      if (s.ok() && (!checked_mul(n, d, &n) || n > kMaxElements)) s = Status::out_of_range(what + " would have more than 2^40 elements");
+    }
+    int64_t bytes = 0;
+    if (s.ok()) s = checked_bytes(what, n, f32 || like.elem == Elem::kF32 ? 4 : 2, &bytes);
+    raise_if_error(s);
+  }
   if (!like.is_numpy && is_torch(like_obj)) {
     nb::module_ torch = nb::module_::import_("torch");
     nb::list shape;

@@ -19,6 +19,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
+#include "core/checked_size.h"
 #include "core/tile_kernel.h"
 
 namespace attnkit {
@@ -52,7 +53,12 @@ Status check_view(const TensorView& t, const char* name) {
     if (t.shape[i] < 0)
       return Status::invalid_argument(std::string(name) + ".shape " + shape_str(t) + " has a negative dimension");
   }
-  return Status();
+  // Broadcast (stride-0) views can describe tensors far larger than their memory; the kernels'
+  // index arithmetic and scratch sizes assume the limits of checked_size.h.
+  int64_t n = 0;
+  return checked_elements(std::string(name) + " (shape " + shape_str(t) + ")",
+                          {{"batch", t.shape[0]}, {"seq", t.shape[1]}, {"heads", t.shape[2]}, {"head_dim", t.shape[3]}},
+                          &n);
 }
 
 Status check_cu(const int32_t* cu, int64_t n, int64_t total, const char* name) {

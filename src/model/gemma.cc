@@ -12,6 +12,7 @@
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
+#include "core/checked_size.h"
 #include "model/matvec.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -586,6 +587,16 @@ int32_t sample_token(const float* logits, int64_t n_vocab, const SampleOptions& 
   const double mx = *std::max_element(logits, logits + n_vocab);
   double total = 0;
   for (int64_t i = 0; i < n_vocab; ++i) total += std::exp((logits[i] - mx) * inv_t);
+  {
+    // K and V of every layer for n positions, in f32.
+    const GemmaConfig& c = impl_->cfg;
+    int64_t per_layer = 0, bytes = 0;
+    ATTNKIT_RETURN_IF_ERROR(checked_elements(
+        "the KV cache", {{"positions", n}, {"kv heads", c.n_head_kv}, {"head_dim + head_dim_v", c.head_dim + c.head_dim_v}},
+        &per_layer));
+    ATTNKIT_RETURN_IF_ERROR(checked_bytes("the KV cache for " + std::to_string(n) + " positions", per_layer,
+                                          c.n_layer * static_cast<int64_t>(sizeof(float)), &bytes));
+  }
   std::vector<int32_t> idx(static_cast<size_t>(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) idx[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };

@@ -14,6 +14,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/registry.h"
 #include "commands.h"
+#include "core/checked_size.h"
 #include "eval/bench_harness.h"
 
 namespace attnkit::cli {
@@ -76,6 +77,7 @@ Status single_case(const BenchOptions& o, bench::BenchCase* out) {
     return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " +
                                     std::to_string(s.heads_kv));
   }
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(s));  // before the yardsticks take their time
   *out = c;
   return Status::ok_status();
 }

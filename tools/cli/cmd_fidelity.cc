@@ -15,6 +15,7 @@
 #include "attnkit/fidelity.h"
 #include "attnkit/memory.h"
 #include "attnkit/sparse.h"
+#include "core/checked_size.h"
 #include "commands.h"
 
 namespace attnkit::cli {
@@ -86,6 +87,14 @@ void run_fidelity(FidelityOptions o) {
   }
   if (o.data != "random" && o.data != "planted") fail("data '" + o.data + "' is not supported; expected random|planted");
   if (o.threads < 0) fail("threads " + std::to_string(o.threads) + " is not supported; expected >= 0 (0 = all)");
+  ProblemShape shape;
+  shape.batch = o.batch;
+  shape.seq_q = o.seq_q;
+  shape.seq_kv = o.seq_kv;
+  shape.heads_q = o.heads_q;
+  shape.heads_kv = o.heads_kv;
+  shape.head_dim = o.head_dim;
+  check(check_problem_shape(shape));  // before make_inputs multiplies the sizes out
   {
     std::unique_ptr<SparseMethod> probe;
     check(make_sparse_method(o.mechanism, &probe));  // fail on a bad spec before building inputs

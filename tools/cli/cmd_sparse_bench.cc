@@ -18,6 +18,7 @@
 
 #include "attnkit/attention.h"
 #include "commands.h"
+#include "core/checked_size.h"
 #include "eval/bench_harness.h"
 
 namespace attnkit::cli {
@@ -33,7 +34,8 @@ struct SparseBenchOptions {
 };
 
 void run_sparse_bench(const SparseBenchOptions& o) {
-  if (o.seq < 64) fail("seq " + std::to_string(o.seq) + " is not supported; expected >= 64");
+  if (o.seq < 64 || o.seq > kMaxDim)
+    fail("seq " + std::to_string(o.seq) + " is not supported; expected 64.." + std::to_string(kMaxDim));
   if (o.runs < 1) fail("runs " + std::to_string(o.runs) + " is not supported; expected >= 1");
   if (o.heads_q < 1 || o.heads_kv < 1 || o.heads_q % o.heads_kv != 0 || o.head_dim < 1) {
     fail("heads_q " + std::to_string(o.heads_q) + " / heads_kv " + std::to_string(o.heads_kv) + " / head_dim " +
@@ -46,6 +48,7 @@ void run_sparse_bench(const SparseBenchOptions& o) {
   shape.head_dim = o.head_dim;
   shape.causal = true;
   shape.threads = o.threads;
+  check(check_problem_shape(shape));  // before the yardsticks and the first case
   const std::vector<double> densities = {0.05, 0.10, 0.25, 0.50};
   std::vector<std::string> specs = {"exact"};
   for (double d : densities) {
