@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh) and runs the whole test suite: every C++ test program
-# through CTest, then the Python tests (JAX cross-check, reference packages, bindings) with pytest,
+# through CTest, the same C++ suite again built with -DATTNKIT_SANITIZE=address,undefined, then the
+# Python tests (JAX cross-check, reference packages, bindings) with pytest,
 # then a bounded libFuzzer run of the GGUF reader.
 #   ATTNKIT_LONG_TESTS=1   also run the long sweeps
+#   ATTNKIT_SKIP_SANITIZE=1  skip the sanitized run
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,5 +12,16 @@ cd "$root"
 build="${ATTNKIT_BUILD_DIR:-$root/build}"
 export ATTNKIT_BUILD_DIR="$build"
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)" --timeout 1500
+# The C++ suite once more under AddressSanitizer and UndefinedBehaviorSanitizer, in its own build
+# folder (no Python extension, no benchmarks: the sanitized run is about the library, the CLI and
+# the tests). ATTNKIT_SKIP_SANITIZE=1 skips it.
+if [[ "${ATTNKIT_SKIP_SANITIZE:-0}" != 1 ]]; then
+  sbuild="${ATTNKIT_SANITIZE_BUILD_DIR:-$root/build-sanitize}"
+  cmake -S "$root" -B "$sbuild" -DCMAKE_BUILD_TYPE=Release -DATTNKIT_SANITIZE=address,undefined \
+    -DATTNKIT_BUILD_PYTHON=OFF -DATTNKIT_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$sbuild" -j"$(nproc)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$sbuild" --output-on-failure -j"$(nproc)" --timeout 3000
+fi
 "$root/.venv/bin/python" -m pytest -q "$root/tests/python"
 "$root/scripts/fuzz_gguf.sh"
