@@ -31,6 +31,59 @@ Status req_i64(const gguf::GgufFile& f, const std::string& key, int64_t* out) {
   return Status::ok_status();
 }
 
+// A float hyperparameter that must be a finite number above zero (or, with allow_zero, zero too).
+Status check_positive_f32(const std::string& key, float v, bool allow_zero = false) {
+  if (std::isfinite(v) && (v > 0 || (allow_zero && v == 0))) return Status::ok_status();
+  return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(v) + " is invalid; expected a finite value " +
+                              (allow_zero ? ">= 0" : "> 0"));
+}
+
+// block_count must name exactly the layers whose tensors the file holds: a smaller count would run
+// a truncated model without a word, a larger one would fail late (or allocate for layers that do
+// not exist). Checked before anything is allocated per layer.
+Status check_block_count(const gguf::GgufFile& f, const std::string& key, int64_t n_layer) {
+  std::set<int64_t> seen;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (t.name.substr(0, 4) != "blk.") continue;
+    int64_t l = 0;
+    size_t i = 4;
+    for (; i < t.name.size() && t.name[i] >= '0' && t.name[i] <= '9' && l < (int64_t{1} << 32); ++i) l = l * 10 + (t.name[i] - '0');
+    if (i == 4 || i >= t.name.size() || t.name[i] != '.')
+      return Status::corrupt_data("gemma: tensor '" + std::string(t.name) + "' has no layer number after 'blk.'");
+    if (l >= n_layer)
+      return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(n_layer) + " but the file has tensor '" +
+                                  std::string(t.name) + "' of layer " + std::to_string(l));
+    seen.insert(l);
+  }
+  const int64_t n_seen = static_cast<int64_t>(seen.size()), highest = seen.empty() ? -1 : *seen.rbegin();
+  if (n_seen != n_layer)
+    return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(n_layer) + " but the file has tensors for " +
+                                std::to_string(n_seen) + " layers" +
+                                (n_seen > 0 ? " (highest blk." + std::to_string(highest) + ")" : std::string()));
+  return Status::ok_status();
+}
+
+// Norm weights are small F32 vectors in every GGUF converter; another type here means a damaged or
+// hand-edited file, and a NaN or Inf would silently poison every token.
+Status check_norm_weight(const std::string& name, const gguf::TensorInfo& t, const std::vector<float>& w) {
+  if (t.type != gguf::TensorType::kF32)
+    return Status::corrupt_data("gemma: tensor " + name + " has type " + gguf::tensor_type_name(t.type) +
+                                "; norm weights must be F32");
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!std::isfinite(w[i]))
+      return Status::corrupt_data("gemma: tensor " + name + " holds a non-finite value (" + std::to_string(w[i]) +
+                                  ") at index " + std::to_string(i));
+  }
+  return Status::ok_status();
+}
+
+// Index of the first NaN or Inf in x[0..n), or -1.
+int64_t first_nonfinite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return -1;
+}
+
 struct LayerWeights {
   std::vector<float> attn_norm, q_norm, k_norm, post_attn_norm, ffn_norm, post_ffn_norm;
   std::vector<float> wqkv;  // [(n_head + 2 n_head_kv) * head_dim, n_embd]: Q rows, then K, then V
@@ -113,6 +166,9 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.sliding_window", &c.sliding_window));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.layer_norm_rms_epsilon", &c.rms_eps));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base", &c.rope_base_global));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attention.layer_norm_rms_epsilon", c.rms_eps));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "rope.freq_base", c.rope_base_global));
+  ATTNKIT_RETURN_IF_ERROR(check_block_count(f, p + "block_count", c.n_layer));
   // RoPE scaling (linear, YaRN, ...) is not implemented: a file that asks for it would otherwise run
   // with unscaled positions and give wrong answers past the original context without any error.
   // Gemma 3 270M has none of these keys; factor 0 or 1 and type "none" mean no scaling.
@@ -132,14 +188,18 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   }
   if (f.has(p + "final_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "final_logit_softcapping", &c.final_logit_softcap));
   if (f.has(p + "attn_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attn_logit_softcapping", &c.attn_logit_softcap));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "final_logit_softcapping", c.final_logit_softcap, true));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attn_logit_softcapping", c.attn_logit_softcap, true));
   // Not in the file: the local RoPE base (10000) and the 5 local : 1 global pattern are fixed for
   // Gemma 3 (llama.cpp: rope_freq_base_train_swa = 10000, set_swa_pattern(6); HF: rope_local_base_freq,
   // sliding_window_pattern = 6). A future file may store them; read them if present.
   if (f.has(p + "rope.freq_base_swa")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base_swa", &c.rope_base_local));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "rope.freq_base_swa", c.rope_base_local));
   // query_pre_attn_scalar = head_dim for every Gemma 3 size except 27B (n_embd / n_head);
   // llama.cpp keys that on the model size, we key it on the only size whose head_dim differs.
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   if (f.has(p + "attention.scale")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.scale", &c.attn_scale));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attention.scale", c.attn_scale));
   c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
   if (c.n_head % c.n_head_kv != 0)
     return Status::corrupt_data("gemma: head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
@@ -188,7 +248,8 @@ struct Model::Impl {
                                   std::to_string(t->row_elems()) + ", expected " + std::to_string(rows) + " x " +
                                   std::to_string(cols));
     out->resize(static_cast<size_t>(rows * cols));
-    return file->dequantize_rows(*t, 0, rows, out->data());
+    ATTNKIT_RETURN_IF_ERROR(file->dequantize_rows(*t, 0, rows, out->data()));
+    return rows == 1 ? check_norm_weight(name, *t, *out) : Status::ok_status();  // one row: a norm weight
   }
   // Appends a tensor's rows to `out` (for the fused QKV and gate/up matrices).
   Status append_tensor(const std::string& name, int64_t rows, int64_t cols, std::vector<float>* out) {
@@ -421,6 +482,12 @@ struct Model::Impl {
         float* xi = x.data() + i * E;
         for (int64_t e = 0; e < E; ++e) xi[e] += pi[e];
       }
+      // Large quantized weights are not scanned at load; a NaN or Inf in them shows up here, in
+      // the layer's output, and fails the run instead of giving meaningless tokens.
+      if (const int64_t bad = first_nonfinite(x.data(), n * E); bad >= 0)
+        return Status::corrupt_data("gemma: layer " + std::to_string(l) + " produced a non-finite value at position " +
+                                    std::to_string(pos + bad / E) + " (weights blk." + std::to_string(l) +
+                                    ".* may be corrupt)");
     }
     for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, output_norm.data(), E, c.rms_eps, hidden + i * E);
     pos += n;
@@ -520,6 +587,16 @@ int64_t Model::position() const {
 Status Model::reserve(int64_t n) {
   const auto hold = lock();
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
+  {
+    // K and V of every layer for n positions, in f32.
+    const GemmaConfig& c = impl_->cfg;
+    int64_t per_layer = 0, bytes = 0;
+    ATTNKIT_RETURN_IF_ERROR(checked_elements(
+        "the KV cache", {{"positions", n}, {"kv heads", c.n_head_kv}, {"head_dim + head_dim_v", c.head_dim + c.head_dim_v}},
+        &per_layer));
+    ATTNKIT_RETURN_IF_ERROR(checked_bytes("the KV cache for " + std::to_string(n) + " positions", per_layer,
+                                          c.n_layer * static_cast<int64_t>(sizeof(float)), &bytes));
+  }
   return impl_->reserve(n);
 }
 
@@ -587,16 +664,6 @@ int32_t sample_token(const float* logits, int64_t n_vocab, const SampleOptions& 
   const double mx = *std::max_element(logits, logits + n_vocab);
   double total = 0;
   for (int64_t i = 0; i < n_vocab; ++i) total += std::exp((logits[i] - mx) * inv_t);
-  {
-    // K and V of every layer for n positions, in f32.
-    const GemmaConfig& c = impl_->cfg;
-    int64_t per_layer = 0, bytes = 0;
-    ATTNKIT_RETURN_IF_ERROR(checked_elements(
-        "the KV cache", {{"positions", n}, {"kv heads", c.n_head_kv}, {"head_dim + head_dim_v", c.head_dim + c.head_dim_v}},
-        &per_layer));
-    ATTNKIT_RETURN_IF_ERROR(checked_bytes("the KV cache for " + std::to_string(n) + " positions", per_layer,
-                                          c.n_layer * static_cast<int64_t>(sizeof(float)), &bytes));
-  }
   std::vector<int32_t> idx(static_cast<size_t>(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) idx[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
