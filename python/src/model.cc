@@ -83,7 +83,7 @@ void check_id(const Tokenizer& t, int32_t id) {
 
 using model::Model;
 
-std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads) {
+std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, bool allow_past_context) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
   std::unique_ptr<Model> out;
@@ -92,6 +92,7 @@ std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int thread
     nb::gil_scoped_release release;
     model::LoadOptions o;
     o.threads = threads;
+    o.allow_past_context = allow_past_context;
     s = Model::load(p, o, &out);
   }
   raise_if_error(s);
@@ -219,7 +220,12 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
 void bind_model(nb::module_& m) {
   nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
       .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
-                  "Loads a GGUF model (default: default_model_path()).")
+                  nb::kw_only(), nb::arg("allow_past_context") = false,
+                  "Loads a GGUF model (default: default_model_path()). Inputs past the model's context_length "
+                  "raise ValueError unless allow_past_context=True (then a warning is printed once).")
+      .def_prop_rw("allow_past_context", &Model::allow_past_context, &Model::set_allow_past_context,
+                   "Whether positions past context_length are allowed (see load).")
+      .def_prop_ro("context_length", [](const Model& mm) { return mm.config().context_length; })
       .def("generate", &generate_py, nb::arg("prompt"), nb::kw_only(), nb::arg("max_tokens") = 64,
            nb::arg("temperature") = 0.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = 0,
            "prompt (str, BOS added, or a list of token ids) -> generated text; temperature 0 is greedy.")

@@ -38,7 +38,19 @@ int64_t count_tokens(const Tokenizer& tok, const std::string& text) {
 // we keep the plain bound prompt + answer <= context_length).
 int64_t context_limit(const model::Model& m, int64_t answer_tokens) {
   const int64_t ctx = m.config().context_length;
+  if (m.allow_past_context()) return std::numeric_limits<int64_t>::max();
   return ctx > answer_tokens ? ctx - answer_tokens : std::numeric_limits<int64_t>::max();
+}
+
+// A length past the context is refused, not cut down to fit: results would otherwise be reported
+// under a length that was never run. Up to context_length itself a trial is "the full context": its
+// prompt leaves room for the answer, and the trial records the prompt's real size (prompt_tokens).
+Status check_length(const model::Model& m, const char* eval, int64_t len) {
+  const int64_t ctx = m.config().context_length;
+  if (len <= ctx || m.allow_past_context()) return Status::ok_status();
+  return Status::out_of_range(std::string(eval) + ": length " + std::to_string(len) + " is past the model's context_length " +
+                              std::to_string(ctx) + " (gemma3.context_length); use lengths <= " + std::to_string(ctx) +
+                              ", or opt in with allow_past_context (CLI --allow-past-context)");
 }
 
 }  // namespace
@@ -210,6 +222,7 @@ Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t tri
       constexpr int64_t kAnswerTokens = 8;
       std::vector<int32_t> ids;
       // passkey_prompt never exceeds the length it is given.
+      ATTNKIT_RETURN_IF_ERROR(check_length(*m, "passkey", len));
       ATTNKIT_RETURN_IF_ERROR(
           passkey_prompt(m->tokenizer(), std::min(len, context_limit(*m, kAnswerTokens)), key, depth, &ids));
       ATTNKIT_RETURN_IF_ERROR(
@@ -289,6 +302,7 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
         const uint64_t hay_seed = rng();
         // niah_prompt counts verse tokens one verse at a time, and the joined text can come out a
         // few tokens longer than asked; near the context limit, ask again for less by the excess.
+        ATTNKIT_RETURN_IF_ERROR(check_length(*m, "niah", len));
         const int64_t limit = context_limit(*m, kAnswerTokens);
         int64_t ask = std::min(len, limit);
         std::vector<int32_t> ids;

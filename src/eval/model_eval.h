@@ -57,8 +57,10 @@ Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, dou
 Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,
                      int64_t answer_tokens, RetrievalTrial* trial);
 // Prompt and answer together stay within the model's trained context (config().context_length):
-// a requested length above context_length - answer tokens is lowered to that, so a 32K trial asks
-// for at most 32768 positions. prompts_only = true builds the same prompts (same seed, same keys)
+// a length above context_length fails naming it (unless Model::allow_past_context); a length
+// between context_length - answer tokens and context_length asks for a prompt that leaves room for
+// the answer. Each trial records the requested length and the prompt's real size (prompt_tokens).
+// prompts_only = true builds the same prompts (same seed, same keys)
 // without running the model, for dumping them to a reference implementation.
 Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
                const ProgressFn& progress, std::vector<RetrievalTrial>* out, bool prompts_only = false);

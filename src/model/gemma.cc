@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -563,6 +565,7 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
     return Status::invalid_argument("Model::load: prefill_chunk " + std::to_string(options.prefill_chunk) + " must be > 0");
   std::unique_ptr<Model> m(new Model());
   Impl& I = *m->impl_;
+  m->allow_past_context_ = options.allow_past_context;
   I.threads = options.threads == 0 ? omp_get_max_threads() : options.threads;
   I.chunk = options.prefill_chunk;
   I.apply_threads();
@@ -584,6 +587,31 @@ int64_t Model::position() const {
   const auto hold = lock();
   return impl_->pos;
 }
+void Model::set_allow_past_context(bool allow) {
+  const auto hold = lock();
+  allow_past_context_ = allow;
+}
+bool Model::allow_past_context() const {
+  const auto hold = lock();
+  return allow_past_context_;
+}
+
+// `end` positions (0 .. end - 1) against the trained context; the caller holds the lock.
+Status Model::check_context(int64_t end, const char* what) {
+  const int64_t ctx = impl_->cfg.context_length;
+  if (end <= ctx) return Status::ok_status();
+  if (!allow_past_context_)
+    return Status::out_of_range(std::string(what) + ": " + std::to_string(end) + " positions go past the model's context_length " +
+                                std::to_string(ctx) + " (gemma3.context_length; later positions were never trained). " +
+                                "Use a shorter input, or opt in with allow_past_context (CLI --allow-past-context)");
+  if (!warned_past_context_) {
+    warned_past_context_ = true;
+    std::fprintf(stderr, "attnkit: warning: running past the model's context_length %lld (%lld positions); "
+                 "positions beyond it were never trained\n", static_cast<long long>(ctx), static_cast<long long>(end));
+  }
+  return Status::ok_status();
+}
+
 Status Model::reserve(int64_t n) {
   const auto hold = lock();
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
@@ -607,6 +635,9 @@ Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o)
   if (tokens == nullptr) return Status::invalid_argument("Model::forward: tokens is null");
   if ((o.maybe_targets == nullptr) != (o.maybe_target_logprobs == nullptr))
     return Status::invalid_argument("Model::forward: maybe_targets and maybe_target_logprobs must be given together");
+  if (n > kMaxDim) return Status::out_of_range("Model::forward: n " + std::to_string(n) + " is above the limit " + std::to_string(kMaxDim));
+  ATTNKIT_RETURN_IF_ERROR(check_context(I.pos + n, "Model::forward"));
+  ATTNKIT_RETURN_IF_ERROR(reserve(I.pos + n));  // checks the cache size before growing it
   I.apply_threads();
   const int64_t E = I.cfg.n_embd, V = I.cfg.n_vocab;
   ATTNKIT_RETURN_IF_ERROR(I.reserve(I.pos + n));
@@ -703,6 +734,9 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
     return Status::invalid_argument("Model::generate: top_p " + std::to_string(options.sample.top_p) + " must be in (0, 1]");
   const auto hold = lock();  // prefill and decode of one generation must not interleave with others
   Impl& I = *impl_;
+  // The last sampled token is never fed back: prompt + max_tokens - 1 positions at most.
+  ATTNKIT_RETURN_IF_ERROR(check_context(static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_tokens - 1, 0),
+                                        "Model::generate (prompt + max_tokens)"));
   reset();
   using clock = std::chrono::steady_clock;
   std::vector<float> logits(static_cast<size_t>(I.cfg.n_vocab));

@@ -4,6 +4,7 @@
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
 // --seed S. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +39,7 @@ struct EvalOptions {
   std::string corpus_cache;
   std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
   bool prompts_only = false;  // build and dump the prompts without running the model
+  bool allow_past_context = false;
 };
 
 Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
@@ -45,6 +47,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
   ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
@@ -99,6 +102,18 @@ nlohmann::json trials_json(const std::vector<eval::RetrievalTrial>& trials) {
   return arr;
 }
 
+// [min, max] prompt tokens really run for the trials of one requested length (prompts are built
+// close to the length, and within the context they leave room for the answer).
+nlohmann::json prompt_token_range(const std::vector<eval::RetrievalTrial>& trials, int64_t len) {
+  int64_t lo = -1, hi = -1;
+  for (const auto& t : trials) {
+    if (t.length != len) continue;
+    lo = lo < 0 ? t.prompt_tokens : std::min(lo, t.prompt_tokens);
+    hi = std::max(hi, t.prompt_tokens);
+  }
+  return nlohmann::json::array({lo, hi});
+}
+
 // The prompts of a passkey/niah run, for scripts/retrieval_hf.py: per trial the length, depth,
 // expected answer, attnkit's token ids and the decoded text (which the reference re-tokenizes, so
 // the two tokenizers can be compared id by id).
@@ -140,7 +155,8 @@ Status do_passkey(const EvalOptions& o) {
         ok += t.correct;
       }
     ok_all += ok;
-    per.push_back({{"length", len}, {"trials", n}, {"accuracy", n ? static_cast<double>(ok) / n : 0.0}});
+    per.push_back({{"length", len}, {"trials", n}, {"accuracy", n ? static_cast<double>(ok) / n : 0.0},
+                   {"prompt_tokens", prompt_token_range(trials, len)}});
   }
   nlohmann::json j = {{"eval", "passkey"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
@@ -172,7 +188,8 @@ Status do_niah(const EvalOptions& o) {
         }
       ok_all += ok;
       grid[di][li] = n ? static_cast<double>(ok) / n : 0.0;
-      cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]}});
+      cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]},
+                       {"prompt_tokens", prompt_token_range(trials, lengths[li])}});
     }
   nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
@@ -198,6 +215,8 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
+  c->add_flag("--allow-past-context", o->allow_past_context,
+              "Allow lengths past the model's trained context_length (warns; quality there is untested)");
 }
 
 void retrieval_options(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {

@@ -37,23 +37,25 @@ struct RunOptions {
   std::string json_path;
   std::string capture_dir;
   std::vector<int64_t> capture_layers;
+  bool allow_past_context = false;
 };
 
-Status load_model(const std::string& path, const std::string& attention_spec, int threads, std::unique_ptr<model::Model>* m) {
-  std::string p = path;
+Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
+  std::string p = o.model_path;
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
-  lo.threads = threads;
+  lo.threads = o.threads;
+  lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
-  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(attention_spec, &be));
+  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
   (*m)->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
   return Status::ok_status();
 }
 
 Status do_bench(const RunOptions& o) {
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   if (o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
   std::mt19937_64 rng(1234);
   std::vector<int32_t> toks(static_cast<size_t>(o.length));
@@ -96,7 +98,7 @@ Status do_run(const RunOptions& o) {
   if (o.bench) return do_bench(o);
   if (o.prompt.empty()) return Status::invalid_argument("run: --prompt is empty");
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   const Tokenizer& tok = m->tokenizer();
   std::string text = o.prompt;
   if (o.chat) text = "<start_of_turn>user\n" + o.prompt + "<end_of_turn>\n<start_of_turn>model\n";
@@ -157,6 +159,8 @@ void add_run(CLI::App& root) {
   cmd->add_option("--json", o->json_path, "Write the --bench result to FILE");
   cmd->add_option("--capture", o->capture_dir, "Write the prompt's per-layer Q/K (pre/post RoPE) and V as .npy into DIR instead of generating");
   cmd->add_option("--capture-layers", o->capture_layers, "Layers to capture (default all)")->delimiter(',');
+  cmd->add_flag("--allow-past-context", o->allow_past_context,
+                "Allow running past the model's trained context_length (warns; quality there is untested)");
   cmd->callback([o] { check(do_run(*o)); });
 }
 
