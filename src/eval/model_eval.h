@@ -21,7 +21,9 @@ ProgressFn stderr_progress(const std::string& label);
 // The King James Bible as one string: every verse printed by Debian's `bible` program
 // (`bible -f -l100000 Gen1:1-Rev22:21`), its reference ("Ge1:1 ") stripped, joined with '\n'.
 // scripts/golden_hf.py extracts the same text. When cache_path is non-empty the text is read from
-// there if present and written there otherwise.
+// there if present and written there otherwise. The cache starts with a header line holding the
+// text's hash; a file without it, whose text does not match it, or (when `bible` is installed)
+// that differs from the text `bible` gives, is refused with an error naming the path.
 Status kjv_text(const std::string& cache_path, std::string* out);
 
 struct PerplexityResult {

@@ -730,8 +730,11 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
                        GenerateStats* maybe_stats) {
   if (prompt.empty()) return Status::invalid_argument("Model::generate: the prompt is empty");
   if (options.max_tokens < 0) return Status::invalid_argument("Model::generate: max_tokens " + std::to_string(options.max_tokens) + " must be >= 0");
-  if (options.sample.top_p <= 0 || options.sample.top_p > 1)
+  if (!(options.sample.top_p > 0 && options.sample.top_p <= 1))  // written so that NaN fails too
     return Status::invalid_argument("Model::generate: top_p " + std::to_string(options.sample.top_p) + " must be in (0, 1]");
+  if (!(options.sample.temperature >= 0) || !std::isfinite(options.sample.temperature))
+    return Status::invalid_argument("Model::generate: temperature " + std::to_string(options.sample.temperature) +
+                                    " must be a finite value >= 0 (0 = greedy)");
   const auto hold = lock();  // prefill and decode of one generation must not interleave with others
   Impl& I = *impl_;
   // The last sampled token is never fed back: prompt + max_tokens - 1 positions at most.

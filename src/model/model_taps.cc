@@ -46,6 +46,10 @@ Status capture_activations(Model* model, const std::vector<int32_t>& tokens, con
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::io_error("capture_activations: cannot create '" + dir + "': " + ec.message());
   const GemmaConfig& c = model->config();
+  for (int64_t l : layers)
+    if (l < 0 || l >= c.n_layer)
+      return Status::out_of_range("capture_activations: layer " + std::to_string(l) + " is outside [0, " +
+                                  std::to_string(c.n_layer) + ")");
   const int64_t n = static_cast<int64_t>(tokens.size());
   struct Buf {
     std::vector<float> q_pre, q_post, k_pre, k_post, v;

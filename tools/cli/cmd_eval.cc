@@ -59,7 +59,7 @@ std::string cache_path(const EvalOptions& o) {
   if (!o.corpus_cache.empty()) return o.corpus_cache;
   std::error_code ec;
   std::filesystem::create_directories("out", ec);
-  return ec ? std::string() : std::string("out/kjv.txt");
+  return ec ? std::string() : std::string("out/kjv.cache");
 }
 
 Status write_json(const std::string& path, const nlohmann::json& j) {
@@ -72,12 +72,15 @@ Status write_json(const std::string& path, const nlohmann::json& j) {
 }
 
 Status do_perplexity(const EvalOptions& o) {
+  if (o.lengths.size() > 1)
+    return Status::invalid_argument("eval perplexity: --length takes one length (got " + std::to_string(o.lengths.size()) +
+                                    "); run once per length");
+  const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
+  if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
   ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
-  const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
-  if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
   // Tokenize a prefix long enough for n tokens (KJV averages ~4 characters per token).
   std::vector<int32_t> ids = m->tokenizer().encode(text.substr(0, static_cast<size_t>(std::min<int64_t>(
                                                        static_cast<int64_t>(text.size()), n * 8 + 1000))));
@@ -214,7 +217,7 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
-  c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
+  c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.cache; verified when read)");
   c->add_flag("--allow-past-context", o->allow_past_context,
               "Allow lengths past the model's trained context_length (warns; quality there is untested)");
 }

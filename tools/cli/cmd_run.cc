@@ -3,6 +3,7 @@
 //               [--seed S] [--attention NAME[:params]] [--model PATH] [--threads T] [--chat]
 //   attnkit run --bench [--length 4096] : prefill and decode speed at a context length (JSON).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -94,7 +95,22 @@ Status do_bench(const RunOptions& o) {
   return Status::ok_status();
 }
 
+// Values checked before the model is loaded (NaN fails every comparison, so each test is written
+// to pass only for good values).
+Status check_options(const RunOptions& o) {
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
+    return Status::invalid_argument("run: --temperature " + std::to_string(o.temperature) + " must be a finite value >= 0 (0 = greedy)");
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    return Status::invalid_argument("run: --top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
+  if (o.max_tokens < 0) return Status::invalid_argument("run: --max-tokens " + std::to_string(o.max_tokens) + " must be >= 0");
+  if (o.bench && o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
+  if (o.bench && o.decode_tokens < 1)
+    return Status::invalid_argument("run --bench: --decode-tokens " + std::to_string(o.decode_tokens) + " must be >= 1");
+  return Status::ok_status();
+}
+
 Status do_run(const RunOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_options(o));
   if (o.bench) return do_bench(o);
   if (o.prompt.empty()) return Status::invalid_argument("run: --prompt is empty");
   std::unique_ptr<model::Model> m;
