@@ -2,10 +2,10 @@
 // image data in zlib "stored" (uncompressed) deflate blocks, so only CRC-32 and Adler-32 are needed.
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "core/output_file.h"
 #include "eval/model_eval.h"
 
 namespace attnkit::eval {
@@ -117,11 +117,8 @@ Status write_heatmap_png(const std::string& path, const std::vector<std::vector<
   chunk(&png, "IHDR", ihdr);
   chunk(&png, "IDAT", z);
   chunk(&png, "IEND", {});
-  std::ofstream f(path, std::ios::binary);
-  if (!f) return Status::io_error("write_heatmap_png: cannot open '" + path + "' for writing");
-  f.write(reinterpret_cast<const char*>(png.data()), static_cast<std::streamsize>(png.size()));
-  if (!f) return Status::io_error("write_heatmap_png: writing '" + path + "' failed");
-  return Status::ok_status();
+  return write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
+                           "write_heatmap_png");
 }
 
 }  // namespace attnkit::eval

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "attnkit/tokenizer.h"
+#include "core/output_file.h"
 
 namespace attnkit::eval {
 namespace {
@@ -153,8 +154,8 @@ Status kjv_text(const std::string& cache_path, std::string* out) {
   if (cached) return read_kjv_cache(cache_path, extracted.ok() ? &fresh : nullptr, out);
   ATTNKIT_RETURN_IF_ERROR(extracted);
   if (!cache_path.empty()) {
-    std::ofstream f(cache_path, std::ios::binary);
-    if (f) f << kKjvCacheTag << hex64(fnv1a64(fresh)) << "\n" << fresh;  // a cache that cannot be written is not an error
+    const std::string header = kKjvCacheTag + hex64(fnv1a64(fresh)) + "\n";
+    (void)write_file_atomic(cache_path, {header, fresh}, "corpus cache");  // a cache that cannot be written is not an error
   }
   *out = std::move(fresh);
   return Status::ok_status();

@@ -3,7 +3,6 @@
 // writes a JSON array with one record per case to --json FILE (rewritten after every case, so an
 // interrupted suite keeps the finished records).
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -15,6 +14,7 @@
 #include "attnkit/registry.h"
 #include "commands.h"
 #include "core/checked_size.h"
+#include "core/output_file.h"
 #include "eval/bench_harness.h"
 
 namespace attnkit::cli {
@@ -98,14 +98,6 @@ std::vector<bench::BenchCase> suite_cases(const BenchOptions& o, DType dtype, bo
   return out;
 }
 
-Status write_json(const std::string& path, const nlohmann::json& records) {
-  std::ofstream f(path, std::ios::trunc);
-  if (!f) return Status::io_error("cannot open --json file '" + path + "' for writing");
-  f << records.dump(2) << "\n";
-  f.close();
-  if (!f) return Status::io_error("cannot write --json file '" + path + "'");
-  return Status::ok_status();
-}
 
 void run_bench(const BenchOptions& o) {
   if (o.threads < 0) fail("threads " + std::to_string(o.threads) + " is not supported; expected >= 0 (0 = all)");
@@ -131,7 +123,8 @@ void run_bench(const BenchOptions& o) {
   }
 
   nlohmann::json records = nlohmann::json::array();
-  if (!o.json_path.empty()) check(write_json(o.json_path, records));  // fail early on a bad path
+  // Fail early on a path that cannot be written; the file itself is only replaced once a case is done.
+  if (!o.json_path.empty()) check(check_output_path(o.json_path, "--json"));
 
   bench::YardstickOptions yopt = bench::yardstick_options_from_env();
   bench::TimingOptions topt = bench::timing_options_from_env();
@@ -167,7 +160,7 @@ void run_bench(const BenchOptions& o) {
     }
     std::fflush(stdout);
     records.push_back(bench::record_to_json(r));
-    if (!o.json_path.empty()) check(write_json(o.json_path, records));
+    if (!o.json_path.empty()) check(write_file_atomic(o.json_path, records.dump(2) + "\n", "--json"));
   }
   if (!o.json_path.empty()) std::printf("wrote %zu record%s to %s\n", records.size(), records.size() == 1 ? "" : "s", o.json_path.c_str());
 }

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -20,6 +19,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "core/output_file.h"
 #include "eval/model_eval.h"
 
 namespace attnkit::cli {
@@ -65,9 +65,20 @@ std::string cache_path(const EvalOptions& o) {
 Status write_json(const std::string& path, const nlohmann::json& j) {
   std::cout << j.dump(2) << std::endl;
   if (path.empty()) return Status::ok_status();
-  std::ofstream f(path);
-  if (!f) return Status::io_error("eval: cannot write --json " + path);
-  f << j.dump(2) << "\n";
+  return write_file_atomic(path, j.dump(2) + "\n", "eval: --json");
+}
+
+// Every output of the command is checked before the model is loaded, so that a long evaluation
+// never ends on a path it cannot write. The heatmap's default folder (out/) is made here.
+Status check_outputs(const EvalOptions& o, bool png) {
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.json_path, "eval: --json"));
+  if (!o.dump_prompts.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.dump_prompts, "eval: --dump-prompts"));
+  if (png && !o.png_path.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    ATTNKIT_RETURN_IF_ERROR(check_output_path(o.png_path, "eval niah: --png"));
+  }
   return Status::ok_status();
 }
 
@@ -77,6 +88,7 @@ Status do_perplexity(const EvalOptions& o) {
                                     "); run once per length");
   const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
   if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
@@ -132,14 +144,16 @@ Status dump_prompts(const EvalOptions& o, const std::string& eval_name, const To
     arr.push_back({{"length", t.length}, {"depth", t.depth}, {"expected", t.expected}, {"prompt_tokens", t.prompt_tokens},
                    {"generated", t.generated}, {"correct", t.correct}, {"ids", t.prompt}, {"text", text}});
   }
-  std::ofstream f(o.dump_prompts);
-  if (!f) return Status::io_error("eval: cannot write --dump-prompts " + o.dump_prompts);
-  f << nlohmann::json({{"eval", eval_name}, {"seed", o.seed}, {"prompts_only", o.prompts_only}, {"trials", arr}}).dump() << "\n";
+  ATTNKIT_RETURN_IF_ERROR(write_file_atomic(
+      o.dump_prompts,
+      nlohmann::json({{"eval", eval_name}, {"seed", o.seed}, {"prompts_only", o.prompts_only}, {"trials", arr}}).dump() + "\n",
+      "eval: --dump-prompts"));
   std::cerr << "wrote " << trials.size() << " prompts to " << o.dump_prompts << "\n";
   return Status::ok_status();
 }
 
 Status do_passkey(const EvalOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
@@ -168,6 +182,7 @@ Status do_passkey(const EvalOptions& o) {
 }
 
 Status do_niah(const EvalOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, true));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
@@ -202,10 +217,6 @@ Status do_niah(const EvalOptions& o) {
   // Results first: a heatmap path that cannot be written must not throw away a long run.
   ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
   if (o.png_path.empty()) return Status::ok_status();
-  // The default lives under out/ (git-ignored) like the corpus cache; make its folder.
-  const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
-  std::error_code ec;
-  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   return eval::write_heatmap_png(o.png_path, grid);
 }
 

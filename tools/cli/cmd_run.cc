@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -18,6 +18,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -87,11 +88,7 @@ Status do_bench(const RunOptions& o) {
                       {"decode_seconds", dc},
                       {"decode_tokens_per_s", static_cast<double>(o.decode_tokens) / dc}};
   std::cout << j.dump(2) << std::endl;
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    if (!f) return Status::io_error("run: cannot write --json " + o.json_path);
-    f << j.dump(2) << "\n";
-  }
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "run: --json"));
   return Status::ok_status();
 }
 
@@ -106,6 +103,13 @@ Status check_options(const RunOptions& o) {
   if (o.bench && o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
   if (o.bench && o.decode_tokens < 1)
     return Status::invalid_argument("run --bench: --decode-tokens " + std::to_string(o.decode_tokens) + " must be >= 1");
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.json_path, "run: --json"));
+  if (!o.capture_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.capture_dir, ec);
+    if (ec) return Status::io_error("run: --capture folder '" + o.capture_dir + "' cannot be created: " + ec.message());
+    ATTNKIT_RETURN_IF_ERROR(check_output_path(o.capture_dir + "/tokens.json", "run: --capture"));
+  }
   return Status::ok_status();
 }
 
