@@ -82,8 +82,10 @@ Status check_problem_shape(const ProblemShape& s) {
   // the sum cannot overflow.
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype));
   const int64_t total = (nq + 2 * nkv) * elem + nq * 4;
-  return check_allocation("the inputs and output of this problem (" + std::to_string(nq) + " query and " +
-                              std::to_string(nkv) + " key/value elements)",
+  return check_allocation("the inputs and output of this problem (batch " + std::to_string(s.batch) + ", seq_q " +
+                              std::to_string(s.seq_q) + ", seq_kv " + std::to_string(s.seq_kv) + ", heads_q " +
+                              std::to_string(s.heads_q) + ", heads_kv " + std::to_string(s.heads_kv) + ", head_dim " +
+                              std::to_string(s.head_dim) + ")",
                           total);
 }
 

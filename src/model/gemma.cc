@@ -170,7 +170,6 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base", &c.rope_base_global));
   ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attention.layer_norm_rms_epsilon", c.rms_eps));
   ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "rope.freq_base", c.rope_base_global));
-  ATTNKIT_RETURN_IF_ERROR(check_block_count(f, p + "block_count", c.n_layer));
   // RoPE scaling (linear, YaRN, ...) is not implemented: a file that asks for it would otherwise run
   // with unscaled positions and give wrong answers past the original context without any error.
   // Gemma 3 270M has none of these keys; factor 0 or 1 and type "none" mean no scaling.
@@ -214,6 +213,7 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
     return Status::corrupt_data("gemma: token_embd.weight rows have " + std::to_string(emb->row_elems()) + " values, expected " +
                                 std::to_string(c.n_embd));
   c.n_vocab = emb->n_rows();
+  ATTNKIT_RETURN_IF_ERROR(check_block_count(f, p + "block_count", c.n_layer));
   *out = c;
   return Status::ok_status();
 }
@@ -615,6 +615,7 @@ Status Model::check_context(int64_t end, const char* what) {
 Status Model::reserve(int64_t n) {
   const auto hold = lock();
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
+  ATTNKIT_RETURN_IF_ERROR(check_context(n, "Model::reserve"));
   {
     // K and V of every layer for n positions, in f32.
     const GemmaConfig& c = impl_->cfg;
