@@ -198,20 +198,21 @@ TensorView to_view(const Array& a, const char* name, bool allow_3d) {
 
 nb::object new_array(nb::handle like_obj, const Array& like, const int64_t* dims, int ndim, bool f32) {
   // Inputs may be stride-0 (broadcast) views that hold little memory while the output they imply
-  // is huge: check the output's size before numpy or torch allocates it.
+  // is huge: check the output's size before numpy or torch allocates it. Messages are built only
+  // on failure (this runs on every call).
   {
-    const std::string what = "the output array for input shape " + like.shape_string();
     int64_t n = 1;
-    Status s;
-    for (int i = 0; i < ndim && s.ok(); ++i) {
-      const std::string dim = "output dim " + std::to_string(i);
-      int64_t d = 0;
-      s = checked_elements(what, {{dim.c_str(), dims[i]}}, &d);
-      if (s.ok() && (!checked_mul(n, d, &n) || n > kMaxElements)) s = Status::out_of_range(what + " would have more than 2^40 elements");
+    bool fits = true;
+    for (int i = 0; i < ndim && fits; ++i)
+      fits = dims[i] >= 0 && dims[i] <= kMaxDim && checked_mul(n, dims[i], &n) && n <= kMaxElements;
+    const int64_t elem_bytes = f32 || like.elem == Elem::kF32 ? 4 : 2;
+    if (!fits || n > (int64_t{1} << 30) / elem_bytes) {  // physical memory is looked up above 1 GiB only
+      const std::string what = "the output array " + shape_string(dims, ndim) + " (input shape " + like.shape_string() + ")";
+      int64_t bytes = 0;
+      raise_if_error(fits ? checked_bytes(what, n, elem_bytes, &bytes)
+                          : Status::out_of_range(what + " has a dimension above " + std::to_string(kMaxDim) +
+                                                 " or more than 2^40 elements"));
     }
-    int64_t bytes = 0;
-    if (s.ok()) s = checked_bytes(what, n, f32 || like.elem == Elem::kF32 ? 4 : 2, &bytes);
-    raise_if_error(s);
   }
   if (!like.is_numpy && is_torch(like_obj)) {
     nb::module_ torch = nb::module_::import_("torch");

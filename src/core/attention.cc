@@ -55,7 +55,10 @@ Status check_view(const TensorView& t, const char* name) {
   }
   // Broadcast (stride-0) views can describe tensors far larger than their memory; the kernels'
   // index arithmetic and scratch sizes assume the limits of checked_size.h.
-  int64_t n = 0;
+  int64_t n = 1;
+  bool fits = true;
+  for (int i = 0; i < 4 && fits; ++i) fits = t.shape[i] <= kMaxDim && checked_mul(n, t.shape[i], &n) && n <= kMaxElements;
+  if (fits) return Status();  // the common case builds no strings
   return checked_elements(std::string(name) + " (shape " + shape_str(t) + ")",
                           {{"batch", t.shape[0]}, {"seq", t.shape[1]}, {"heads", t.shape[2]}, {"head_dim", t.shape[3]}},
                           &n);
