@@ -13,6 +13,7 @@
 
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
+#include "attnkit/threads.h"
 #include "attnkit/tokenizer.h"
 #include "core/checked_size.h"
 #include "model/matvec.h"
@@ -560,13 +561,14 @@ Model::~Model() = default;
 
 Status Model::load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out) {
   if (out == nullptr) return Status::invalid_argument("Model::load: out is null");
-  if (options.threads < 0) return Status::invalid_argument("Model::load: threads " + std::to_string(options.threads) + " must be >= 0");
+  int threads = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(options.threads, "Model::load: threads", &threads));
   if (options.prefill_chunk <= 0)
     return Status::invalid_argument("Model::load: prefill_chunk " + std::to_string(options.prefill_chunk) + " must be > 0");
   std::unique_ptr<Model> m(new Model());
   Impl& I = *m->impl_;
   m->allow_past_context_ = options.allow_past_context;
-  I.threads = options.threads == 0 ? omp_get_max_threads() : options.threads;
+  I.threads = threads;
   I.chunk = options.prefill_chunk;
   I.apply_threads();
   ATTNKIT_RETURN_IF_ERROR(gguf::GgufFile::open(path, &I.file));
@@ -792,10 +794,13 @@ void Model::clear_taps() {
   const auto hold = lock();
   impl_->taps = Taps();
 }
-void Model::set_threads(int threads) {
+Status Model::set_threads(int threads) {
+  int resolved = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "Model::set_threads: threads", &resolved));
   const auto hold = lock();
-  impl_->threads = threads <= 0 ? omp_get_max_threads() : threads;
+  impl_->threads = resolved;
   impl_->apply_threads();
+  return Status::ok_status();
 }
 int Model::threads() const {
   const auto hold = lock();
