@@ -72,7 +72,7 @@ Status check_allocation(const std::string& what, int64_t bytes) {
   return Status::ok_status();
 }
 
-Status check_problem_shape(const ProblemShape& s) {
+Status check_problem_sizes(const ProblemShape& s) {
   int64_t nq = 0, nkv = 0;
   ATTNKIT_RETURN_IF_ERROR(checked_elements(
       "q", {{"batch", s.batch}, {"seq_q", s.seq_q}, {"heads_q", s.heads_q}, {"head_dim", s.head_dim}}, &nq));

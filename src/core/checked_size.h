@@ -45,7 +45,8 @@ Status check_allocation(const std::string& what, int64_t bytes);
 
 // A benchmark problem's Q, K, V and output sizes (batch, seq_q, seq_kv, heads, head_dim in the
 // ProblemShape's dtype): overflow, the limits above and physical memory for the whole set.
-Status check_problem_shape(const ProblemShape& shape);
+// Part of check_problem_shape (attnkit/registry.h), which every mechanism's prepare calls.
+Status check_problem_sizes(const ProblemShape& shape);
 
 // The machine's physical memory in bytes (0 when unknown).
 int64_t physical_memory_bytes();
