@@ -3,8 +3,9 @@
 //               [--seed S] [--attention NAME[:params]] [--model PATH] [--threads T] [--chat]
 //   attnkit run --bench [--length 4096] : prefill and decode speed at a context length (JSON).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -17,6 +18,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -37,23 +39,25 @@ struct RunOptions {
   std::string json_path;
   std::string capture_dir;
   std::vector<int64_t> capture_layers;
+  bool allow_past_context = false;
 };
 
-Status load_model(const std::string& path, const std::string& attention_spec, int threads, std::unique_ptr<model::Model>* m) {
-  std::string p = path;
+Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
+  std::string p = o.model_path;
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
-  lo.threads = threads;
+  lo.threads = o.threads;
+  lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
-  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(attention_spec, &be));
+  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
   (*m)->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
   return Status::ok_status();
 }
 
 Status do_bench(const RunOptions& o) {
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   if (o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
   std::mt19937_64 rng(1234);
   std::vector<int32_t> toks(static_cast<size_t>(o.length));
@@ -84,19 +88,37 @@ Status do_bench(const RunOptions& o) {
                       {"decode_seconds", dc},
                       {"decode_tokens_per_s", static_cast<double>(o.decode_tokens) / dc}};
   std::cout << j.dump(2) << std::endl;
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    if (!f) return Status::io_error("run: cannot write --json " + o.json_path);
-    f << j.dump(2) << "\n";
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "run: --json"));
+  return Status::ok_status();
+}
+
+// Values checked before the model is loaded (NaN fails every comparison, so each test is written
+// to pass only for good values).
+Status check_options(const RunOptions& o) {
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
+    return Status::invalid_argument("run: --temperature " + std::to_string(o.temperature) + " must be a finite value >= 0 (0 = greedy)");
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    return Status::invalid_argument("run: --top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
+  if (o.max_tokens < 0) return Status::invalid_argument("run: --max-tokens " + std::to_string(o.max_tokens) + " must be >= 0");
+  if (o.bench && o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
+  if (o.bench && o.decode_tokens < 1)
+    return Status::invalid_argument("run --bench: --decode-tokens " + std::to_string(o.decode_tokens) + " must be >= 1");
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.json_path, "run: --json"));
+  if (!o.capture_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.capture_dir, ec);
+    if (ec) return Status::io_error("run: --capture folder '" + o.capture_dir + "' cannot be created: " + ec.message());
+    ATTNKIT_RETURN_IF_ERROR(check_output_path(o.capture_dir + "/tokens.json", "run: --capture"));
   }
   return Status::ok_status();
 }
 
 Status do_run(const RunOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_options(o));
   if (o.bench) return do_bench(o);
   if (o.prompt.empty()) return Status::invalid_argument("run: --prompt is empty");
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   const Tokenizer& tok = m->tokenizer();
   std::string text = o.prompt;
   if (o.chat) text = "<start_of_turn>user\n" + o.prompt + "<end_of_turn>\n<start_of_turn>model\n";
@@ -161,6 +183,8 @@ void add_run(CLI::App& root) {
   cmd->add_option("--json", o->json_path, "Write the --bench result to FILE");
   cmd->add_option("--capture", o->capture_dir, "Write the prompt's per-layer Q/K (pre/post RoPE) and V as .npy into DIR instead of generating");
   cmd->add_option("--capture-layers", o->capture_layers, "Layers to capture (default all)")->delimiter(',');
+  cmd->add_flag("--allow-past-context", o->allow_past_context,
+                "Allow running past the model's trained context_length (warns; quality there is untested)");
   cmd->callback([o] { check(do_run(*o)); });
 }
 
