@@ -11,6 +11,8 @@
 //                                (core::attend_keys_all_heads), merged through LSE;
 //   several rows (prefill chunk): one job per (query head, block of kTileQ rows) over the spans.
 // RazorAttention's compensation entry joins each row afterwards as one more partial state.
+// attention_mass runs the kernel's mass pass (core::attend_mass) over the same spans with each
+// row's final LSE, per thread into a buffer over the pool's rows, then sums it into slots.
 #include <omp.h>
 
 #include <algorithm>
@@ -97,10 +99,40 @@ float logit_of(const float* q, const float* k, int64_t d, float scale, float sof
   return s;
 }
 
-}  // namespace
 
-Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
-                    const CacheAttentionParams& params, const TensorView& out, float* maybe_lse) {
+// Everything attend_cache and attention_mass share: the validated kernel call over the page pool,
+// each row's visible slots, and the element mask of the edge bands.
+struct CacheCall {
+  core::Call call;
+  bool empty = true;  // nothing cached: no kernel call was built
+  ScratchArray<uint16_t> qb;
+  std::vector<int64_t> lo, hi, slot_base;
+  MaskCtx mctx;
+  core::ElementMask emask;
+  const std::vector<int32_t>* pages = nullptr;
+  int64_t P = 16, cap_rows = 1;
+  const std::vector<KvSlotRange>* ranges = nullptr;
+
+  // Spans of the rows [i0, i1) of one block: full where every row sees the whole span.
+  void block_spans(int64_t i0, int64_t i1, std::vector<core::KvSpan>* spans) const {
+    spans->clear();
+    const int64_t ulo = lo[static_cast<size_t>(i0)], uhi = hi[static_cast<size_t>(i1 - 1)];
+    const int64_t flo = lo[static_cast<size_t>(i1 - 1)], fhi = hi[static_cast<size_t>(i0)];
+    auto add = [&](int64_t a, int64_t b, bool full) {
+      for_each_piece(*ranges, a, b, [&](int64_t x, int64_t y) { slot_spans(*pages, P, x, y, full, spans); });
+    };
+    if (flo < fhi) {
+      add(ulo, flo, false);
+      add(flo, fhi, true);
+      add(fhi, uhi, false);
+    } else {
+      add(ulo, uhi, false);
+    }
+  }
+};
+
+Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
+                    const CacheAttentionParams& params, const TensorView& out, float* lse, CacheCall* cc) {
   const KvCacheOptions& o = cache.options();
   if (!cache.has_sequence(seq)) return Status::out_of_range("attend_cache: seq " + std::to_string(seq) + " is not a live sequence");
   const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, D = o.head_dim, DV = o.head_dim_v;
@@ -126,53 +158,64 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
     return Status::unsupported("attend_cache: storage int8 is not readable by the attention kernel yet");
 
   const std::vector<int64_t>& pos = cache.positions(seq);
-  const std::vector<int32_t>& pages = cache.page_table(seq);
-  const int64_t size = static_cast<int64_t>(pos.size()), P = cache.page_size();
-  const int64_t cap_rows = std::max<int64_t>(1, cache.pages_capacity() * P);
-  const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
-  const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
-  const KvCompensation& comp = cache.compensation(seq);
-  const bool has_comp = !comp.empty();
+  cc->pages = &cache.page_table(seq);
+  cc->ranges = &params.slot_ranges;
+  cc->P = cache.page_size();
+  cc->cap_rows = std::max<int64_t>(1, cache.pages_capacity() * cc->P);
+  cc->lo.resize(static_cast<size_t>(n));
+  cc->hi.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    visible_slots(pos, q_positions[i], params.window_left, &cc->lo[static_cast<size_t>(i)], &cc->hi[static_cast<size_t>(i)]);
+  cc->empty = cache.pages_capacity() == 0 || pos.empty();
+  if (cc->empty) return Status::ok_status();
 
   // The kernel reads q in the cache's element type (f32 x f32 or bf16 x bf16 products).
   const DType kd = o.storage == KvStorage::kF32 ? DType::kF32 : DType::kBF16;
-  ScratchArray<uint16_t> qb;
   TensorView qk = q;
   if (kd == DType::kBF16) {
-    qb.ensure(static_cast<size_t>(n * H * D));
+    cc->qb.ensure(static_cast<size_t>(n * H * D));
     for (int64_t i = 0; i < n; ++i)
       for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < D; ++t) qb[static_cast<size_t>((i * H + h) * D + t)] = f32_to_bf16(q.get(0, i, h, t));
-    qk = TensorView::contiguous(qb.data(), DType::kBF16, 1, n, H, D);
+        for (int64_t t = 0; t < D; ++t) cc->qb[static_cast<size_t>((i * H + h) * D + t)] = f32_to_bf16(q.get(0, i, h, t));
+    qk = TensorView::contiguous(cc->qb.data(), DType::kBF16, 1, n, H, D);
   }
-  // An empty pool still gets a valid one-row view (no span ever points into it).
-  static const float kZeros[512] = {};
-  const void* kdata = cache.pages_capacity() > 0 ? cache.k_data() : kZeros;
-  const void* vdata = cache.pages_capacity() > 0 ? cache.v_data() : kZeros;
-  const TensorView kview = TensorView::contiguous(const_cast<void*>(kdata), kd, 1, cache.pages_capacity() > 0 ? cap_rows : 1,
-                                                  cache.pages_capacity() > 0 ? HK : 1, cache.pages_capacity() > 0 ? D : 1);
-  const TensorView vview = TensorView::contiguous(const_cast<void*>(vdata), kd, 1, cache.pages_capacity() > 0 ? cap_rows : 1,
-                                                  cache.pages_capacity() > 0 ? HK : 1, cache.pages_capacity() > 0 ? DV : 1);
+  const TensorView kview = TensorView::contiguous(const_cast<void*>(cache.k_data()), kd, 1, cc->cap_rows, HK, D);
+  const TensorView vview = TensorView::contiguous(const_cast<void*>(cache.v_data()), kd, 1, cc->cap_rows, HK, DV);
+  AttentionParams ap;
+  ap.causal = false;  // visibility is by position, through the spans and the element mask
+  ap.scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  ap.softcap = params.softcap;
+  ap.num_threads = params.num_threads;
+  ATTNKIT_RETURN_IF_ERROR(core::make_call(qk, kview, vview, out, lse, ap, &cc->call));
+  cc->slot_base.assign(static_cast<size_t>(cache.pages_capacity()), -1);
+  for (size_t lp = 0; lp < cc->pages->size(); ++lp) cc->slot_base[static_cast<size_t>((*cc->pages)[lp])] = static_cast<int64_t>(lp) * cc->P;
+  cc->mctx = MaskCtx{cc->slot_base.data(), cc->P, pos.data(), q_positions, params.window_left};
+  cc->emask = core::ElementMask{&position_visible, &cc->mctx};
+  return Status::ok_status();
+}
+
+}  // namespace
+
+Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
+                    const CacheAttentionParams& params, const TensorView& out, float* maybe_lse) {
+  const KvCacheOptions& o = cache.options();
+  const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, D = o.head_dim, DV = o.head_dim_v;
+  const KvCompensation& comp = cache.has_sequence(seq) ? cache.compensation(seq) : KvCompensation();
+  const bool has_comp = !comp.empty();
   std::vector<float> lse_local;
   float* lse = maybe_lse;
   if (lse == nullptr && has_comp) {
-    lse_local.resize(static_cast<size_t>(H * n));
+    lse_local.resize(static_cast<size_t>(std::max<int64_t>(0, H * n)));
     lse = lse_local.data();
   }
-  AttentionParams ap;
-  ap.causal = false;
-  ap.scale = scale;
-  ap.softcap = params.softcap;
-  ap.num_threads = threads;
-  core::Call call;
-  if (cache.pages_capacity() > 0) {
-    ATTNKIT_RETURN_IF_ERROR(core::make_call(qk, kview, vview, out, lse, ap, &call));
-  }
+  CacheCall cc;
+  ATTNKIT_RETURN_IF_ERROR(prepare_call(cache, seq, q, q_positions, params, out, lse, &cc));
+  const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  const std::vector<int64_t>& lo = cc.lo;
+  const std::vector<int64_t>& hi = cc.hi;
 
-  std::vector<int64_t> lo(static_cast<size_t>(n)), hi(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) visible_slots(pos, q_positions[i], params.window_left, &lo[static_cast<size_t>(i)], &hi[static_cast<size_t>(i)]);
-
-  if (cache.pages_capacity() == 0 || size == 0) {
+  if (cc.empty) {
     // Nothing cached: every row is empty (output 0, LSE -inf) before compensation.
     for (int64_t i = 0; i < n; ++i)
       for (int64_t h = 0; h < H; ++h) {
@@ -181,13 +224,14 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
         if (lse) lse[h * n + i] = kNegInf;
       }
   } else {
+    const core::Call& call = cc.call;
     const core::SeqRange range = call.seq(0);
     const bool same_rows = lo.front() == lo.back() && hi.front() == hi.back();
     const int64_t group = H / HK;
     if (same_rows && n <= 16 && n * group <= core::kTileQ) {
       // Decode: every row sees the same slots; split them over the threads.
       std::vector<core::KvSpan> spans;
-      for_each_piece(params.slot_ranges, lo[0], hi[0], [&](int64_t a, int64_t b) { slot_spans(pages, P, a, b, true, &spans); });
+      for_each_piece(params.slot_ranges, lo[0], hi[0], [&](int64_t a, int64_t b) { slot_spans(*cc.pages, cc.P, a, b, true, &spans); });
       int64_t total = 0;
       for (const auto& sp : spans) total += sp.end - sp.begin;
       const int64_t pieces_target = std::max<int64_t>(1, std::min<int64_t>(2 * threads, total / (4 * core::kTileK)));
@@ -221,10 +265,6 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
       }
     } else {
       // Several query positions: one job per (query head, row block).
-      std::vector<int64_t> slot_base(static_cast<size_t>(cache.pages_capacity()), -1);
-      for (size_t lp = 0; lp < pages.size(); ++lp) slot_base[static_cast<size_t>(pages[lp])] = static_cast<int64_t>(lp) * P;
-      MaskCtx mctx{slot_base.data(), P, pos.data(), q_positions, params.window_left};
-      const core::ElementMask emask{&position_visible, &mctx};
       const int64_t n_blocks = (n + core::kTileQ - 1) / core::kTileQ;
       const int64_t n_items = n_blocks * H;
 #pragma omp parallel num_threads(threads)
@@ -235,19 +275,7 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
         for (int64_t it = 0; it < n_items; ++it) {
           const int64_t blk = n_blocks - 1 - it / H, h = it % H;  // heaviest (last) blocks first
           const int64_t i0 = blk * core::kTileQ, i1 = std::min(n, i0 + core::kTileQ);
-          const int64_t ulo = lo[static_cast<size_t>(i0)], uhi = hi[static_cast<size_t>(i1 - 1)];
-          const int64_t flo = lo[static_cast<size_t>(i1 - 1)], fhi = hi[static_cast<size_t>(i0)];
-          spans.clear();
-          auto add = [&](int64_t a, int64_t b, bool full) {
-            for_each_piece(params.slot_ranges, a, b, [&](int64_t x, int64_t y) { slot_spans(pages, P, x, y, full, &spans); });
-          };
-          if (flo < fhi) {
-            add(ulo, flo, false);
-            add(flo, fhi, true);
-            add(fhi, uhi, false);
-          } else {
-            add(ulo, uhi, false);
-          }
+          cc.block_spans(i0, i1, &spans);
           core::BlockJob job;
           job.seq = 0;
           job.head_q = h;
@@ -256,7 +284,7 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
           job.row_end = i1;
           job.spans = spans.data();
           job.n_spans = static_cast<int>(spans.size());
-          job.maybe_extra_mask = &emask;
+          job.maybe_extra_mask = &cc.emask;
           core::attend_block(call, job, &ws);
         }
       }
@@ -282,12 +310,12 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
   return Status::ok_status();
 }
 
-// The attention mass is recomputed here from the cache and each row's LSE (plain f32 dot products
-// over the visible slots); the kernel's own per-key mass output replaces this path once it exists.
+// The mass pass of the tile kernel (core::attend_mass) over the same spans as the attention, with
+// each row's final LSE from attend_cache (compensation included: its share belongs to no slot).
 Status attention_mass(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
                       int64_t row_begin, const CacheAttentionParams& params, float* mass) {
   const KvCacheOptions& o = cache.options();
-  const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, D = o.head_dim;
+  const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, DV = o.head_dim_v;
   if (mass == nullptr) return Status::invalid_argument("attention_mass: mass is null");
   if (!cache.has_sequence(seq)) return Status::out_of_range("attention_mass: seq " + std::to_string(seq) + " is not a live sequence");
   if (row_begin < 0 || row_begin > n)
@@ -295,53 +323,48 @@ Status attention_mass(const PagedKvCache& cache, int64_t seq, const TensorView& 
   const int64_t size = cache.size(seq);
   std::fill(mass, mass + HK * size, 0.0f);
   if (row_begin == n || size == 0) return Status::ok_status();
-  const int64_t rows = n - row_begin;
-  // Row LSEs (with the compensation entry, whose mass belongs to no slot) from attend_cache.
-  std::vector<float> obuf(static_cast<size_t>(n * H * o.head_dim_v)), lse(static_cast<size_t>(H * n));
-  const TensorView ov = TensorView::contiguous(obuf.data(), DType::kF32, 1, n, H, o.head_dim_v);
+  std::vector<float> obuf(static_cast<size_t>(n * H * DV)), lse(static_cast<size_t>(H * n));
+  const TensorView ov = TensorView::contiguous(obuf.data(), DType::kF32, 1, n, H, DV);
   ATTNKIT_RETURN_IF_ERROR(attend_cache(cache, seq, q, q_positions, params, ov, lse.data()));
-  const std::vector<int64_t>& pos = cache.positions(seq);
-  const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t group = H / HK;
-  std::vector<float> qf(static_cast<size_t>(rows * H * D));
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < D; ++t) qf[static_cast<size_t>((i * H + h) * D + t)] = q.get(0, row_begin + i, h, t);
-  // A slot is counted only inside the selected ranges when a selection is given.
-  std::vector<char> selected;
-  if (!params.slot_ranges.empty()) {
-    selected.assign(static_cast<size_t>(size), 0);
-    for (const auto& r : params.slot_ranges)
-      for (int64_t s = r.begin; s < std::min(r.end, size); ++s) selected[static_cast<size_t>(s)] = 1;
-  }
+  CacheCall cc;
+  ATTNKIT_RETURN_IF_ERROR(prepare_call(cache, seq, q, q_positions, params, ov, nullptr, &cc));
   const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
-  constexpr int64_t kBlock = 256;
-  const int64_t n_blocks = (size + kBlock - 1) / kBlock;
+  const int64_t group = H / HK;
+  const int64_t rows = n - row_begin;
+  const int64_t n_blocks = (rows + core::kTileQ - 1) / core::kTileQ;
+  const int64_t n_items = n_blocks * H;
+  // Per thread, mass over the pool's rows for each kv head; summed into slots at the end.
+  std::vector<std::vector<float>> part(static_cast<size_t>(threads));
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> kb(static_cast<size_t>(kBlock * D));
+    std::vector<float>& m = part[static_cast<size_t>(omp_get_thread_num())];
+    m.assign(static_cast<size_t>(HK * cc.cap_rows), 0.0f);
+    core::Workspace ws;
+    std::vector<core::KvSpan> spans;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      const int64_t s0 = b * kBlock, s1 = std::min(size, s0 + kBlock);
-      for (int64_t kh = 0; kh < HK; ++kh) {
-        for (int64_t s = s0; s < s1; ++s) cache.read_key(seq, s, kh, kb.data() + (s - s0) * D);
-        for (int64_t i = 0; i < rows; ++i) {
-          const int64_t p = q_positions[row_begin + i];
-          for (int64_t s = s0; s < s1; ++s) {
-            const int64_t pk = pos[static_cast<size_t>(s)];
-            if (pk > p || (params.window_left >= 0 && pk < p - params.window_left)) continue;
-            if (!selected.empty() && !selected[static_cast<size_t>(s)]) continue;
-            float acc = 0.0f;
-            for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
-              const float l = lse[static_cast<size_t>(h * n + row_begin + i)];
-              if (l == kNegInf) continue;
-              acc += std::exp(logit_of(qf.data() + (i * H + h) * D, kb.data() + (s - s0) * D, D, scale, params.softcap) - l);
-            }
-            mass[kh * size + s] += acc;
-          }
-        }
-      }
+    for (int64_t it = 0; it < n_items; ++it) {
+      const int64_t blk = it / H, h = it % H;
+      const int64_t i0 = row_begin + blk * core::kTileQ, i1 = std::min(n, i0 + core::kTileQ);
+      cc.block_spans(i0, i1, &spans);
+      core::BlockJob job;
+      job.seq = 0;
+      job.head_q = h;
+      job.n_heads = 1;
+      job.row_begin = i0;
+      job.row_end = i1;
+      job.spans = spans.data();
+      job.n_spans = static_cast<int>(spans.size());
+      job.maybe_extra_mask = &cc.emask;
+      core::attend_mass(cc.call, job, lse.data() + h * n + i0, m.data() + (h / group) * cc.cap_rows, &ws);
     }
+  }
+  const std::vector<int32_t>& pages = cache.page_table(seq);
+  const int64_t P = cache.page_size();
+  for (const auto& m : part) {
+    if (m.empty()) continue;
+    for (int64_t kh = 0; kh < HK; ++kh)
+      for (int64_t s = 0; s < size; ++s)
+        mass[kh * size + s] += m[static_cast<size_t>(kh * cc.cap_rows + static_cast<int64_t>(pages[static_cast<size_t>(s / P)]) * P + s % P)];
   }
   return Status::ok_status();
 }

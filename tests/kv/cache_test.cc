@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 #include <set>
+#include <tuple>
 #include <vector>
 
 #include "attnkit/attention.h"
@@ -323,6 +324,68 @@ TEST(AttendCache, AfterEvictionEqualsAttentionOverKeptKeys) {
       for (int64_t t = 0; t < D; ++t) d->out.view().set(0, i, h, t, out[static_cast<size_t>((i * H + h) * D + t)]);
   const testing::AttentionCheck r = testing::check_case(*d, e);
   EXPECT_TRUE(r.ok) << r.message;
+}
+
+// The kernel's mass pass against probabilities computed in double from the same (rounded) inputs.
+TEST(AttendCache, AttentionMassMatchesDoubleProbabilities) {
+  for (KvStorage st : {KvStorage::kF32, KvStorage::kBF16}) {
+    for (const auto& [n, wl, row_begin] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, -1, 0}, {70, -1, 0}, {70, 40, 60}, {5, 100, 2}}) {
+      const int64_t H = 4, HK = 2, D = 40, sk = 333;
+      testing::AttnCase ac;
+      ac.seq_q = n;
+      ac.seq_kv = sk;
+      ac.heads_q = H;
+      ac.heads_kv = HK;
+      ac.head_dim = ac.head_dim_v = D;
+      ac.seed = static_cast<uint64_t>(n + sk);
+      auto d = testing::make_case_data(ac);
+      std::vector<float> q = dense(d->q.view()), k = dense(d->k.view()), v = dense(d->v.view());
+      auto c = make_cache(HK, D, st, 16);
+      load_scattered(*d, c.get(), 16);
+      // The reference sees what the kernel multiplies: storage-rounded K and (for bf16) q.
+      if (st == KvStorage::kBF16) {
+        for (auto& x : q) x = bf16_to_f32(f32_to_bf16(x));
+        for (auto& x : k) x = bf16_to_f32(f32_to_bf16(x));
+      }
+      std::vector<int64_t> qpos(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) qpos[static_cast<size_t>(i)] = sk - n + i;
+      CacheAttentionParams p;
+      p.window_left = wl;
+      std::vector<float> mass(static_cast<size_t>(HK * sk));
+      const std::vector<float> qf = dense(d->q.view());
+      ASSERT_TRUE(attention_mass(*c, 0, TensorView::contiguous(const_cast<float*>(qf.data()), DType::kF32, 1, n, H, D), qpos.data(),
+                                 row_begin, p, mass.data())
+                      .ok());
+      std::vector<double> ref(static_cast<size_t>(HK * sk), 0.0);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+      for (int64_t i = row_begin; i < n; ++i)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t kh = h / (H / HK), pq = qpos[static_cast<size_t>(i)];
+          std::vector<double> lg(static_cast<size_t>(sk), -INFINITY);
+          double mx = -INFINITY, sum = 0;
+          for (int64_t j = 0; j < sk; ++j) {
+            if (j > pq || (wl >= 0 && j < pq - wl)) continue;
+            double dot = 0;
+            for (int64_t t = 0; t < D; ++t) dot += static_cast<double>(q[static_cast<size_t>((i * H + h) * D + t)]) * k[static_cast<size_t>((j * HK + kh) * D + t)];
+            lg[static_cast<size_t>(j)] = dot * scale;
+            mx = std::max(mx, lg[static_cast<size_t>(j)]);
+          }
+          for (double x : lg) sum += std::isinf(x) ? 0.0 : std::exp(x - mx);
+          for (int64_t j = 0; j < sk; ++j)
+            if (!std::isinf(lg[static_cast<size_t>(j)])) ref[static_cast<size_t>(kh * sk + j)] += std::exp(lg[static_cast<size_t>(j)] - mx) / sum;
+        }
+      double total = 0, worst = 0;
+      for (size_t j = 0; j < ref.size(); ++j) {
+        total += mass[j];
+        worst = std::max(worst, std::fabs(mass[j] - ref[j]));
+        if (ref[j] == 0) EXPECT_EQ(mass[j], 0.0f) << "slot " << j << " is invisible";
+      }
+      // Each row's probabilities sum to 1: the total is the number of (row, head) pairs.
+      EXPECT_NEAR(total, static_cast<double>((n - row_begin) * H), 1e-3 * (n - row_begin) * H) << kv_storage_name(st);
+      // bf16 products round to f32 in a different order than double; f32 scores differ by ~1e-6.
+      EXPECT_LT(worst, st == KvStorage::kF32 ? 1e-5 : 1e-4) << kv_storage_name(st) << " n " << n << " wl " << wl;
+    }
+  }
 }
 
 }  // namespace
