@@ -236,6 +236,8 @@ class Model {
   std::vector<kv::KvBytes> kv_bytes() const;  // per layer
   kv::KvBytes kv_bytes_total() const;
   std::vector<int64_t> kv_tokens() const;     // tokens each layer's cache holds
+  // Absolute positions of the tokens a layer's cache holds, increasing (what a policy kept).
+  Status kv_positions(int64_t layer, std::vector<int64_t>* out) const;
 
  private:
   Model();

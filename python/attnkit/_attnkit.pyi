@@ -232,6 +232,9 @@ class Model:
         """KV-cache policy 'NAME[:key=value,...]' (family 'kv'); None removes it; resets the cache."""
     def kv_bytes(self) -> dict:
         """{'allocated', 'in_use', 'allocated_per_layer', 'in_use_per_layer', 'tokens_per_layer'}."""
+    def kv_positions(self, layer: int) -> list[int]:
+        """Absolute positions of the tokens layer `layer`'s KV cache holds."""
+    def set_prefill_chunk(self, chunk: int) -> None: ...
     @property
     def kv_dtype(self) -> str: ...
     def reset(self) -> None: ...

@@ -256,6 +256,15 @@ void bind_model(nb::module_& m) {
            "(attnkit.list_mechanisms(), family 'kv'); None or 'none' removes it. Resets the cache.")
       .def("kv_bytes", &kv_bytes_py,
            "KV cache bytes: {'allocated', 'in_use', 'allocated_per_layer', 'in_use_per_layer', 'tokens_per_layer'}.")
+      .def("kv_positions",
+           [](const Model& mm, int64_t layer) {
+             std::vector<int64_t> out;
+             raise_if_error(mm.kv_positions(layer, &out));
+             return out;
+           },
+           nb::arg("layer"), "Absolute positions of the tokens layer `layer`'s KV cache holds (what a policy kept).")
+      .def("set_prefill_chunk", &Model::set_prefill_chunk, nb::arg("chunk"),
+           "Tokens per prefill chunk (default 512); a KV policy acts at the end of each chunk.")
       .def_prop_ro("kv_dtype", [](const Model& mm) { return std::string(kv::kv_storage_name(mm.kv_storage())); })
       .def("reset", &Model::reset, "Forgets the KV cache.")
       .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })

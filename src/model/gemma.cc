@@ -771,6 +771,14 @@ kv::KvBytes Model::kv_bytes_total() const {
   }
   return t;
 }
+Status Model::kv_positions(int64_t layer, std::vector<int64_t>* out) const {
+  if (out == nullptr) return Status::invalid_argument("Model::kv_positions: out is null");
+  if (layer < 0 || layer >= impl_->cfg.n_layer)
+    return Status::out_of_range("Model::kv_positions: layer " + std::to_string(layer) + " is outside [0, " +
+                                std::to_string(impl_->cfg.n_layer) + ")");
+  *out = impl_->caches[static_cast<size_t>(layer)]->positions(0);
+  return Status::ok_status();
+}
 std::vector<int64_t> Model::kv_tokens() const {
   std::vector<int64_t> out;
   for (const auto& c : impl_->caches) out.push_back(c->size(0));
