@@ -359,6 +359,22 @@ void register_kv_policy(KvPolicyInfo info);
 Status make_kv_policy(const std::string& spec, std::unique_ptr<KvPolicy>* out);
 std::vector<std::string> kv_policy_names();
 
+// The registration of a policy that takes only the common keys: make() builds P(common).
+template <class P>
+KvPolicyInfo common_keys_policy_info(std::string name, std::string description) {
+  KvPolicyInfo info;
+  info.name = std::move(name);
+  info.description = std::move(description);
+  info.params = kv_common_param_specs();
+  info.make = [](const MechanismParams& p, std::unique_ptr<KvPolicy>* out) -> Status {
+    KvCommonParams c;
+    ATTNKIT_RETURN_IF_ERROR(parse_kv_common(p, &c));
+    *out = std::make_unique<P>(c);
+    return Status::ok_status();
+  };
+  return info;
+}
+
 struct KvPolicyRegistrar {
   explicit KvPolicyRegistrar(KvPolicyInfo info) { register_kv_policy(std::move(info)); }
 };

@@ -113,6 +113,21 @@ struct CacheCall {
   int64_t P = 16, cap_rows = 1;
   const std::vector<KvSlotRange>* ranges = nullptr;
 
+  // The job of query head h over rows [i0, i1): its spans (built into *spans) and the edge mask.
+  core::BlockJob job(int64_t h, int64_t i0, int64_t i1, std::vector<core::KvSpan>* spans) const {
+    block_spans(i0, i1, spans);
+    core::BlockJob j;
+    j.seq = 0;
+    j.head_q = h;
+    j.n_heads = 1;
+    j.row_begin = i0;
+    j.row_end = i1;
+    j.spans = spans->data();
+    j.n_spans = static_cast<int>(spans->size());
+    j.maybe_extra_mask = &emask;
+    return j;
+  }
+
   // Spans of the rows [i0, i1) of one block: full where every row sees the whole span.
   void block_spans(int64_t i0, int64_t i1, std::vector<core::KvSpan>* spans) const {
     spans->clear();
@@ -275,17 +290,7 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
         for (int64_t it = 0; it < n_items; ++it) {
           const int64_t blk = n_blocks - 1 - it / H, h = it % H;  // heaviest (last) blocks first
           const int64_t i0 = blk * core::kTileQ, i1 = std::min(n, i0 + core::kTileQ);
-          cc.block_spans(i0, i1, &spans);
-          core::BlockJob job;
-          job.seq = 0;
-          job.head_q = h;
-          job.n_heads = 1;
-          job.row_begin = i0;
-          job.row_end = i1;
-          job.spans = spans.data();
-          job.n_spans = static_cast<int>(spans.size());
-          job.maybe_extra_mask = &cc.emask;
-          core::attend_block(call, job, &ws);
+          core::attend_block(call, cc.job(h, i0, i1, &spans), &ws);
         }
       }
     }
@@ -345,17 +350,7 @@ Status attention_mass(const PagedKvCache& cache, int64_t seq, const TensorView& 
     for (int64_t it = 0; it < n_items; ++it) {
       const int64_t blk = it / H, h = it % H;
       const int64_t i0 = row_begin + blk * core::kTileQ, i1 = std::min(n, i0 + core::kTileQ);
-      cc.block_spans(i0, i1, &spans);
-      core::BlockJob job;
-      job.seq = 0;
-      job.head_q = h;
-      job.n_heads = 1;
-      job.row_begin = i0;
-      job.row_end = i1;
-      job.spans = spans.data();
-      job.n_spans = static_cast<int>(spans.size());
-      job.maybe_extra_mask = &cc.emask;
-      core::attend_mass(cc.call, job, lse.data() + h * n + i0, m.data() + (h / group) * cc.cap_rows, &ws);
+      core::attend_mass(cc.call, cc.job(h, i0, i1, &spans), lse.data() + h * n + i0, m.data() + (h / group) * cc.cap_rows, &ws);
     }
   }
   const std::vector<int32_t>& pages = cache.page_table(seq);

@@ -36,17 +36,8 @@ class KnormPolicy final : public ScoredKvPolicy {
 };
 
 KvPolicyInfo make_info() {
-  KvPolicyInfo info;
-  info.name = "knorm";
-  info.description = "Knorm (Devoto et al. 2024): keep the keys of lowest L2 norm; no protected tokens";
-  info.params = kv_common_param_specs();
-  info.make = [](const MechanismParams& p, std::unique_ptr<KvPolicy>* out) -> Status {
-    KvCommonParams c;
-    ATTNKIT_RETURN_IF_ERROR(parse_kv_common(p, &c));
-    *out = std::make_unique<KnormPolicy>(c);
-    return Status::ok_status();
-  };
-  return info;
+  return common_keys_policy_info<KnormPolicy>(
+      "knorm", "Knorm (Devoto et al. 2024): keep the keys of lowest L2 norm; no protected tokens");
 }
 
 ATTNKIT_REGISTER_KV_POLICY(make_info);

@@ -29,17 +29,8 @@ class TovaPolicy final : public ScoredKvPolicy {
 };
 
 KvPolicyInfo make_info() {
-  KvPolicyInfo info;
-  info.name = "tova";
-  info.description = "TOVA (Oren et al. 2024): keep the tokens the current query attends to most (mean over heads); last token kept";
-  info.params = kv_common_param_specs();
-  info.make = [](const MechanismParams& p, std::unique_ptr<KvPolicy>* out) -> Status {
-    KvCommonParams c;
-    ATTNKIT_RETURN_IF_ERROR(parse_kv_common(p, &c));
-    *out = std::make_unique<TovaPolicy>(c);
-    return Status::ok_status();
-  };
-  return info;
+  return common_keys_policy_info<TovaPolicy>(
+      "tova", "TOVA (Oren et al. 2024): keep the tokens the current query attends to most (mean over heads); last token kept");
 }
 
 ATTNKIT_REGISTER_KV_POLICY(make_info);
