@@ -57,19 +57,19 @@ std::vector<ParamSpec> kv_common_param_specs(int64_t default_budget, int64_t def
 Status parse_kv_common(const MechanismParams& p, KvCommonParams* out) {
   KvCommonParams c;
   ATTNKIT_RETURN_IF_ERROR(param_int(p, "budget", &c.budget.tokens));
-  if (c.budget.tokens < 1) return Status::invalid_argument("kv policy: budget=" + std::to_string(c.budget.tokens) + " must be >= 1");
+  if (c.budget.tokens < 1) return Status::invalid_argument("budget=" + std::to_string(c.budget.tokens) + " must be >= 1");
   double ratio = -1;
   ATTNKIT_RETURN_IF_ERROR(param_float(p, "ratio", &ratio));
   if (ratio != -1 && (ratio < 0 || ratio >= 1))
-    return Status::invalid_argument("kv policy: ratio=" + p.at("ratio") + " must be in [0, 1) (or -1 to use budget)");
+    return Status::invalid_argument("ratio=" + p.at("ratio") + " must be in [0, 1) (or -1 to use budget)");
   c.budget.ratio = ratio;
   const std::string& layers = p.at("layers");
   if (layers == "global") c.layers = KvLayers::kGlobal;
   else if (layers == "local") c.layers = KvLayers::kLocal;
   else if (layers == "all") c.layers = KvLayers::kAll;
-  else return Status::invalid_argument("kv policy: layers=" + layers + " is not one of global, local, all");
+  else return Status::invalid_argument("layers=" + layers + " is not one of global, local, all");
   ATTNKIT_RETURN_IF_ERROR(param_int(p, "slack", &c.slack));
-  if (c.slack < 0) return Status::invalid_argument("kv policy: slack=" + std::to_string(c.slack) + " must be >= 0");
+  if (c.slack < 0) return Status::invalid_argument("slack=" + std::to_string(c.slack) + " must be >= 0");
   *out = c;
   return Status::ok_status();
 }
