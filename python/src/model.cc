@@ -83,15 +83,18 @@ void check_id(const Tokenizer& t, int32_t id) {
 
 using model::Model;
 
-std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, bool allow_past_context) {
+std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, bool allow_past_context,
+                                     const std::string& kv_dtype) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
   threads_arg(threads);
+  model::LoadOptions o;
+  if (!kv::parse_kv_storage(kv_dtype, &o.kv_storage))
+    throw nb::value_error(("kv_dtype '" + kv_dtype + "' is not one of 'f32', 'bf16', 'int8'").c_str());
   std::unique_ptr<Model> out;
   Status s;
   {
     nb::gil_scoped_release release;
-    model::LoadOptions o;
     o.threads = threads;
     o.allow_past_context = allow_past_context;
     s = Model::load(p, o, &out);
@@ -216,14 +219,34 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
   raise_if_error(s);
 }
 
+void set_kv_policy_py(Model& m, std::optional<std::string> spec) { raise_if_error(m.set_kv_policy(spec ? *spec : std::string())); }
+
+nb::dict kv_bytes_py(const Model& m) {
+  nb::list alloc, in_use, tokens;
+  for (const auto& b : m.kv_bytes()) {
+    alloc.append(b.allocated);
+    in_use.append(b.in_use);
+  }
+  for (int64_t t : m.kv_tokens()) tokens.append(t);
+  const kv::KvBytes total = m.kv_bytes_total();
+  nb::dict d;
+  d["allocated"] = total.allocated;
+  d["in_use"] = total.in_use;
+  d["allocated_per_layer"] = alloc;
+  d["in_use_per_layer"] = in_use;
+  d["tokens_per_layer"] = tokens;
+  return d;
+}
+
 }  // namespace
 
 void bind_model(nb::module_& m) {
   nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
       .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
-                  nb::kw_only(), nb::arg("allow_past_context") = false,
+                  nb::kw_only(), nb::arg("allow_past_context") = false, nb::arg("kv_dtype") = "bf16",
                   "Loads a GGUF model (default: default_model_path()). Inputs past the model's context_length "
-                  "raise ValueError unless allow_past_context=True (then a warning is printed once).")
+                  "raise ValueError unless allow_past_context=True (then a warning is printed once); kv_dtype is "
+                  "the KV cache's element type ('f32', 'bf16' or 'int8').")
       .def_prop_rw("allow_past_context", &Model::allow_past_context, &Model::set_allow_past_context,
                    "Whether positions past context_length are allowed (see load).")
       .def_prop_ro("context_length", [](const Model& mm) { return mm.config().context_length; })
@@ -242,6 +265,21 @@ void bind_model(nb::module_& m) {
            "Swaps the attention of every layer (or one layer) for a named backend, e.g. 'exact', "
            "'streaming:sinks=4,window=256', 'a_shape:sinks=4,window=256'.")
       .def("reset", &Model::reset, nb::call_guard<nb::gil_scoped_release>(), "Forgets the KV cache.")
+      .def("set_kv_policy", &set_kv_policy_py, nb::arg("spec").none(),
+           "KV-cache policy by name with parameters, e.g. 'h2o:budget=256', 'streaming:sinks=4,window=1024,shift=true' "
+           "(attnkit.list_mechanisms(), family 'kv'); None or 'none' removes it. Resets the cache.")
+      .def("kv_bytes", &kv_bytes_py,
+           "KV cache bytes: {'allocated', 'in_use', 'allocated_per_layer', 'in_use_per_layer', 'tokens_per_layer'}.")
+      .def("kv_positions",
+           [](const Model& mm, int64_t layer) {
+             std::vector<int64_t> out;
+             raise_if_error(mm.kv_positions(layer, &out));
+             return out;
+           },
+           nb::arg("layer"), "Absolute positions of the tokens layer `layer`'s KV cache holds (what a policy kept).")
+      .def("set_prefill_chunk", &Model::set_prefill_chunk, nb::arg("chunk"),
+           "Tokens per prefill chunk (default 512); a KV policy acts at the end of each chunk.")
+      .def_prop_ro("kv_dtype", [](const Model& mm) { return std::string(kv::kv_storage_name(mm.kv_storage())); })
       .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })
       .def_prop_ro("n_vocab", [](const Model& mm) { return mm.config().n_vocab; })
       .def_prop_ro("tokenizer", [](const Model& mm) -> const Tokenizer& { return mm.tokenizer(); },

@@ -19,6 +19,8 @@
 //                              P V        O += P V, register-blocked, V rows read in place when possible
 //   tile_variants-inl.h      the variants (softmax, sigmoid, relu) and their hooks; OutputTransform
 //                            divides by l and gives the LSE (the sink logit is added by write_final_row).
+//   tile_mass-inl.h          mass_job(), a second pass of scores giving each key's attention mass
+//                            from the rows' final LSE (for KV-cache policies).
 //   tile_microkernels-inl.h  the SIMD pieces: score and P V microkernels, exp, lane reductions.
 // This file instantiates them per element type and exports the per-target entry points.
 
@@ -30,6 +32,7 @@
 #include "core/tile_decode-inl.h"
 #include "core/tile_finish-inl.h"
 #include "core/tile_kernel.h"
+#include "core/tile_mass-inl.h"
 #include "core/tile_microkernels-inl.h"
 #include "core/tile_prefill-inl.h"
 #include "core/tile_rows-inl.h"
@@ -66,6 +69,14 @@ void AttendKeysAllHeads(const Call& c, int64_t seq, int64_t kb, int64_t ke, Part
   }
 }
 
+void AttendMass(const Call& c, const BlockJob& job, const float* row_lse, float* mass, Workspace* ws) {
+  switch (c.q.dtype) {
+    case DType::kF32: mass_job<float>(make_seq_ctx<float>(c, job.seq), job, row_lse, mass, ws); break;
+    case DType::kBF16: mass_job<hwy::bfloat16_t>(make_seq_ctx<hwy::bfloat16_t>(c, job.seq), job, row_lse, mass, ws); break;
+    case DType::kF16: mass_job<hwy::float16_t>(make_seq_ctx<hwy::float16_t>(c, job.seq), job, row_lse, mass, ws); break;
+  }
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace attnkit::core::HWY_NAMESPACE
@@ -76,6 +87,7 @@ namespace attnkit::core {
 HWY_EXPORT(AttendBlock);
 HWY_EXPORT(AttendKeysAllHeads);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(AttendMass);
 
 void attend_block(const Call& call, const BlockJob& job, Workspace* ws) {
   HWY_DYNAMIC_DISPATCH(AttendBlock)(call, job, ws);
@@ -83,6 +95,9 @@ void attend_block(const Call& call, const BlockJob& job, Workspace* ws) {
 void attend_keys_all_heads(const Call& call, int64_t seq, int64_t key_begin, int64_t key_end, PartialOut partial,
                            Workspace* ws) {
   HWY_DYNAMIC_DISPATCH(AttendKeysAllHeads)(call, seq, key_begin, key_end, partial, ws);
+}
+void attend_mass(const Call& call, const BlockJob& job, const float* row_lse, float* mass, Workspace* ws) {
+  HWY_DYNAMIC_DISPATCH(AttendMass)(call, job, row_lse, mass, ws);
 }
 const char* dispatched_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 }  // namespace attnkit::core

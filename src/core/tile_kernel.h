@@ -124,6 +124,13 @@ void attend_keys_all_heads(const Call& call, int64_t seq, int64_t key_begin, int
 void write_final_row(const Call& call, const SeqRange& r, int64_t head, int64_t i, const float* o, float lse,
                      bool add_sink = true);
 
+// Attention mass per key (softmax calls only): for the job's rows (all its heads) and keys (its
+// spans, masks and hooks, as attend_block sees them), adds exp(s_ij - lse_i) into mass[j], j on
+// the call's key axis. row_lse holds each row's final LSE in the job's partial-output order
+// ([n_heads, row_end - row_begin]); rows with LSE -inf add nothing. Jobs that run concurrently
+// must write different mass arrays.
+void attend_mass(const Call& call, const BlockJob& job, const float* row_lse, float* mass, Workspace* ws);
+
 // Name of the Highway target attend_block dispatches to.
 const char* dispatched_target_name();
 
