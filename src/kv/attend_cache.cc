@@ -1,0 +1,349 @@
+// Attention over a paged KV cache through the core tile kernel, pages read in place.
+//
+// The kernel sees the whole page pool as one long key sequence ([capacity * P, kv_heads, d],
+// row = page * P + offset) with its own masks off. A sequence's visible slots become spans of
+// physical rows: runs of adjacent pages merge into one span, so a cache whose pages were handed
+// out in order is walked in long contiguous tiles. Visibility is by absolute position (causal, and
+// the window of sliding-window layers): spans that every row of a block sees whole are marked
+// full; the band at the window's or causality's edge goes through the job's element mask, which
+// maps a physical row back to its slot and position.
+//   decode (one query position): split-KV over pieces of the visible spans, all heads per piece
+//                                (core::attend_keys_all_heads), merged through LSE;
+//   several rows (prefill chunk): one job per (query head, block of kTileQ rows) over the spans.
+// RazorAttention's compensation entry joins each row afterwards as one more partial state.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "attnkit/attention.h"
+#include "attnkit/kv_cache.h"
+#include "attnkit/memory.h"
+#include "kv/kv_internal.h"
+
+namespace attnkit::kv {
+namespace internal {
+
+void slot_spans(const std::vector<int32_t>& pages, int64_t P, int64_t a, int64_t b, bool full,
+                std::vector<core::KvSpan>* out) {
+  int64_t s = a;
+  while (s < b) {
+    const int64_t row = static_cast<int64_t>(pages[static_cast<size_t>(s / P)]) * P + s % P;
+    const int64_t e = std::min(b, (s / P + 1) * P);
+    const int64_t row_end = row + (e - s);
+    if (!out->empty() && out->back().end == row && out->back().full == full) {
+      out->back().end = row_end;
+    } else {
+      out->push_back({row, row_end, full});
+    }
+    s = e;
+  }
+}
+
+void visible_slots(const std::vector<int64_t>& pos, int64_t p, int64_t wl, int64_t* lo, int64_t* hi) {
+  *hi = std::upper_bound(pos.begin(), pos.end(), p) - pos.begin();
+  *lo = wl < 0 ? 0 : std::lower_bound(pos.begin(), pos.end(), p - wl) - pos.begin();
+  if (*lo > *hi) *lo = *hi;
+}
+
+}  // namespace internal
+
+namespace {
+
+using internal::for_each_piece;
+using internal::slot_spans;
+using internal::visible_slots;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+struct MaskCtx {
+  const int64_t* slot_base = nullptr;  // [capacity]: first slot of each physical page, -1 if not ours
+  int64_t P = 16;
+  const int64_t* positions = nullptr;
+  const int64_t* q_positions = nullptr;
+  int64_t wl = -1;
+};
+
+bool position_visible(const void* ctx, int64_t /*s*/, int64_t /*h*/, int64_t i, int64_t j) {
+  const MaskCtx& m = *static_cast<const MaskCtx*>(ctx);
+  const int64_t base = m.slot_base[j / m.P];
+  if (base < 0) return false;
+  const int64_t pk = m.positions[base + j % m.P], p = m.q_positions[i];
+  return pk <= p && (m.wl < 0 || pk >= p - m.wl);
+}
+
+Status check_view(const TensorView& t, const char* name, int64_t n, int64_t heads, int64_t dim) {
+  if (t.data == nullptr) return Status::invalid_argument(std::string("attend_cache: ") + name + " is null");
+  if (t.dtype != DType::kF32)
+    return Status::invalid_argument(std::string("attend_cache: ") + name + " dtype " + dtype_name(t.dtype) + " is not supported; expected f32");
+  if (t.shape[0] != 1 || t.shape[1] != n || t.shape[2] != heads || t.shape[3] != dim)
+    return Status::invalid_argument(std::string("attend_cache: ") + name + " shape [" + std::to_string(t.shape[0]) + ", " +
+                                    std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) + ", " +
+                                    std::to_string(t.shape[3]) + "] does not match [1, " + std::to_string(n) + ", " +
+                                    std::to_string(heads) + ", " + std::to_string(dim) + "]");
+  if (t.stride[3] != 1)
+    return Status::invalid_argument(std::string("attend_cache: ") + name + " must have unit stride in its last dimension (got " +
+                                    std::to_string(t.stride[3]) + ")");
+  return Status::ok_status();
+}
+
+float logit_of(const float* q, const float* k, int64_t d, float scale, float softcap) {
+  double dot = 0;
+  for (int64_t t = 0; t < d; ++t) dot += static_cast<double>(q[t]) * k[t];
+  float s = static_cast<float>(dot) * scale;
+  if (softcap > 0) s = softcap * std::tanh(s / softcap);
+  return s;
+}
+
+}  // namespace
+
+Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
+                    const CacheAttentionParams& params, const TensorView& out, float* maybe_lse) {
+  const KvCacheOptions& o = cache.options();
+  if (!cache.has_sequence(seq)) return Status::out_of_range("attend_cache: seq " + std::to_string(seq) + " is not a live sequence");
+  const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, D = o.head_dim, DV = o.head_dim_v;
+  if (n <= 0) return Status::invalid_argument("attend_cache: q has " + std::to_string(n) + " rows; expected >= 1");
+  if (H <= 0 || H % HK != 0)
+    return Status::invalid_argument("attend_cache: heads_q " + std::to_string(H) + " is not a multiple of kv_heads " + std::to_string(HK));
+  ATTNKIT_RETURN_IF_ERROR(check_view(q, "q", n, H, D));
+  ATTNKIT_RETURN_IF_ERROR(check_view(out, "out", n, H, DV));
+  if (q_positions == nullptr) return Status::invalid_argument("attend_cache: q_positions is null");
+  for (int64_t i = 1; i < n; ++i)
+    if (q_positions[i] <= q_positions[i - 1])
+      return Status::invalid_argument("attend_cache: q_positions[" + std::to_string(i) + "] = " + std::to_string(q_positions[i]) +
+                                      " is not greater than the previous one");
+  if (params.window_left < -1)
+    return Status::invalid_argument("attend_cache: window_left " + std::to_string(params.window_left) + " must be >= -1");
+  for (size_t r = 0; r < params.slot_ranges.size(); ++r) {
+    const KvSlotRange& sr = params.slot_ranges[r];
+    if (sr.begin < 0 || sr.end < sr.begin || (r > 0 && sr.begin < params.slot_ranges[r - 1].end))
+      return Status::invalid_argument("attend_cache: slot_ranges[" + std::to_string(r) + "] = [" + std::to_string(sr.begin) +
+                                      ", " + std::to_string(sr.end) + ") is empty-negative or overlaps the previous range");
+  }
+  if (o.storage == KvStorage::kInt8)
+    return Status::unsupported("attend_cache: storage int8 is not readable by the attention kernel yet");
+
+  const std::vector<int64_t>& pos = cache.positions(seq);
+  const std::vector<int32_t>& pages = cache.page_table(seq);
+  const int64_t size = static_cast<int64_t>(pos.size()), P = cache.page_size();
+  const int64_t cap_rows = std::max<int64_t>(1, cache.pages_capacity() * P);
+  const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  const KvCompensation& comp = cache.compensation(seq);
+  const bool has_comp = !comp.empty();
+
+  // The kernel reads q in the cache's element type (f32 x f32 or bf16 x bf16 products).
+  const DType kd = o.storage == KvStorage::kF32 ? DType::kF32 : DType::kBF16;
+  ScratchArray<uint16_t> qb;
+  TensorView qk = q;
+  if (kd == DType::kBF16) {
+    qb.ensure(static_cast<size_t>(n * H * D));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < D; ++t) qb[static_cast<size_t>((i * H + h) * D + t)] = f32_to_bf16(q.get(0, i, h, t));
+    qk = TensorView::contiguous(qb.data(), DType::kBF16, 1, n, H, D);
+  }
+  // An empty pool still gets a valid one-row view (no span ever points into it).
+  static const float kZeros[512] = {};
+  const void* kdata = cache.pages_capacity() > 0 ? cache.k_data() : kZeros;
+  const void* vdata = cache.pages_capacity() > 0 ? cache.v_data() : kZeros;
+  const TensorView kview = TensorView::contiguous(const_cast<void*>(kdata), kd, 1, cache.pages_capacity() > 0 ? cap_rows : 1,
+                                                  cache.pages_capacity() > 0 ? HK : 1, cache.pages_capacity() > 0 ? D : 1);
+  const TensorView vview = TensorView::contiguous(const_cast<void*>(vdata), kd, 1, cache.pages_capacity() > 0 ? cap_rows : 1,
+                                                  cache.pages_capacity() > 0 ? HK : 1, cache.pages_capacity() > 0 ? DV : 1);
+  std::vector<float> lse_local;
+  float* lse = maybe_lse;
+  if (lse == nullptr && has_comp) {
+    lse_local.resize(static_cast<size_t>(H * n));
+    lse = lse_local.data();
+  }
+  AttentionParams ap;
+  ap.causal = false;
+  ap.scale = scale;
+  ap.softcap = params.softcap;
+  ap.num_threads = threads;
+  core::Call call;
+  if (cache.pages_capacity() > 0) {
+    ATTNKIT_RETURN_IF_ERROR(core::make_call(qk, kview, vview, out, lse, ap, &call));
+  }
+
+  std::vector<int64_t> lo(static_cast<size_t>(n)), hi(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) visible_slots(pos, q_positions[i], params.window_left, &lo[static_cast<size_t>(i)], &hi[static_cast<size_t>(i)]);
+
+  if (cache.pages_capacity() == 0 || size == 0) {
+    // Nothing cached: every row is empty (output 0, LSE -inf) before compensation.
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        float* orow = static_cast<float*>(out.data) + out.offset(0, i, h, 0);
+        std::fill(orow, orow + DV, 0.0f);
+        if (lse) lse[h * n + i] = kNegInf;
+      }
+  } else {
+    const core::SeqRange range = call.seq(0);
+    const bool same_rows = lo.front() == lo.back() && hi.front() == hi.back();
+    const int64_t group = H / HK;
+    if (same_rows && n <= 16 && n * group <= core::kTileQ) {
+      // Decode: every row sees the same slots; split them over the threads.
+      std::vector<core::KvSpan> spans;
+      for_each_piece(params.slot_ranges, lo[0], hi[0], [&](int64_t a, int64_t b) { slot_spans(pages, P, a, b, true, &spans); });
+      int64_t total = 0;
+      for (const auto& sp : spans) total += sp.end - sp.begin;
+      const int64_t pieces_target = std::max<int64_t>(1, std::min<int64_t>(2 * threads, total / (4 * core::kTileK)));
+      std::vector<core::KvSpan> pieces;
+      for (const auto& sp : spans) {
+        const int64_t len = sp.end - sp.begin;
+        const int64_t np = std::max<int64_t>(1, (pieces_target * len + total - 1) / std::max<int64_t>(total, 1));
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t a = sp.begin + len * p / np, b = sp.begin + len * (p + 1) / np;
+          if (b > a) pieces.push_back({a, b, true});
+        }
+      }
+      const int64_t rows = n * H, np = static_cast<int64_t>(pieces.size());
+      ScratchArray<float> po(static_cast<size_t>(std::max<int64_t>(1, np * rows * DV)));
+      ScratchArray<float> pl(static_cast<size_t>(std::max<int64_t>(1, np * rows)));
+#pragma omp parallel num_threads(threads)
+      {
+        core::Workspace ws;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t p = 0; p < np; ++p) {
+          core::PartialOut part{po.data() + p * rows * DV, pl.data() + p * rows};
+          core::attend_keys_all_heads(call, 0, pieces[static_cast<size_t>(p)].begin, pieces[static_cast<size_t>(p)].end, part, &ws);
+        }
+      }
+      std::vector<float> acc(static_cast<size_t>(DV));
+      for (int64_t row = 0; row < rows; ++row) {  // partial rows are [heads_q, q_len]
+        float l = kNegInf;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t p = 0; p < np; ++p) merge_state_row(acc.data(), &l, po.data() + (p * rows + row) * DV, pl[static_cast<size_t>(p * rows + row)], DV);
+        core::write_final_row(call, range, row / n, row % n, acc.data(), l);
+      }
+    } else {
+      // Several query positions: one job per (query head, row block).
+      std::vector<int64_t> slot_base(static_cast<size_t>(cache.pages_capacity()), -1);
+      for (size_t lp = 0; lp < pages.size(); ++lp) slot_base[static_cast<size_t>(pages[lp])] = static_cast<int64_t>(lp) * P;
+      MaskCtx mctx{slot_base.data(), P, pos.data(), q_positions, params.window_left};
+      const core::ElementMask emask{&position_visible, &mctx};
+      const int64_t n_blocks = (n + core::kTileQ - 1) / core::kTileQ;
+      const int64_t n_items = n_blocks * H;
+#pragma omp parallel num_threads(threads)
+      {
+        core::Workspace ws;
+        std::vector<core::KvSpan> spans;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_items; ++it) {
+          const int64_t blk = n_blocks - 1 - it / H, h = it % H;  // heaviest (last) blocks first
+          const int64_t i0 = blk * core::kTileQ, i1 = std::min(n, i0 + core::kTileQ);
+          const int64_t ulo = lo[static_cast<size_t>(i0)], uhi = hi[static_cast<size_t>(i1 - 1)];
+          const int64_t flo = lo[static_cast<size_t>(i1 - 1)], fhi = hi[static_cast<size_t>(i0)];
+          spans.clear();
+          auto add = [&](int64_t a, int64_t b, bool full) {
+            for_each_piece(params.slot_ranges, a, b, [&](int64_t x, int64_t y) { slot_spans(pages, P, x, y, full, &spans); });
+          };
+          if (flo < fhi) {
+            add(ulo, flo, false);
+            add(flo, fhi, true);
+            add(fhi, uhi, false);
+          } else {
+            add(ulo, uhi, false);
+          }
+          core::BlockJob job;
+          job.seq = 0;
+          job.head_q = h;
+          job.n_heads = 1;
+          job.row_begin = i0;
+          job.row_end = i1;
+          job.spans = spans.data();
+          job.n_spans = static_cast<int>(spans.size());
+          job.maybe_extra_mask = &emask;
+          core::attend_block(call, job, &ws);
+        }
+      }
+    }
+  }
+
+  if (has_comp) {
+    // The compensation token: logit + ln(count), value v-hat, merged into each finished row.
+    const int64_t group = H / HK;
+    std::vector<float> qrow(static_cast<size_t>(D));
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t kh = h / group;
+        const double cnt = comp.count[static_cast<size_t>(kh)];
+        if (cnt <= 0) continue;
+        for (int64_t t = 0; t < D; ++t) qrow[static_cast<size_t>(t)] = q.get(0, i, h, t);
+        const float lc = logit_of(qrow.data(), comp.key.data() + kh * D, D, scale, params.softcap) + static_cast<float>(std::log(cnt));
+        float* orow = static_cast<float*>(out.data) + out.offset(0, i, h, 0);
+        merge_state_row(orow, &lse[h * n + i], comp.value.data() + kh * DV, lc, DV);
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+// The attention mass is recomputed here from the cache and each row's LSE (plain f32 dot products
+// over the visible slots); the kernel's own per-key mass output replaces this path once it exists.
+Status attention_mass(const PagedKvCache& cache, int64_t seq, const TensorView& q, const int64_t* q_positions,
+                      int64_t row_begin, const CacheAttentionParams& params, float* mass) {
+  const KvCacheOptions& o = cache.options();
+  const int64_t n = q.shape[1], H = q.shape[2], HK = o.kv_heads, D = o.head_dim;
+  if (mass == nullptr) return Status::invalid_argument("attention_mass: mass is null");
+  if (!cache.has_sequence(seq)) return Status::out_of_range("attention_mass: seq " + std::to_string(seq) + " is not a live sequence");
+  if (row_begin < 0 || row_begin > n)
+    return Status::invalid_argument("attention_mass: row_begin " + std::to_string(row_begin) + " must be in [0, " + std::to_string(n) + "]");
+  const int64_t size = cache.size(seq);
+  std::fill(mass, mass + HK * size, 0.0f);
+  if (row_begin == n || size == 0) return Status::ok_status();
+  const int64_t rows = n - row_begin;
+  // Row LSEs (with the compensation entry, whose mass belongs to no slot) from attend_cache.
+  std::vector<float> obuf(static_cast<size_t>(n * H * o.head_dim_v)), lse(static_cast<size_t>(H * n));
+  const TensorView ov = TensorView::contiguous(obuf.data(), DType::kF32, 1, n, H, o.head_dim_v);
+  ATTNKIT_RETURN_IF_ERROR(attend_cache(cache, seq, q, q_positions, params, ov, lse.data()));
+  const std::vector<int64_t>& pos = cache.positions(seq);
+  const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t group = H / HK;
+  std::vector<float> qf(static_cast<size_t>(rows * H * D));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < D; ++t) qf[static_cast<size_t>((i * H + h) * D + t)] = q.get(0, row_begin + i, h, t);
+  // A slot is counted only inside the selected ranges when a selection is given.
+  std::vector<char> selected;
+  if (!params.slot_ranges.empty()) {
+    selected.assign(static_cast<size_t>(size), 0);
+    for (const auto& r : params.slot_ranges)
+      for (int64_t s = r.begin; s < std::min(r.end, size); ++s) selected[static_cast<size_t>(s)] = 1;
+  }
+  const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  constexpr int64_t kBlock = 256;
+  const int64_t n_blocks = (size + kBlock - 1) / kBlock;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> kb(static_cast<size_t>(kBlock * D));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t s0 = b * kBlock, s1 = std::min(size, s0 + kBlock);
+      for (int64_t kh = 0; kh < HK; ++kh) {
+        for (int64_t s = s0; s < s1; ++s) cache.read_key(seq, s, kh, kb.data() + (s - s0) * D);
+        for (int64_t i = 0; i < rows; ++i) {
+          const int64_t p = q_positions[row_begin + i];
+          for (int64_t s = s0; s < s1; ++s) {
+            const int64_t pk = pos[static_cast<size_t>(s)];
+            if (pk > p || (params.window_left >= 0 && pk < p - params.window_left)) continue;
+            if (!selected.empty() && !selected[static_cast<size_t>(s)]) continue;
+            float acc = 0.0f;
+            for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
+              const float l = lse[static_cast<size_t>(h * n + row_begin + i)];
+              if (l == kNegInf) continue;
+              acc += std::exp(logit_of(qf.data() + (i * H + h) * D, kb.data() + (s - s0) * D, D, scale, params.softcap) - l);
+            }
+            mass[kh * size + s] += acc;
+          }
+        }
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+}  // namespace attnkit::kv
