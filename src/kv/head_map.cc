@@ -87,7 +87,7 @@ Status load_head_map(const std::string& path, double threshold, double fraction,
 
 Status parse_head_list(const std::string& list, HeadMap* out) {
   HeadMap m;
-  m.source = "heads=" + list;
+  if (!list.empty()) m.source = "heads=" + list;
   std::stringstream ss(list);
   std::string item;
   while (std::getline(ss, item, '+')) {
