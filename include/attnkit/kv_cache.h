@@ -294,6 +294,23 @@ class ScoredKvPolicy : public KvPolicy {
 // the others by decreasing score (ties to the later slot) until `keep` slots; sorted.
 std::vector<int64_t> keep_top_scores(const std::vector<float>& scores, int64_t keep, int64_t sinks, int64_t recent);
 
+// Per-layer running sums over the slots of a layer's cache (H2O's accumulated attention,
+// SnapKV's observation window), kept aligned with the cache: sync() extends a layer's vector to
+// the step's size with zeros for the new slots (and starts over if it no longer matches the
+// cache), add_mass() adds the step's attention mass summed over kv heads, retain() compacts it
+// like the cache.
+class SlotAccumulator {
+ public:
+  std::vector<double>& sync(const KvStep& step);
+  void add_mass(const KvStep& step);
+  void retain(int64_t layer, const std::vector<int64_t>& keep);
+  void reset() { by_layer_.clear(); }
+
+ private:
+  std::vector<std::pair<int64_t, std::vector<double>>> by_layer_;
+  std::vector<double>& of(int64_t layer);
+};
+
 // Folds the keys and values of `dropped` slots into a compensation entry (running means; counts
 // add). The entry is sized for the cache if empty.
 void compensation_add(const KvStep& step, const std::vector<int64_t>& dropped, KvCompensation* c);

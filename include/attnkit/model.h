@@ -22,8 +22,14 @@
 // (src/model/matvec.cc), or, for many rows at once, by dequantizing vocabulary slices and sgemm.
 // Everything accumulates in f32 (RMSNorm sums in f64).
 //
-// Attention always goes through an AttentionBackend; the default calls attnkit::attention()
-// (exact). Backends are chosen per layer and head by name: make_attention_backend("exact"),
+// KV cache (attnkit/kv_cache.h): one paged cache per layer, bf16 by default (LoadOptions::kv_storage).
+// The 15 sliding-window layers keep only what a later query can still see (window + one prefill
+// chunk, rounded to pages), so their memory is constant in the context length; the 3 global
+// layers keep every position unless a KV policy (set_kv_policy, "h2o:budget=256", ...) evicts.
+// kv_bytes() reports each layer's allocated and in-use bytes.
+//
+// Attention always goes through an AttentionBackend; the default one runs the KV layer step
+// (append, attention over the pages in place, the policy's eviction). Backends are chosen per layer and head by name: make_attention_backend("exact"),
 // "streaming:sinks=4,window=1024" (A-shape / StreamingLLM on the exact kernel's window and sink
 // options), "window:size=N" (sliding window on every layer).
 #pragma once
@@ -36,6 +42,7 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/kv_cache.h"
 #include "attnkit/status.h"
 #include "attnkit/tensor.h"
 
@@ -130,6 +137,9 @@ struct TapData {
   const float* v = nullptr;
   std::vector<int64_t> prob_positions;  // absolute positions with probabilities
   const float* probs = nullptr;         // [prob_positions.size(), n_head, n_kv]
+  // Absolute position of each of the n_kv cache slots the probabilities index (slot j is position
+  // j until a sliding-window layer drops old pages or a KV policy evicts).
+  const int64_t* kv_positions = nullptr;
 };
 
 struct Taps {
@@ -146,6 +156,7 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
 struct LoadOptions {
   int threads = 2;  // OpenMP and OpenBLAS threads
   int64_t prefill_chunk = 512;
+  kv::KvStorage kv_storage = kv::KvStorage::kBF16;  // element type of the KV cache
 };
 
 // Outputs of Model::forward for n tokens. Any pointer may be null.
@@ -213,6 +224,18 @@ class Model {
   void set_threads(int threads);
   int threads() const;
   void set_prefill_chunk(int64_t chunk);
+
+  // KV cache. set_kv_storage rebuilds the caches (position 0). A policy ("streaming:sinks=4,
+  // window=1024,shift=true", see attnkit/kv_cache.h) acts on the layers of the default (exact)
+  // attention backend; setting one resets the cache. "" / "none" / "exact" = no policy.
+  Status set_kv_storage(kv::KvStorage storage);
+  kv::KvStorage kv_storage() const;
+  void set_kv_policy(std::shared_ptr<kv::KvPolicy> policy);
+  Status set_kv_policy(const std::string& spec);
+  std::shared_ptr<kv::KvPolicy> kv_policy() const;
+  std::vector<kv::KvBytes> kv_bytes() const;  // per layer
+  kv::KvBytes kv_bytes_total() const;
+  std::vector<int64_t> kv_tokens() const;     // tokens each layer's cache holds
 
  private:
   Model();

@@ -83,14 +83,16 @@ void check_id(const Tokenizer& t, int32_t id) {
 
 using model::Model;
 
-std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads) {
+std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, const std::string& kv_dtype) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
+  model::LoadOptions o;
+  if (!kv::parse_kv_storage(kv_dtype, &o.kv_storage))
+    throw nb::value_error(("kv_dtype '" + kv_dtype + "' is not one of 'f32', 'bf16', 'int8'").c_str());
   std::unique_ptr<Model> out;
   Status s;
   {
     nb::gil_scoped_release release;
-    model::LoadOptions o;
     o.threads = threads;
     s = Model::load(p, o, &out);
   }
@@ -208,12 +210,33 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
   }
 }
 
+void set_kv_policy_py(Model& m, std::optional<std::string> spec) { raise_if_error(m.set_kv_policy(spec ? *spec : std::string())); }
+
+nb::dict kv_bytes_py(const Model& m) {
+  nb::list alloc, in_use, tokens;
+  for (const auto& b : m.kv_bytes()) {
+    alloc.append(b.allocated);
+    in_use.append(b.in_use);
+  }
+  for (int64_t t : m.kv_tokens()) tokens.append(t);
+  const kv::KvBytes total = m.kv_bytes_total();
+  nb::dict d;
+  d["allocated"] = total.allocated;
+  d["in_use"] = total.in_use;
+  d["allocated_per_layer"] = alloc;
+  d["in_use_per_layer"] = in_use;
+  d["tokens_per_layer"] = tokens;
+  return d;
+}
+
 }  // namespace
 
 void bind_model(nb::module_& m) {
   nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
       .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
-                  "Loads a GGUF model (default: default_model_path()).")
+                  nb::kw_only(), nb::arg("kv_dtype") = "bf16",
+                  "Loads a GGUF model (default: default_model_path()); kv_dtype is the KV cache's element type "
+                  "('f32', 'bf16' or 'int8').")
       .def("generate", &generate_py, nb::arg("prompt"), nb::kw_only(), nb::arg("max_tokens") = 64,
            nb::arg("temperature") = 0.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = 0,
            "prompt (str, BOS added, or a list of token ids) -> generated text; temperature 0 is greedy.")
@@ -228,6 +251,12 @@ void bind_model(nb::module_& m) {
       .def("set_attention", &set_attention_py, nb::arg("spec"), nb::kw_only(), nb::arg("layer").none() = nb::none(),
            "Swaps the attention of every layer (or one layer) for a named backend, e.g. 'exact', "
            "'streaming:sinks=4,window=256', 'a_shape:sinks=4,window=256'.")
+      .def("set_kv_policy", &set_kv_policy_py, nb::arg("spec").none(),
+           "KV-cache policy by name with parameters, e.g. 'h2o:budget=256', 'streaming:sinks=4,window=1024,shift=true' "
+           "(attnkit.list_mechanisms(), family 'kv'); None or 'none' removes it. Resets the cache.")
+      .def("kv_bytes", &kv_bytes_py,
+           "KV cache bytes: {'allocated', 'in_use', 'allocated_per_layer', 'in_use_per_layer', 'tokens_per_layer'}.")
+      .def_prop_ro("kv_dtype", [](const Model& mm) { return std::string(kv::kv_storage_name(mm.kv_storage())); })
       .def("reset", &Model::reset, "Forgets the KV cache.")
       .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })
       .def_prop_ro("n_vocab", [](const Model& mm) { return mm.config().n_vocab; })

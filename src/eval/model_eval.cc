@@ -1,4 +1,6 @@
 // Perplexity, passkey and needle-in-a-haystack evaluations of the Gemma model.
+#include <sys/resource.h>
+
 #include "eval/model_eval.h"
 
 #include <algorithm>
@@ -307,6 +309,33 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
     }
   }
   return Status::ok_status();
+}
+
+Status kv_storage_option(const std::string& dtype, kv::KvStorage* out) {
+  if (!kv::parse_kv_storage(dtype, out))
+    return Status::invalid_argument("--kv-dtype " + dtype + " is not one of f32, bf16, int8");
+  return Status::ok_status();
+}
+
+int64_t peak_rss_bytes() {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+nlohmann::json kv_report(const model::Model& m) {
+  const auto per = m.kv_bytes();
+  const kv::KvBytes total = m.kv_bytes_total();
+  nlohmann::json in_use = nlohmann::json::array();
+  for (const auto& b : per) in_use.push_back(b.in_use);
+  const auto policy = m.kv_policy();
+  return {{"kv_policy", policy ? policy->name() : std::string("none")},
+          {"kv_dtype", kv::kv_storage_name(m.kv_storage())},
+          {"kv_bytes_allocated", total.allocated},
+          {"kv_bytes_in_use", total.in_use},
+          {"kv_bytes_in_use_per_layer", in_use},
+          {"kv_tokens_per_layer", m.kv_tokens()},
+          {"peak_rss_bytes", peak_rss_bytes()}};
 }
 
 }  // namespace attnkit::eval

@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/status.h"
 
@@ -76,5 +79,15 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
 // -> green 1; NaN grey), rows = depths top to bottom, cols = lengths left to right, with a colour
 // bar on the right. Uncompressed deflate ("stored" blocks), so it needs no zlib.
 Status write_heatmap_png(const std::string& path, const std::vector<std::vector<double>>& values, int cell_px = 40);
+
+// ---- KV cache figures of the CLI's outputs ----
+
+// Parses the --kv-dtype option (f32 | bf16 | int8), naming the bad value.
+Status kv_storage_option(const std::string& dtype, kv::KvStorage* out);
+// Peak resident set size of this process so far (getrusage ru_maxrss), in bytes.
+int64_t peak_rss_bytes();
+// {kv_policy, kv_dtype, kv_bytes_allocated, kv_bytes_in_use, kv_bytes_in_use_per_layer,
+//  kv_tokens_per_layer, peak_rss_bytes} of a model, for JSON outputs.
+nlohmann::json kv_report(const model::Model& m);
 
 }  // namespace attnkit::eval

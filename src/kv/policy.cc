@@ -1,6 +1,7 @@
 // Shared parts of KV policies: budgets, the common keys, the scored-policy rule, compensation.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <string>
 
@@ -20,7 +21,11 @@ int64_t KvBudget::keep_for(int64_t seen, int64_t min_keep) const {
 }
 
 std::string KvBudget::to_string() const {
-  if (ratio >= 0) return "ratio=" + std::to_string(ratio);
+  if (ratio >= 0) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", ratio);
+    return std::string("ratio=") + buf;
+  }
   return "budget=" + std::to_string(tokens);
 }
 
@@ -150,6 +155,34 @@ void compensation_add(const KvStep& step, const std::vector<int64_t>& dropped, K
     }
     c->count[static_cast<size_t>(h)] = n1;
   }
+}
+
+std::vector<double>& SlotAccumulator::of(int64_t layer) {
+  for (auto& [l, v] : by_layer_)
+    if (l == layer) return v;
+  by_layer_.emplace_back(layer, std::vector<double>());
+  return by_layer_.back().second;
+}
+
+std::vector<double>& SlotAccumulator::sync(const KvStep& step) {
+  std::vector<double>& v = of(step.layer);
+  const size_t old = static_cast<size_t>(step.size - step.n_new);
+  if (v.size() != old) v.assign(old, 0.0);  // out of step with the cache (a reset): start over
+  v.resize(static_cast<size_t>(step.size), 0.0);
+  return v;
+}
+
+void SlotAccumulator::add_mass(const KvStep& step) {
+  std::vector<double>& v = sync(step);
+  if (step.maybe_mass == nullptr) return;
+  for (int64_t h = 0; h < step.kv_heads; ++h)
+    for (int64_t s = 0; s < step.size; ++s) v[static_cast<size_t>(s)] += step.maybe_mass[h * step.size + s];
+}
+
+void SlotAccumulator::retain(int64_t layer, const std::vector<int64_t>& keep) {
+  std::vector<double>& v = of(layer);
+  for (size_t i = 0; i < keep.size(); ++i) v[i] = v[static_cast<size_t>(keep[i])];
+  v.resize(keep.size());
 }
 
 }  // namespace attnkit::kv

@@ -168,8 +168,14 @@ struct Model::Impl {
   int threads = 2;
   int64_t chunk = 512;
   int64_t pos = 0;
-  int64_t capacity = 0;
-  std::vector<std::vector<float>> kc, vc;  // per layer [capacity, n_head_kv, head_dim(_v)]
+  // KV cache: one paged cache per layer (attnkit/kv_cache.h). Sliding-window layers keep only the
+  // pages a later query can still see (window + one chunk); a policy may evict from the others.
+  kv::KvStorage kv_storage = kv::KvStorage::kBF16;
+  std::vector<std::unique_ptr<kv::PagedKvCache>> caches;
+  std::shared_ptr<kv::KvPolicy> kv_policy;
+  std::vector<int64_t> chunk_pos;                     // absolute positions of the chunk's tokens
+  std::vector<float> kstage, vstage;                  // the chunk's K (post-RoPE) and V
+  std::vector<float> kgather, vgather;                // contiguous f32 cache for custom backends and taps
 
   std::shared_ptr<AttentionBackend> exact = std::make_shared<ExactBackend>();
   std::shared_ptr<AttentionBackend> all_layers;               // nullptr = exact
@@ -230,9 +236,27 @@ struct Model::Impl {
       inv_freq_local[static_cast<size_t>(i)] = std::pow(static_cast<double>(c.rope_base_local), e);
       inv_freq_global[static_cast<size_t>(i)] = std::pow(static_cast<double>(c.rope_base_global), e);
     }
-    kc.resize(static_cast<size_t>(c.n_layer));
-    vc.resize(static_cast<size_t>(c.n_layer));
+    return make_caches();
+  }
+
+  Status make_caches() {
+    caches.clear();
+    caches.resize(static_cast<size_t>(cfg.n_layer));
+    kv::KvCacheOptions ko;
+    ko.kv_heads = cfg.n_head_kv;
+    ko.head_dim = cfg.head_dim;
+    ko.head_dim_v = cfg.head_dim_v;
+    ko.storage = kv_storage;
+    for (auto& c : caches) ATTNKIT_RETURN_IF_ERROR(kv::PagedKvCache::create(ko, &c));
+    pos = 0;
+    if (kv_policy) kv_policy->reset();
     return Status::ok_status();
+  }
+
+  void clear_caches() {
+    for (auto& c : caches) c->clear();
+    pos = 0;
+    if (kv_policy) kv_policy->reset();
   }
 
   void apply_threads() {
@@ -240,16 +264,24 @@ struct Model::Impl {
     omp_set_num_threads(threads);
   }
 
+  // Pages for n positions: every position on global layers, window + one chunk on local ones.
   Status reserve(int64_t n) {
-    if (n <= capacity) return Status::ok_status();
-    int64_t cap = std::max<int64_t>(n, std::min<int64_t>(capacity * 2, cfg.context_length));
-    cap = std::max(cap, n);
     for (int64_t l = 0; l < cfg.n_layer; ++l) {
-      kc[static_cast<size_t>(l)].resize(static_cast<size_t>(cap * cfg.n_head_kv * cfg.head_dim));
-      vc[static_cast<size_t>(l)].resize(static_cast<size_t>(cap * cfg.n_head_kv * cfg.head_dim_v));
+      kv::PagedKvCache& c = *caches[static_cast<size_t>(l)];
+      const int64_t tokens = cfg.is_global(l) ? n : std::min(n, cfg.sliding_window + chunk);
+      ATTNKIT_RETURN_IF_ERROR(c.reserve_pages((tokens + c.page_size() - 1) / c.page_size() + 1));
     }
-    capacity = cap;
     return Status::ok_status();
+  }
+
+  // Drops the leading pages of a sliding-window layer that no query from next_pos on can see.
+  Status trim_window_layer(int64_t layer, int64_t next_pos) {
+    kv::PagedKvCache& c = *caches[static_cast<size_t>(layer)];
+    const std::vector<int64_t>& p = c.positions(0);
+    const int64_t first_visible = next_pos - cfg.window_left(layer);
+    const int64_t dead = std::lower_bound(p.begin(), p.end(), first_visible) - p.begin();
+    const int64_t whole = dead / c.page_size() * c.page_size();
+    return whole > 0 ? c.drop_front(0, whole) : Status::ok_status();
   }
 
   // NeoX-style rotation of the two halves of each head vector (Gemma / HF rotate_half):
@@ -284,30 +316,38 @@ struct Model::Impl {
     const int64_t H = cfg.n_head, D = cfg.head_dim, group = cfg.n_head / cfg.n_head_kv;
     probs.assign(static_cast<size_t>(td->prob_positions.size() * H * n_kv), 0.0f);
     const int64_t wl = cfg.window_left(layer);
-    const float* kcache = kc[static_cast<size_t>(layer)].data();
+    const kv::PagedKvCache& cache = *caches[static_cast<size_t>(layer)];
+    kgather.resize(static_cast<size_t>(n_kv * cfg.n_head_kv * D));
+    (void)cache.gather(0, 0, n_kv, kgather.data(), nullptr);
+    const std::vector<int64_t>& kpos = cache.positions(0);
     for (size_t r = 0; r < td->prob_positions.size(); ++r) {
       const int64_t p = td->prob_positions[r];
-      const int64_t lo = wl < 0 ? 0 : std::max<int64_t>(0, p - wl);
       for (int64_t hh = 0; hh < H; ++hh) {
         const float* qv = qpost + ((p - pos0) * H + hh) * D;
         float* row = probs.data() + (r * H + hh) * n_kv;
         double mx = -1e300;
-        std::vector<double> s(static_cast<size_t>(p - lo + 1));
-        for (int64_t j = lo; j <= p; ++j) {
-          const float* kv = kcache + (j * cfg.n_head_kv + hh / group) * D;
+        std::vector<double> s(static_cast<size_t>(n_kv), 0.0);
+        std::vector<char> vis(static_cast<size_t>(n_kv), 0);
+        for (int64_t j = 0; j < n_kv; ++j) {
+          const int64_t pj = kpos[static_cast<size_t>(j)];
+          if (pj > p || (wl >= 0 && pj < p - wl)) continue;
+          vis[static_cast<size_t>(j)] = 1;
+          const float* kv = kgather.data() + (j * cfg.n_head_kv + hh / group) * D;
           double dot = 0;
           for (int64_t t = 0; t < D; ++t) dot += static_cast<double>(qv[t]) * kv[t];
           dot *= cfg.attn_scale;
           if (cfg.attn_logit_softcap > 0) dot = cfg.attn_logit_softcap * std::tanh(dot / cfg.attn_logit_softcap);
-          s[static_cast<size_t>(j - lo)] = dot;
+          s[static_cast<size_t>(j)] = dot;
           mx = std::max(mx, dot);
         }
         double sum = 0;
-        for (auto& e : s) {
-          e = std::exp(e - mx);
-          sum += e;
-        }
-        for (int64_t j = lo; j <= p; ++j) row[j] = static_cast<float>(s[static_cast<size_t>(j - lo)] / sum);
+        for (int64_t j = 0; j < n_kv; ++j)
+          if (vis[static_cast<size_t>(j)]) {
+            s[static_cast<size_t>(j)] = std::exp(s[static_cast<size_t>(j)] - mx);
+            sum += s[static_cast<size_t>(j)];
+          }
+        for (int64_t j = 0; j < n_kv; ++j)
+          if (vis[static_cast<size_t>(j)]) row[j] = static_cast<float>(s[static_cast<size_t>(j)] / sum);
       }
     }
     td->probs = probs.data();
@@ -323,7 +363,6 @@ struct Model::Impl {
       if (tokens[i] < 0 || tokens[i] >= c.n_vocab)
         return Status::out_of_range("gemma: token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                     " is outside the vocabulary [0, " + std::to_string(c.n_vocab) + ")");
-    ATTNKIT_RETURN_IF_ERROR(reserve(pos + n));
     x.resize(static_cast<size_t>(n * E));
     h.resize(static_cast<size_t>(n * E));
     qkv.resize(static_cast<size_t>(n * nqkv));
@@ -336,11 +375,12 @@ struct Model::Impl {
       ATTNKIT_RETURN_IF_ERROR(file->dequantize_rows(*embd, tokens[i], 1, x.data() + i * E));
       for (int64_t e = 0; e < E; ++e) x[static_cast<size_t>(i * E + e)] *= c.embed_scale;
     }
-    const int64_t n_kv = pos + n;
+    chunk_pos.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) chunk_pos[static_cast<size_t>(i)] = pos + i;
+    kstage.resize(static_cast<size_t>(n * nk));
+    vstage.resize(static_cast<size_t>(n * nv));
     for (int64_t l = 0; l < c.n_layer; ++l) {
       const LayerWeights& w = layers[static_cast<size_t>(l)];
-      float* kcache = kc[static_cast<size_t>(l)].data();
-      float* vcache = vc[static_cast<size_t>(l)].data();
       for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, w.attn_norm.data(), E, c.rms_eps, h.data() + i * E);
       linear(h.data(), n, E, w.wqkv, nqkv, qkv.data(), threads);
       const bool tap = taps.wants(l);
@@ -353,8 +393,8 @@ struct Model::Impl {
       for (int64_t i = 0; i < n; ++i) {
         const float* src = qkv.data() + i * nqkv;
         float* qi = q.data() + i * nq;
-        float* ki = kcache + (pos + i) * nk;
-        float* vi = vcache + (pos + i) * nv;
+        float* ki = kstage.data() + i * nk;
+        float* vi = vstage.data() + i * nv;
         for (int64_t hh = 0; hh < H; ++hh) rmsnorm(src + hh * D, w.q_norm.data(), D, c.rms_eps, qi + hh * D);
         for (int64_t hh = 0; hh < HK; ++hh) rmsnorm(src + nq + hh * D, w.k_norm.data(), D, c.rms_eps, ki + hh * D);
         std::memcpy(vi, src + nq + nk, static_cast<size_t>(nv) * sizeof(float));
@@ -366,21 +406,54 @@ struct Model::Impl {
         rope(ki, HK, pos + i, inv_freq);
       }
 
-      AttentionCall call;
-      call.layer = l;
-      call.config = &cfg;
-      call.q = TensorView::contiguous(q.data(), DType::kF32, 1, n, H, D);
-      call.k = TensorView::contiguous(kcache, DType::kF32, 1, n_kv, HK, D);
-      call.v = TensorView::contiguous(vcache, DType::kF32, 1, n_kv, HK, DV);
-      call.out = TensorView::contiguous(attn.data(), DType::kF32, 1, n, H, DV);
-      call.q_pos0 = pos;
-      call.params.causal = true;
-      call.params.window_left = c.window_left(l);
-      call.params.scale = c.attn_scale;
-      call.params.softcap = c.attn_logit_softcap;
-      call.params.num_threads = threads;
-      Status st = backend_for(l)->attend(call);
-      if (!st.ok()) return Status(st.code(), "gemma: layer " + std::to_string(l) + " attention (" + backend_for(l)->name() + "): " + st.message());
+      kv::PagedKvCache& cache = *caches[static_cast<size_t>(l)];
+      AttentionBackend* backend = backend_for(l);
+      Status st;
+      if (backend == exact.get()) {
+        // The default path: append, attend over the pages in place, then the KV policy's step.
+        kv::KvStepInput in;
+        in.layer = l;
+        in.n_layers = c.n_layer;
+        in.is_global = c.is_global(l);
+        in.n = n;
+        in.positions = chunk_pos.data();
+        in.q = q.data();
+        in.k = kstage.data();
+        in.v = vstage.data();
+        in.heads_q = H;
+        in.attn.scale = c.attn_scale;
+        in.attn.softcap = c.attn_logit_softcap;
+        in.attn.window_left = c.window_left(l);
+        in.attn.num_threads = threads;
+        in.maybe_rope_inv_freq = inv_freq.data();
+        in.out = attn.data();
+        st = kv::kv_layer_step(kv_policy.get(), &cache, in);
+        if (st.ok() && !c.is_global(l)) st = trim_window_layer(l, pos + n);
+      } else {
+        // A custom backend sees the layer's cache as one contiguous f32 sequence (the KV policy
+        // does not act on such layers).
+        st = cache.append(0, n, chunk_pos.data(), kstage.data(), vstage.data());
+        const int64_t nc = st.ok() ? cache.size(0) : 0;
+        kgather.resize(static_cast<size_t>(nc * nk));
+        vgather.resize(static_cast<size_t>(nc * nv));
+        if (st.ok()) st = cache.gather(0, 0, nc, kgather.data(), vgather.data());
+        AttentionCall call;
+        call.layer = l;
+        call.config = &cfg;
+        call.q = TensorView::contiguous(q.data(), DType::kF32, 1, n, H, D);
+        call.k = TensorView::contiguous(kgather.data(), DType::kF32, 1, nc, HK, D);
+        call.v = TensorView::contiguous(vgather.data(), DType::kF32, 1, nc, HK, DV);
+        call.out = TensorView::contiguous(attn.data(), DType::kF32, 1, n, H, DV);
+        call.q_pos0 = pos;
+        call.params.causal = true;
+        call.params.window_left = c.window_left(l);
+        call.params.scale = c.attn_scale;
+        call.params.softcap = c.attn_logit_softcap;
+        call.params.num_threads = threads;
+        if (st.ok()) st = backend->attend(call);
+      }
+      if (!st.ok()) return Status(st.code(), "gemma: layer " + std::to_string(l) + " attention (" + backend->name() + "): " + st.message());
+      const int64_t n_kv = cache.size(0);
 
       if (tap) {
         TapData td;
@@ -391,8 +464,9 @@ struct Model::Impl {
         td.q_pre = qpre.data();
         td.q_post = q.data();
         td.k_pre = kpre.data();
-        td.k_post = kcache + pos * nk;
-        td.v = vcache + pos * nv;
+        td.k_post = kstage.data();
+        td.v = vstage.data();
+        td.kv_positions = cache.positions(0).data();
         tap_probs(l, pos, n, n_kv, q.data(), &td);
         taps.on_layer(td);
       }
@@ -497,6 +571,7 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
   Impl& I = *m->impl_;
   I.threads = options.threads == 0 ? omp_get_max_threads() : options.threads;
   I.chunk = options.prefill_chunk;
+  I.kv_storage = options.kv_storage;
   I.apply_threads();
   ATTNKIT_RETURN_IF_ERROR(gguf::GgufFile::open(path, &I.file));
   ATTNKIT_RETURN_IF_ERROR(read_config(*I.file, &I.cfg));
@@ -508,7 +583,7 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
 
 const GemmaConfig& Model::config() const { return impl_->cfg; }
 const Tokenizer& Model::tokenizer() const { return *impl_->tok; }
-void Model::reset() { impl_->pos = 0; }
+void Model::reset() { impl_->clear_caches(); }
 int64_t Model::position() const { return impl_->pos; }
 Status Model::reserve(int64_t n) {
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
@@ -523,7 +598,6 @@ Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o)
     return Status::invalid_argument("Model::forward: maybe_targets and maybe_target_logprobs must be given together");
   I.apply_threads();
   const int64_t E = I.cfg.n_embd, V = I.cfg.n_vocab;
-  ATTNKIT_RETURN_IF_ERROR(I.reserve(I.pos + n));
   std::vector<float> hidden;
   for (int64_t s = 0; s < n; s += I.chunk) {
     const int64_t m = std::min(I.chunk, n - s);
@@ -661,5 +735,44 @@ void Model::set_threads(int threads) {
 }
 int Model::threads() const { return impl_->threads; }
 void Model::set_prefill_chunk(int64_t chunk) { impl_->chunk = chunk > 0 ? chunk : 512; }
+
+Status Model::set_kv_storage(kv::KvStorage storage) {
+  impl_->kv_storage = storage;
+  return impl_->make_caches();
+}
+kv::KvStorage Model::kv_storage() const { return impl_->kv_storage; }
+void Model::set_kv_policy(std::shared_ptr<kv::KvPolicy> policy) {
+  impl_->kv_policy = std::move(policy);
+  impl_->clear_caches();
+}
+Status Model::set_kv_policy(const std::string& spec) {
+  if (spec.empty() || spec == "none" || spec == "exact") {
+    set_kv_policy(std::shared_ptr<kv::KvPolicy>());
+    return Status::ok_status();
+  }
+  std::unique_ptr<kv::KvPolicy> p;
+  ATTNKIT_RETURN_IF_ERROR(kv::make_kv_policy(spec, &p));
+  set_kv_policy(std::shared_ptr<kv::KvPolicy>(std::move(p)));
+  return Status::ok_status();
+}
+std::shared_ptr<kv::KvPolicy> Model::kv_policy() const { return impl_->kv_policy; }
+std::vector<kv::KvBytes> Model::kv_bytes() const {
+  std::vector<kv::KvBytes> out;
+  for (const auto& c : impl_->caches) out.push_back(c->bytes());
+  return out;
+}
+kv::KvBytes Model::kv_bytes_total() const {
+  kv::KvBytes t;
+  for (const auto& c : impl_->caches) {
+    t.allocated += c->bytes().allocated;
+    t.in_use += c->bytes().in_use;
+  }
+  return t;
+}
+std::vector<int64_t> Model::kv_tokens() const {
+  std::vector<int64_t> out;
+  for (const auto& c : impl_->caches) out.push_back(c->size(0));
+  return out;
+}
 
 }  // namespace attnkit::model

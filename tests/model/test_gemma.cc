@@ -34,6 +34,8 @@ class GemmaTest : public ::testing::Test {
     if (!gguf::find_default_model(&path).ok()) return;
     LoadOptions lo;
     lo.threads = 2;
+    // f32 KV: the golden comparison's tolerance is set by f32 rounding (tests/kv/ checks bf16 KV).
+    lo.kv_storage = kv::KvStorage::kF32;
     Status s = Model::load(path, lo, &model_);
     if (!s.ok()) {
       load_error_ = s.message();

