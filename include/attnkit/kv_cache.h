@@ -296,8 +296,8 @@ std::vector<int64_t> keep_top_scores(const std::vector<float>& scores, int64_t k
 
 // Per-layer running sums over the slots of a layer's cache (H2O's accumulated attention,
 // SnapKV's observation window), kept aligned with the cache: sync() extends a layer's vector to
-// the step's size with zeros for the new slots (and starts over if it no longer matches the
-// cache), add_mass() adds the step's attention mass summed over kv heads, retain() compacts it
+// the step's size with zeros for the new slots (once per step; it starts over if it no longer
+// matches the cache), add_mass() adds the step's attention mass summed over kv heads, retain() compacts it
 // like the cache.
 class SlotAccumulator {
  public:

@@ -166,9 +166,10 @@ std::vector<double>& SlotAccumulator::of(int64_t layer) {
 
 std::vector<double>& SlotAccumulator::sync(const KvStep& step) {
   std::vector<double>& v = of(step.layer);
-  const size_t old = static_cast<size_t>(step.size - step.n_new);
+  const size_t old = static_cast<size_t>(step.size - step.n_new), now = static_cast<size_t>(step.size);
+  if (v.size() == now) return v;            // already synced this step
   if (v.size() != old) v.assign(old, 0.0);  // out of step with the cache (a reset): start over
-  v.resize(static_cast<size_t>(step.size), 0.0);
+  v.resize(now, 0.0);
   return v;
 }
 

@@ -409,7 +409,9 @@ struct Model::Impl {
       kv::PagedKvCache& cache = *caches[static_cast<size_t>(l)];
       AttentionBackend* backend = backend_for(l);
       Status st;
-      if (backend == exact.get()) {
+      // "exact" by name (make_attention_backend("exact"), what the CLI and Python set) is the
+      // default path too.
+      if (backend == exact.get() || backend->name() == "exact") {
         // The default path: append, attend over the pages in place, then the KV policy's step.
         kv::KvStepInput in;
         in.layer = l;
