@@ -4,16 +4,17 @@
 //
 // SnapKV's selection (the `snapkv` policy, built through the registry) with a budget per layer
 // that falls linearly with depth: lower layers attend broadly and get more, higher layers attend
-// to few tokens and get less. The total equals SnapKV's: with B the tokens SnapKV would keep per
-// layer (budget, or the ratio applied to the tokens seen), w the observation window and beta the
-// steepness (20),
-//   min = B / beta,  max = 2 B - min;  if max >= seen - w: max = seen - w, min = 2 B - max;
-//   layer i of the L compressed layers keeps round(max - i (max - min) / (L - 1)),
-// and when not (seen >= max >= min >= w) every layer keeps B (kvpress's rule, which falls back to
-// SnapKV for small budgets). The pyramid runs over the layers that hold a growing cache only:
-// the global layers of a model whose layer l is global when (l + 1) % global_every == 0 (Gemma 3:
-// 6, layers 5, 11, 17), or every layer with layers=all. Defaults from kvpress: window 64, kernel 5,
-// avg pooling, beta 20.
+// to few tokens and get less. The total equals SnapKV's. As in PyramidKV's code
+// (KVCache-Factory, pyramidkv_utils.py), the observation window w is kept on every layer and the
+// pyramid spreads the rest: with B the tokens SnapKV keeps per layer (budget, or the ratio applied
+// to the tokens seen), A = B - w and beta the steepness (20),
+//   min = A / beta,  max = 2 A - min;  if max > seen - w: max = seen - w, min = 2 A - max;
+//   layer i of the L compressed layers keeps w + round(max - i (max - min) / (L - 1)),
+// and every layer keeps B when A <= 0 or max < min. (kvpress's PyramidKVPress also falls back to
+// SnapKV whenever min < w, which with beta 20 disables the pyramid below B = 20 w.) The pyramid
+// runs over the layers that hold a growing cache only: the global layers of a model whose layer l
+// is global when (l + 1) % global_every == 0 (Gemma 3: 6, layers 5, 11, 17), or every layer with
+// layers=all. Defaults from kvpress: window 64, kernel 5, avg pooling, beta 20.
 #include <cmath>
 #include <map>
 #include <string>
@@ -52,7 +53,7 @@ class PyramidKvPolicy final : public KvPolicy {
     const int64_t budget = layer_budget(c_.budget.keep_for(step.seen), step.seen, window_, beta_, rank, count);
     Inner& in = inner_[step.layer];
     if (!in.policy || in.budget != budget) {
-      // kvpress applies the slack of neither; ours is SnapKV's (one window by default).
+      // The layer's SnapKV, rebuilt when its budget changes (while seen is below about 2 B).
       const std::string spec = "snapkv:budget=" + std::to_string(budget) + ",window=" + std::to_string(window_) +
                                ",kernel=" + std::to_string(kernel_) + ",pool=" + pool_ + ",layers=all,slack=" +
                                std::to_string(c_.slack);
@@ -64,15 +65,15 @@ class PyramidKvPolicy final : public KvPolicy {
 
   // Tokens layer `rank` of `count` compressed layers keeps, given SnapKV's per-layer keep B.
   static int64_t layer_budget(int64_t b, int64_t seen, int64_t window, int64_t beta, int64_t rank, int64_t count) {
-    const double B = static_cast<double>(b), w = static_cast<double>(window), n = static_cast<double>(seen);
-    double mn = B / static_cast<double>(beta), mx = 2 * B - mn;
-    if (mx >= n - w) {
-      mx = n - w;
-      mn = 2 * B - mx;
+    const double A = static_cast<double>(b - window);
+    double mn = A / static_cast<double>(beta), mx = 2 * A - mn;
+    if (mx > static_cast<double>(seen - window)) {
+      mx = static_cast<double>(seen - window);
+      mn = 2 * A - mx;
     }
-    if (!(n >= mx && mx >= mn && mn >= w)) return b;
+    if (A <= 0 || mn < 0 || mx < mn) return b;
     const double step = count > 1 ? (mx - mn) / static_cast<double>(count - 1) : 0.0;
-    return std::max<int64_t>(1, std::llround(mx - static_cast<double>(rank) * step));
+    return window + std::llround(mx - static_cast<double>(rank) * step);
   }
 
  private:
