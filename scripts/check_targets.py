@@ -1,4 +1,5 @@
-"""Checks the core targets (issue 2) on the records written by scripts/bench_targets.sh."""
+"""Checks the core targets of exact attention (docs/benchmarks.md) on the records written by
+scripts/bench_targets.sh; exits 1 if any target is missed."""
 import json
 import pathlib
 import sys

@@ -31,7 +31,7 @@ class ScratchArray {
     if (this != &o) { release(); n_ = o.n_; p_ = o.p_; o.n_ = 0; o.p_ = nullptr; }
     return *this;
   }
-  // Grows (never shrinks) to at least n elements; contents are not kept.
+  // Grows (never shrinks) to at least n elements; contents are not preserved.
   void ensure(size_t n) {
     if (n > n_) { release(); p_ = static_cast<T*>(scratch_alloc(n * sizeof(T))); n_ = n; }
   }

@@ -1,8 +1,9 @@
-// core/tile_decode-inl.h: split-KV decode (few query rows per kv head, many keys). Decode is bound
-// by reading K and V once, so the tile walks keys outermost and all kv heads inside, scores one
-// position of every head in one sweep of adjacent memory, and prefetches K ahead and the next
-// tile's V during P V. Blocks it cannot take (more than kDotRows rows, or K/V not readable in
-// place) go through the prefill tile.
+// core/tile_decode-inl.h: split-KV decode (few query rows per kv head, many keys). Decode reads
+// every K and V row once and does little arithmetic per byte, so memory bounds it: the walk takes
+// keys outermost and all kv heads inside, scores one position of every head in one sweep of
+// adjacent memory, and prefetches K ahead and the next tile's V during P V. When the blocks do
+// not fit that scheme (more than kDotRows rows, or K/V rows not readable in place), every block
+// goes through the prefill tile instead.
 //
 // Highway per-target header: included by core/tile_kernel.cc once per target (foreach_target.h),
 // hence the toggling include guard instead of #pragma once.
@@ -53,6 +54,8 @@ struct DecodeGroup {
   int64_t k_bytes, v_bytes;       // bytes of one K row and one V row
 };
 
+// Fills g for nb blocks and tile t: which blocks see the tile (and need its mask), which issue
+// prefetches, and where each block's K rows and scores are.
 template <typename T, class Variant>
 HWY_INLINE void make_decode_group(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, float* st_base,
                                   DecodeGroup<T>* g) {

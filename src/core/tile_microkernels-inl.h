@@ -3,6 +3,7 @@
 // query rows, dot products for decode's few rows), O += P V, and the exp and lane reductions of
 // the online softmax. Names say what they compute and on which shape: qk_keys<R, NG> scores R keys
 // against NG query vectors, pv_cols<R, NV> accumulates R output rows over NV vectors of columns.
+//
 // Highway per-target header: included by core/tile_kernel.cc once per target (foreach_target.h),
 // hence the toggling include guard instead of #pragma once.
 #if defined(ATTNKIT_CORE_TILE_MICROKERNELS_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -266,9 +267,6 @@ HWY_INLINE void pv_rows_bf16_pairs(const float* pt, int64_t ss, const hwy::bfloa
 }
 #endif
 
-// ---------------------------------------------------------------------------------------------
-// Online-softmax arithmetic: the exponential and the lane reductions.
-
 // Copies a pair-layout row (see pv_cols_bf16_pairs) to dst in column order.
 inline void unpair_row(const float* src, int64_t dv, float* dst) {
   const int64_t L = static_cast<int64_t>(kLanes);
@@ -278,6 +276,9 @@ inline void unpair_row(const float* src, int64_t dv, float* dst) {
       dst[g + 2 * i + 1] = src[g + L + i];
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Online-softmax arithmetic: the exponential and the lane reductions.
 
 // e^x for the softmax's exponents x = score - running max <= 0 (NaN is handled by the callers).
 // The argument reduction and the polynomial are those of Highway's Exp (contrib/math, within a

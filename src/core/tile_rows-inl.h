@@ -1,6 +1,7 @@
 // core/tile_rows-inl.h: the state the tile kernel carries: a sequence's constants (SeqCtx), a block
 // of query rows with its online-softmax statistics (RowBlock), the scratch a Workspace is cut into,
 // and a tile of keys (TileKeys) with the test of what a block can see of it.
+//
 // Highway per-target header: included by core/tile_kernel.cc once per target (foreach_target.h),
 // hence the toggling include guard instead of #pragma once.
 #if defined(ATTNKIT_CORE_TILE_ROWS_INL_H_) == defined(HWY_TARGET_TOGGLE)

@@ -114,7 +114,6 @@ struct CallHooks {
 // Softmax attention: the online softmax (Milakov & Gimelshein; Rabe & Staats) runs in the kernel.
 struct SoftmaxVariant : CallHooks {
   static constexpr bool kUseSoftmax = true;
-  VF Weight(DF, VF s) const { return s; }  // unused
 
   // Row r's state as a partial result: o normalized by its own denominator, LSE without sinks
   // (those are added once, when the parts are merged). A row that saw no key gets o = 0 and

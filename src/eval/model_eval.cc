@@ -1,7 +1,7 @@
 // Perplexity, passkey and needle-in-a-haystack evaluations of the Gemma model.
 #include <sys/resource.h>
 
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 #include <algorithm>
 #include <chrono>

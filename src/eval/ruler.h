@@ -36,7 +36,7 @@
 
 #include "attnkit/model.h"
 #include "attnkit/status.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 namespace attnkit {
 class Tokenizer;

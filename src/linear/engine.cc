@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/threads.h"
+#include "core/util.h"
 #include "linear/features.h"
 #include "linear/simd.h"
 
@@ -41,6 +43,9 @@ namespace attnkit {
 namespace linear_internal {
 namespace {
 
+using core::check_view;
+using core::shape_str;
+
 constexpr int64_t kSub = 16;  // sub-block of the vector-gate chunk path
 constexpr int64_t kMaxHeadGroup = 8;  // heads per task of the chunked form
 // Above this in-chunk log-decay the factorized decay e^{b_i} e^{-b_j} is used (e^{60} ~ 1e26 stays
@@ -48,11 +53,6 @@ constexpr int64_t kMaxHeadGroup = 8;  // heads per task of the chunked form
 constexpr float kFactorLimit = 60.0f;
 
 inline bool has(const TensorView& t) { return t.data != nullptr; }
-
-std::string shape_str(const TensorView& t) {
-  return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) +
-         ", " + std::to_string(t.shape[3]) + "]";
-}
 
 // Reads n consecutive head_dim elements of (b, s, h) as f32.
 inline void load_row(const TensorView& t, int64_t b, int64_t s, int64_t h, int64_t n, float* dst) {
@@ -681,13 +681,6 @@ void run_parallel(const Resolved& r, const Io& io, const Task& t, float* S, Scra
   for (int64_t i = 0; i < f * dvp; ++i) S[i] = static_cast<float>(Sn[i]);
 }
 
-Status check_view(const TensorView& t, const char* name) {
-  if (t.data == nullptr) return Status::invalid_argument(std::string(name) + " has a null data pointer");
-  for (int i = 0; i < 4; ++i)
-    if (t.shape[i] < 0) return Status::invalid_argument(std::string(name) + " shape " + shape_str(t) + " has a negative extent");
-  return Status::ok_status();
-}
-
 // The tensors: present, of supported head dims, and of matching shapes (GQA on the heads).
 Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                     const LinearAttentionParams& p) {
@@ -859,10 +852,11 @@ Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
 }
 
 // Validates a call and resolves its defaults into r. The checks run in this order, so a call with
-// several faults reports the first: tensors, chunk/eps, feature map, decay, update rule, sequences.
+// several faults reports the first: tensors, threads, chunk/eps, feature map, decay, update rule, sequences.
 Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const LinearAttentionParams& p, Resolved* r) {
   ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   const int64_t d = q.head_dim();
   r->p = p;
@@ -927,7 +921,7 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
   LinearForm form = params.form;
   if (form == LinearForm::kAuto) form = q.seq() <= 8 ? LinearForm::kRecurrent : LinearForm::kChunked;
   const Io io{&q, &k, &v, &out};
-  const int nt = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  const int nt = r.threads;
   // The chunked form runs heads in groups (see run_chunked): as many heads per group as keep every
   // thread busy, at most kMaxHeadGroup so that the group's states (64 KiB each at F = Dv' = 128)
   // stay in L2. The other forms take one head per task.

@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/memory.h"
 #include "attnkit/registry.h"
 #include "core/exact_mechanism.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit {
 namespace {
@@ -161,7 +161,7 @@ TEST(Harness, LongWarmupRunIsKeptAsTheSample) {
   EXPECT_EQ(run.calls, 1);
   EXPECT_EQ(t.runs, 1);
   EXPECT_GE(t.median_seconds, 0.03);
-  // A short warmup is not kept.
+  // A short warmup is discarded.
   CountingRun quick;
   ASSERT_TRUE(bench::time_runs(quick, {1, 2, 0.0, 10.0}, &t).ok());
   EXPECT_EQ(quick.calls, 3);
@@ -452,7 +452,7 @@ TEST(Harness, RunCaseFillsARecord) {
   ASSERT_TRUE(bench::run_case(c, {0, bench::kMaxPairedRuns + 3, 0.0, 100.0}, &cache, &r).ok());
   EXPECT_EQ(r.runs, bench::kMaxPairedRuns + 3);
   EXPECT_EQ(r.paired_runs, bench::kMaxPairedRuns);
-  // A warmup run (not kept) does not use up one of them.
+  // A warmup run (discarded) does not use up one of them.
   ASSERT_TRUE(bench::run_case(c, {1, bench::kMaxPairedRuns + 3, 0.0, 100.0}, &cache, &r).ok());
   EXPECT_EQ(r.paired_runs, bench::kMaxPairedRuns);
   // A bad spec fails before anything runs.

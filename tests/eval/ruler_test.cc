@@ -10,7 +10,7 @@
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 #include "eval/ruler.h"
 
 namespace attnkit::eval {

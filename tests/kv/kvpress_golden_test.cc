@@ -27,7 +27,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 #include "testing/attn_case.h"
 
 namespace attnkit::kv {

@@ -12,7 +12,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 namespace attnkit::kv {
 namespace {

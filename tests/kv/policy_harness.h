@@ -13,7 +13,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 namespace attnkit::kv::testing_policy {
 

@@ -19,7 +19,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 #include "reference/attention_ref.h"
 
 namespace attnkit::kv {

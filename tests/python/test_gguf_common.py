@@ -1,7 +1,7 @@
 """Shared helpers for the GGUF tests (no tests here).
 
 The `gguf` package's GGUFReader takes tens of seconds on the Gemma file (it builds a numpy view
-per vocabulary entry), so one reader is shared by every test module in the session.
+per vocabulary entry), so one reader is shared by every test module of a pytest run.
 """
 import functools
 import os

@@ -145,7 +145,7 @@ def test_type_table_matches_gguf_sizes():
         bs, ts = gguf.GGML_QUANT_SIZES[Q(int(tid))]
         assert (e["block_elems"], e["block_bytes"]) == (bs, ts), Q(int(tid)).name
         assert e["name"].lower() == Q(int(tid)).name.lower()
-    # Every type the reference can dequantize and that the issue lists, we can too.
+    # attnkit dequantizes every one of these types (float, legacy and k-quants), as the reference does.
     for q in (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K):
         assert out[str(int(q))]["can_dequantize"], q.name
 

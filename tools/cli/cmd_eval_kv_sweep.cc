@@ -19,7 +19,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "commands.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 #include "eval/ruler.h"
 
 namespace attnkit::cli {

@@ -15,7 +15,7 @@
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "commands.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 #include "eval/ruler.h"
 
 namespace attnkit::cli {

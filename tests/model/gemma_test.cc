@@ -140,7 +140,7 @@ TEST_F(GemmaTest, ShortPerplexityNearReference) {
   double nll = 0;
   for (float v : lp) nll -= v;
   const double ppl = std::exp(nll / 512);
-  // Within 1% (the target for 8K tokens holds here too).
+  // Within 1% (the perplexity target for 8K tokens holds here too).
   EXPECT_NEAR(ppl, ref, 0.01 * ref);
 }
 
