@@ -42,3 +42,45 @@ def reference_reader(path):
     import gguf
 
     return gguf.GGUFReader(path)
+
+
+def sentencepiece_model_bytes(reader):
+    """A serialized SentencePiece ModelProto built from the GGUF's own vocabulary (needs the
+    `sentencepiece` and `protobuf` packages): Gemma's settings, i.e. BPE with byte fallback,
+    identity normalization, whitespace escaped to U+2581, no dummy prefix (GGUF
+    tokenizer.ggml.add_space_prefix = false), no extra-whitespace removal. llama.cpp's converter
+    stores user-defined tokens with real spaces ("  ") where Gemma's tokenizer.model has "▁▁"; this
+    undoes that, so the result is the original SentencePiece model. Used by the tokenizer tests and
+    by scripts/kv_golden_hf.py."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    f = reader.fields
+    tokens = f["tokenizer.ggml.tokens"].contents()
+    scores = f["tokenizer.ggml.scores"].contents()
+    types = f["tokenizer.ggml.token_type"].contents()
+    unk = int(f["tokenizer.ggml.unknown_token_id"].contents())
+    assert f["tokenizer.ggml.model"].contents() == "llama"
+    assert bool(f["tokenizer.ggml.add_space_prefix"].contents()) is False
+
+    m = pb.ModelProto()
+    for i, (t, s, ty) in enumerate(zip(tokens, scores, types)):
+        p = m.pieces.add()
+        p.piece = t.replace(" ", "\u2581") if ty == 4 else t
+        p.score = float(s)
+        p.type = pb.ModelProto.SentencePiece.UNKNOWN if i == unk else int(ty)
+    ts = m.trainer_spec
+    ts.model_type = pb.TrainerSpec.BPE
+    ts.vocab_size = len(tokens)
+    ts.byte_fallback = True
+    ts.unk_id = unk
+    ts.bos_id = int(f["tokenizer.ggml.bos_token_id"].contents())
+    ts.eos_id = int(f["tokenizer.ggml.eos_token_id"].contents())
+    ts.pad_id = int(f["tokenizer.ggml.padding_token_id"].contents())
+    for name, key in (("unk", "unknown"), ("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
+        setattr(ts, name + "_piece", tokens[int(f[f"tokenizer.ggml.{key}_token_id"].contents())])
+    ns = m.normalizer_spec
+    ns.name = "identity"
+    ns.add_dummy_prefix = False
+    ns.remove_extra_whitespaces = False
+    ns.escape_whitespaces = True
+    return m.SerializeToString()

@@ -23,47 +23,16 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from test_gguf_common import find_tool, model_path, reference_reader
+from test_gguf_common import find_tool, model_path, reference_reader, sentencepiece_model_bytes
 
 
 @pytest.fixture(scope="module")
 def sp_reference(tmp_path_factory):
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
     r = reference_reader(model_path())
-    f = r.fields
-    tokens = f["tokenizer.ggml.tokens"].contents()
-    scores = f["tokenizer.ggml.scores"].contents()
-    types = f["tokenizer.ggml.token_type"].contents()
-    unk = int(f["tokenizer.ggml.unknown_token_id"].contents())
-    assert f["tokenizer.ggml.model"].contents() == "llama"
-    assert bool(f["tokenizer.ggml.add_space_prefix"].contents()) is False
-
-    m = pb.ModelProto()
-    for i, (t, s, ty) in enumerate(zip(tokens, scores, types)):
-        p = m.pieces.add()
-        p.piece = t.replace(" ", "\u2581") if ty == 4 else t
-        p.score = float(s)
-        p.type = pb.ModelProto.SentencePiece.UNKNOWN if i == unk else int(ty)
-    ts = m.trainer_spec
-    ts.model_type = pb.TrainerSpec.BPE
-    ts.vocab_size = len(tokens)
-    ts.byte_fallback = True
-    ts.unk_id = unk
-    ts.bos_id = int(f["tokenizer.ggml.bos_token_id"].contents())
-    ts.eos_id = int(f["tokenizer.ggml.eos_token_id"].contents())
-    ts.pad_id = int(f["tokenizer.ggml.padding_token_id"].contents())
-    for name, key in (("unk", "unknown"), ("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
-        setattr(ts, name + "_piece", tokens[int(f[f"tokenizer.ggml.{key}_token_id"].contents())])
-    ns = m.normalizer_spec
-    ns.name = "identity"
-    ns.add_dummy_prefix = False
-    ns.remove_extra_whitespaces = False
-    ns.escape_whitespaces = True
     path = tmp_path_factory.mktemp("sp") / "gemma_from_gguf.model"
-    path.write_bytes(m.SerializeToString())
+    path.write_bytes(sentencepiece_model_bytes(r))
     sp = spm.SentencePieceProcessor(model_file=str(path))
-    assert sp.vocab_size() == len(tokens)
+    assert sp.vocab_size() == len(r.fields["tokenizer.ggml.tokens"].contents())
     return sp
 
 

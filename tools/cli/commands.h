@@ -14,6 +14,10 @@
 //   }  // namespace
 //   ATTNKIT_CLI_COMMAND("fidelity", add_fidelity);
 //
+// A name "parent child" (e.g. "eval ruler") registers a subcommand of an existing command from
+// its own file: commands are set up in name order, so "eval" exists when "eval ruler" runs, and
+// the setup function adds its subcommand to root.get_subcommand("eval").
+//
 // Callbacks report failure through check()/fail(), which print "attnkit <cmd>: error: ..." to
 // stderr and make the process exit non-zero; main() turns any escaping exception into an error
 // message too, so nothing crashes.

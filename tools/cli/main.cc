@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const auto& entry : attnkit::cli::registered_commands()) {
       entry.setup(app);
-      names += (names.empty() ? "" : ", ") + entry.name;
+      // "parent child" entries add a subcommand to an earlier command; only top-level names are listed.
+      if (entry.name.find(' ') == std::string::npos) names += (names.empty() ? "" : ", ") + entry.name;
       known = known || (argc > 1 && entry.name == argv[1]);
     }
     // CLI11 alone would only say "A subcommand is required" for a mistyped command.
