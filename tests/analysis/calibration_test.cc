@@ -7,7 +7,6 @@
 
 #include "attnkit/analysis.h"
 #include "attnkit/model.h"
-#include "reference/attention_ref.h"
 
 namespace attnkit::analysis {
 namespace {

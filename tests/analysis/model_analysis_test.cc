@@ -11,7 +11,7 @@
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 namespace attnkit::analysis {
 namespace {

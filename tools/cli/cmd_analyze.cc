@@ -5,11 +5,13 @@
 //   attnkit analyze retrieval-heads [--length 1024,2048,4096] [--depths 0.1,0.5,0.9] [--out DIR]
 //   attnkit analyze zerotuning-fit [--length 1024] [--gammas 0.5,0.8,1,1.25,2] [--heads all]
 //   attnkit analyze report --out DIR     (sinks, entropy, massive activations, retrieval heads, one HTML page)
-// Every command writes DIR/<instrument>.json; with --plot (default on), pictures are drawn from the
-// JSON by scripts/plot_analysis.py (matplotlib) into DIR/<instrument>_*.png.
+// Every command writes DIR/<instrument>.json and its pictures DIR/<instrument>_*.png through
+// attnkit/plot.h (matplotlib); --no-plot writes the JSON alone.
 #include <chrono>
 #include <cstdlib>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -22,13 +24,10 @@
 #include "attnkit/analysis.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
+#include "attnkit/plot.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
-#include "eval/model_eval.h"
-
-#ifndef ATTNKIT_SOURCE_DIR
-#define ATTNKIT_SOURCE_DIR "."
-#endif
+#include "attnkit/eval.h"
 
 namespace attnkit::cli {
 namespace {
@@ -90,6 +89,8 @@ Status kjv_tokens(const model::Model& m, const std::string& text, int64_t offset
   return Status::ok_status();
 }
 
+Status draw(const AnalyzeOptions& o, const std::string& name, const json& j);
+
 Status write_json(const AnalyzeOptions& o, const std::string& name, const json& j) {
   std::error_code ec;
   std::filesystem::create_directories(o.out_dir, ec);
@@ -103,18 +104,146 @@ Status write_json(const AnalyzeOptions& o, const std::string& name, const json& 
   std::filesystem::rename(tmp, path, ec);
   if (ec) return Status::io_error("analyze: cannot rename " + tmp + ": " + ec.message());
   std::cerr << "analyze: wrote " << path << std::endl;
-  return Status::ok_status();
+  return draw(o, name, j);
 }
 
-void plot(const AnalyzeOptions& o) {
-  if (!o.plot) return;
-  std::string py;
-  if (const char* e = std::getenv("ATTNKIT_PYTHON")) py = e;
-  else if (std::filesystem::exists(std::string(ATTNKIT_SOURCE_DIR) + "/.venv/bin/python")) py = std::string(ATTNKIT_SOURCE_DIR) + "/.venv/bin/python";
-  else py = "python3";
-  const std::string cmd = py + " " + ATTNKIT_SOURCE_DIR + "/scripts/plot_analysis.py '" + o.out_dir + "'";
-  if (std::system(cmd.c_str()) != 0)
-    std::cerr << "analyze: plotting failed (" << cmd << "); the JSON files are complete" << std::endl;
+// ---- pictures (attnkit/plot.h) ----
+
+std::vector<std::string> layer_labels(const json& j) {
+  std::vector<std::string> out;
+  for (int64_t l = 0; l < j["n_layer"].get<int64_t>(); ++l) {
+    bool global = false;
+    for (const auto& g : j["global_layers"]) global = global || g.get<int64_t>() == l;
+    out.push_back(std::to_string(l) + (global ? " (global)" : ""));
+  }
+  return out;
+}
+
+std::vector<std::string> head_labels(const json& j) {
+  std::vector<std::string> out;
+  for (int64_t h = 0; h < j["n_head"].get<int64_t>(); ++h) out.push_back(std::to_string(h));
+  return out;
+}
+
+// A layer x head heatmap of heads[i][key] (or of a flat [layer * n_head] array).
+Status head_map_chart(const AnalyzeOptions& o, const json& j, const std::function<double(int64_t, int64_t)>& value,
+                      const std::string& file, const std::string& title, const std::string& bar, double vmin, double vmax) {
+  plot::Heatmap c;
+  const int64_t L = j["n_layer"].get<int64_t>(), H = j["n_head"].get<int64_t>();
+  c.values.assign(static_cast<size_t>(L), std::vector<double>(static_cast<size_t>(H), std::nan("")));
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t h = 0; h < H; ++h) c.values[static_cast<size_t>(l)][static_cast<size_t>(h)] = value(l, h);
+  c.row_labels = layer_labels(j);
+  c.col_labels = head_labels(j);
+  c.title = title;
+  c.x_label = "head";
+  c.y_label = "layer";
+  c.colorbar_label = bar;
+  c.vmin = vmin;
+  c.vmax = vmax;
+  return plot::heatmap(c, o.out_dir + "/" + file);
+}
+
+std::function<double(int64_t, int64_t)> per_head(const json& j, const std::string& key, int index = -1) {
+  return [&j, key, index](int64_t l, int64_t h) {
+    const json& x = j["heads"][static_cast<size_t>(l * j["n_head"].get<int64_t>() + h)];
+    return index < 0 ? x[key].get<double>() : x[key][static_cast<size_t>(index)].get<double>();
+  };
+}
+
+std::function<double(int64_t, int64_t)> flat(const json& j, const std::string& key) {
+  return [&j, key](int64_t l, int64_t h) { return j[key][static_cast<size_t>(l * j["n_head"].get<int64_t>() + h)].get<double>(); };
+}
+
+// Mean over the heads of a layer, per layer.
+plot::Series layer_series(const json& j, const std::string& key, const std::string& label) {
+  plot::Series s;
+  s.label = label;
+  const int64_t L = j["n_layer"].get<int64_t>(), H = j["n_head"].get<int64_t>();
+  for (int64_t l = 0; l < L; ++l) {
+    double sum = 0;
+    for (int64_t h = 0; h < H; ++h) sum += j["heads"][static_cast<size_t>(l * H + h)][key].get<double>();
+    s.x.push_back(static_cast<double>(l));
+    s.y.push_back(sum / static_cast<double>(H));
+  }
+  return s;
+}
+
+Status draw_sinks(const AnalyzeOptions& o, const json& j) {
+  std::ostringstream t;
+  t << "Attention to the first token (" << j["n_tokens"] << " tokens x " << j["samples"] << "): Sink_1^0.3 = " << j["sink_rate"].get<double>();
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, per_head(j, "alpha", 0), "sinks_alpha.png", t.str(), "alpha_0", 0, 1));
+  double most = 1;
+  for (const auto& h : j["heads"]) most = std::max(most, h["mid_sinks"].get<double>());
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, per_head(j, "mid_sinks"), "sinks_mid.png",
+                                         "Mid-sequence sinks per head (column mean > 0.1)", "tokens", 0, most));
+  plot::LineChart norms;
+  norms.title = "Key norm of the first token vs the others (post-RoPE)";
+  norms.x_label = "layer";
+  norms.y_label = "||k||";
+  norms.series = {layer_series(j, "key_norm_first", "first token"), layer_series(j, "key_norm_other", "mean of the others")};
+  ATTNKIT_RETURN_IF_ERROR(plot::lines(norms, o.out_dir + "/sinks_key_norm.png"));
+  plot::LineChart cos;
+  cos.title = "Query-key cosine: first token vs the others (mean over heads)";
+  cos.x_label = "layer";
+  cos.y_label = "cosine";
+  cos.series = {layer_series(j, "cos_first", "cos(q, k_first)"), layer_series(j, "cos_other", "mean cos(q, k_other)")};
+  return plot::lines(cos, o.out_dir + "/sinks_cosine.png");
+}
+
+Status draw_entropy(const AnalyzeOptions& o, const json& j) {
+  const std::string n = std::to_string(j["n_tokens"].get<int64_t>());
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, per_head(j, "entropy"), "entropy.png",
+                                         "Attention entropy / ln(visible keys), " + n + " tokens", "normalized entropy", 0, 1));
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, per_head(j, "spectral_gap"), "entropy_spectral_gap.png",
+                                         "Spectral gap of the last " + std::to_string(j["spectral_window"].get<int64_t>()) + "-token window",
+                                         "1 - |lambda_2|", 0, 1));
+  double most = 1;
+  for (const auto& h : j["heads"]) most = std::max(most, h["log_sigma"].get<double>());
+  return head_map_chart(o, j, per_head(j, "log_sigma"), "entropy_log_sigma.png", "Log-normal fit: sigma of ln(visible x A)",
+                        "sigma", 0, most);
+}
+
+Status draw_massive(const AnalyzeOptions& o, const json& j) {
+  plot::LineChart c;
+  const json& a = j["ablation"];
+  std::ostringstream t;
+  t << "Residual stream |x| per layer (log10); ablation at layer " << a["layer"] << ": ppl " << a["ppl_original"].get<double>()
+    << ", mean " << a["ppl_mean"].get<double>() << ", zero " << a["ppl_zero"].get<double>();
+  c.title = t.str();
+  c.x_label = "layer (output)";
+  c.y_label = "log10 |x|";
+  plot::Series mx{"largest |x|", {}, {}}, md{"median |x|", {}, {}}, th{"threshold 100", {}, {}};
+  for (const auto& l : j["layers"]) {
+    const double x = l["layer"].get<double>();
+    mx.x.push_back(x);
+    mx.y.push_back(std::log10(std::max(1e-30, l["max_abs"].get<double>())));
+    md.x.push_back(x);
+    md.y.push_back(std::log10(std::max(1e-30, l["median_abs"].get<double>())));
+    th.x.push_back(x);
+    th.y.push_back(std::log10(j["abs_threshold"].get<double>()));
+  }
+  c.series = {mx, md, th};
+  return plot::lines(c, o.out_dir + "/massive_layers.png");
+}
+
+Status draw_retrieval(const AnalyzeOptions& o, const json& j) {
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, flat(j, "score"), "retrieval_score.png",
+                                         "Retrieval score (" + std::to_string(j["prompts"].size()) + " NIAH prompts)", "score", 0, 1));
+  ATTNKIT_RETURN_IF_ERROR(head_map_chart(o, j, flat(j, "induction"), "retrieval_induction.png",
+                                         "Induction score (random segment x " + std::to_string(j["copy_repeats"].get<int64_t>()) + ")", "score", 0, 1));
+  return head_map_chart(o, j, flat(j, "echo"), "retrieval_echo.png", "Echo score", "score", 0, 1);
+}
+
+Status draw(const AnalyzeOptions& o, const std::string& name, const json& j) {
+  if (!o.plot) return Status::ok_status();
+  Status st = name == "sinks" ? draw_sinks(o, j)
+              : name == "entropy" ? draw_entropy(o, j)
+              : name == "massive_activations" ? draw_massive(o, j)
+              : name == "retrieval_heads" ? draw_retrieval(o, j)
+                                          : Status::ok_status();
+  if (!st.ok()) return Status(st.code(), "analyze: pictures of " + name + " (--no-plot skips them): " + st.message());
+  return st;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -317,7 +446,7 @@ Status write_report(const AnalyzeOptions& o) {
     if (std::filesystem::exists(o.out_dir + "/" + name))
       h << "<figure><img src=\"" << name << "\" alt=\"" << caption << "\"><figcaption>" << caption << "</figcaption></figure>\n";
     else
-      h << "<p><em>" << name << " missing (plotting needs matplotlib: scripts/plot_analysis.py)</em></p>\n";
+      h << "<p><em>" << name << " missing (pictures need matplotlib; see attnkit/plot.h)</em></p>\n";
   };
   const json s = read_json(o.out_dir + "/sinks.json");
   h << "<h2>Attention sinks</h2><p>" << s["n_tokens"] << " tokens, " << s["samples"] << " sample(s), " << s["seconds"]
@@ -325,7 +454,9 @@ Status write_report(const AnalyzeOptions& o) {
     << "</b>; share of heads with a mid-sequence sink (column mean &gt; " << s["mid_threshold"] << "): <b>"
     << s["mid_sink_heads"] << "</b>.</p>\n";
   img("sinks_alpha.png", "Mean attention to the first token, per layer and head");
-  img("sinks_keys.png", "First token vs the others: key norm and query-key cosine, per layer");
+  img("sinks_mid.png", "Mid-sequence sinks per layer and head");
+  img("sinks_key_norm.png", "Key norm of the first token against the others, per layer");
+  img("sinks_cosine.png", "Query-key cosine of the first token against the others, per layer");
   h << "<table><tr><th>layer</th><th>head</th><th>&alpha;<sub>0</sub></th><th>mid sinks</th><th>|k<sub>0</sub>|</th>"
        "<th>mean |k|</th><th>cos(q,k<sub>0</sub>)</th><th>mean cos(q,k)</th></tr>\n";
   for (const auto& x : s["heads"])
@@ -335,7 +466,9 @@ Status write_report(const AnalyzeOptions& o) {
   h << "</table>\n";
   const json e = read_json(o.out_dir + "/entropy.json");
   h << "<h2>Entropy and concentration</h2><p>" << e["n_tokens"] << " tokens, " << e["seconds"] << " s.</p>\n";
-  img("entropy_heads.png", "Normalized entropy, spectral gap and log-normal sigma per layer and head");
+  img("entropy.png", "Normalized attention entropy per layer and head");
+  img("entropy_spectral_gap.png", "Spectral gap of a short window per layer and head");
+  img("entropy_log_sigma.png", "Log-normal sigma of the attention entries per layer and head");
   const json ma = read_json(o.out_dir + "/massive_activations.json");
   const json& ab = ma["ablation"];
   h << "<h2>Massive activations</h2><p>" << ma["found"].size() << " entries with |x| &gt; " << ma["abs_threshold"]
@@ -353,7 +486,9 @@ Status write_report(const AnalyzeOptions& o) {
     << " answered), " << r["retrieval_heads"] << " heads above " << r["threshold"] << " (share " << r["retrieval_share"]
     << "). Head maps: <code>" << html_escape(r["head_maps"]["retrieval"].get<std::string>()) << "</code>, <code>"
     << html_escape(r["head_maps"]["razor"].get<std::string>()) << "</code>.</p>\n";
-  img("retrieval_heads.png", "Retrieval, induction and echo scores per layer and head");
+  img("retrieval_score.png", "Retrieval score per layer and head");
+  img("retrieval_induction.png", "Induction score per layer and head");
+  img("retrieval_echo.png", "Echo score per layer and head");
   h << "<table><tr><th>rank</th><th>layer</th><th>head</th><th>retrieval score</th></tr>\n";
   int rank = 1;
   for (const auto& x : r["ranked"])
@@ -381,7 +516,6 @@ Status run(const AnalyzeOptions& o, const std::vector<Runner>& runners, bool rep
   std::string text;
   ATTNKIT_RETURN_IF_ERROR(kjv(o, &text));
   for (Runner r : runners) ATTNKIT_RETURN_IF_ERROR(r(o, m.get(), text));
-  plot(o);
   if (report) return write_report(o);
   return Status::ok_status();
 }
@@ -395,7 +529,7 @@ void common(CLI::App* c, const std::shared_ptr<AnalyzeOptions>& o) {
   c->add_option("--out", o->out_dir, "Output folder")->capture_default_str();
   c->add_option("--seed", o->seed, "Seed (needles, random segments)")->capture_default_str();
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
-  c->add_flag("!--no-plot", o->plot, "Write JSON only (no matplotlib pictures)");
+  c->add_flag("!--no-plot", o->plot, "Write JSON only (no pictures)");
 }
 
 void add_analyze(CLI::App& root) {
