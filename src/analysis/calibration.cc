@@ -102,6 +102,14 @@ Status take_double(std::map<std::string, std::string>* kv, const std::string& ke
   return Status::ok_status();
 }
 
+// Reads and removes heads= (default `def` when absent).
+Status take_heads(std::map<std::string, std::string>* kv, const std::string& def, HeadSet* out) {
+  auto it = kv->find("heads");
+  const std::string value = it == kv->end() ? def : it->second;
+  if (it != kv->end()) kv->erase(it);
+  return parse_head_set(value, "heads", out);
+}
+
 Status no_unknown(const std::map<std::string, std::string>& kv, const std::string& name) {
   if (!kv.empty()) return Status::invalid_argument("attention: unknown parameter '" + kv.begin()->first + "' for '" + name + "'");
   return Status::ok_status();
@@ -282,9 +290,7 @@ Status make_zerotuning(const std::string& spec, std::unique_ptr<model::Attention
   ATTNKIT_RETURN_IF_ERROR(take_double(&kv, "gamma", 1.0, spec, &gamma));
   if (!(gamma > 0)) return Status::invalid_argument("zerotuning: gamma=" + std::to_string(gamma) + " must be > 0");
   HeadSet heads;
-  auto it = kv.find("heads");
-  ATTNKIT_RETURN_IF_ERROR(parse_head_set(it == kv.end() ? "all" : it->second, "heads", &heads));
-  if (it != kv.end()) kv.erase(it);
+  ATTNKIT_RETURN_IF_ERROR(take_heads(&kv, "all", &heads));
   ATTNKIT_RETURN_IF_ERROR(no_unknown(kv, name));
   *out = std::make_unique<ZeroTuningBackend>(spec, gamma, std::move(heads));
   return Status::ok_status();
@@ -301,9 +307,7 @@ Status make_act(const std::string& spec, std::unique_ptr<model::AttentionBackend
   if (!(threshold > 0 && threshold < 1))
     return Status::invalid_argument("act: threshold=" + std::to_string(threshold) + " must be in (0, 1)");
   HeadSet heads;
-  auto it = kv.find("heads");
-  ATTNKIT_RETURN_IF_ERROR(parse_head_set(it == kv.end() ? "all" : it->second, "heads", &heads));
-  if (it != kv.end()) kv.erase(it);
+  ATTNKIT_RETURN_IF_ERROR(take_heads(&kv, "all", &heads));
   ATTNKIT_RETURN_IF_ERROR(no_unknown(kv, name));
   *out = std::make_unique<ActBackend>(spec, std::move(heads), beta, threshold);
   return Status::ok_status();
@@ -313,11 +317,9 @@ Status make_mask_heads(const std::string& spec, std::unique_ptr<model::Attention
   std::string name;
   std::map<std::string, std::string> kv;
   ATTNKIT_RETURN_IF_ERROR(model::parse_attention_spec(spec, &name, &kv));
-  auto it = kv.find("heads");
-  if (it == kv.end()) return Status::invalid_argument("mask_heads: heads=L.H+L.H+... is required");
+  if (kv.count("heads") == 0) return Status::invalid_argument("mask_heads: heads=L.H+L.H+... is required");
   HeadSet heads;
-  ATTNKIT_RETURN_IF_ERROR(parse_head_set(it->second, "heads", &heads));
-  kv.erase(it);
+  ATTNKIT_RETURN_IF_ERROR(take_heads(&kv, "", &heads));
   ATTNKIT_RETURN_IF_ERROR(no_unknown(kv, name));
   *out = std::make_unique<MaskHeadsBackend>(spec, std::move(heads));
   return Status::ok_status();
