@@ -852,12 +852,12 @@ Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
 }
 
 // Validates a call and resolves its defaults into r. The checks run in this order, so a call with
-// several faults reports the first: tensors, chunk/eps, feature map, decay, update rule, sequences.
+// several faults reports the first: tensors, threads, chunk/eps, feature map, decay, update rule, sequences.
 Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const LinearAttentionParams& p, Resolved* r) {
   ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
-  ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
+  ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   const int64_t d = q.head_dim();
   r->p = p;
   r->d = d;
