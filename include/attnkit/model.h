@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -119,6 +120,21 @@ Status make_attention_backend(const std::string& spec, std::unique_ptr<Attention
 // Names make_attention_backend accepts, with their parameters (for --help and errors).
 std::vector<std::string> attention_backend_names();
 
+// Splits "name:key=value,key=value" into the name and its parameters (errors name the bad item).
+Status parse_attention_spec(const std::string& spec, std::string* name, std::map<std::string, std::string>* kv);
+
+// Backends defined by layers above the model (the analysis layer's calibration backends "act" and
+// "zerotuning", head masking "mask_heads") register a factory under their name; make_attention_backend
+// then accepts "name:key=value,...". The factory receives the whole spec.
+using AttentionBackendFactory = std::function<Status(const std::string& spec, std::unique_ptr<AttentionBackend>* out)>;
+// Registers a factory; a second registration of the same name aborts (programming error).
+void register_attention_backend(const std::string& name, const std::string& example, AttentionBackendFactory factory);
+struct AttentionBackendRegistrar {
+  AttentionBackendRegistrar(const std::string& name, const std::string& example, AttentionBackendFactory factory) {
+    register_attention_backend(name, example, std::move(factory));
+  }
+};
+
 // ---- taps ----
 // What a tap sees for one layer and one chunk of n tokens at positions pos0 .. pos0 + n - 1.
 // Arrays are row-major and contiguous: [n, n_head, head_dim] for q, [n, n_head_kv, head_dim] for k,
@@ -147,7 +163,12 @@ struct Taps {
   std::function<void(const TapData&)> on_layer;  // called after each layer's attention
   std::vector<int64_t> layers;                   // empty = every layer
   std::vector<int64_t> prob_positions;           // absolute query positions to give probabilities for
+  // Called after each layer (of `layers`) has added its attention and MLP outputs, with the residual
+  // stream x [n, n_embd] of positions pos0 .. pos0 + n - 1. It may edit x: the next layer reads the
+  // edited values (ablations of massive activations do this).
+  std::function<void(int64_t layer, int64_t pos0, int64_t n, float* x)> on_residual;
   bool wants(int64_t layer) const;
+  bool wants_residual(int64_t layer) const;
 };
 
 // Writes a float32 array as a NumPy .npy file (version 1.0, little-endian, C order).

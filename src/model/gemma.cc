@@ -152,6 +152,12 @@ bool Taps::wants(int64_t layer) const {
   return std::find(layers.begin(), layers.end(), layer) != layers.end();
 }
 
+bool Taps::wants_residual(int64_t layer) const {
+  if (!on_residual) return false;
+  if (layers.empty()) return true;
+  return std::find(layers.begin(), layers.end(), layer) != layers.end();
+}
+
 Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   std::string arch;
   ATTNKIT_RETURN_IF_ERROR(f.get_string("general.architecture", &arch));
@@ -567,6 +573,7 @@ struct Model::Impl {
         return Status::corrupt_data("gemma: layer " + std::to_string(l) + " produced a non-finite value at position " +
                                     std::to_string(pos + bad / E) + " (weights blk." + std::to_string(l) +
                                     ".* may be corrupt)");
+      if (taps.wants_residual(l)) taps.on_residual(l, pos, n, x.data());
     }
     for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, output_norm.data(), E, c.rms_eps, hidden + i * E);
     pos += n;

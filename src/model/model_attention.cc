@@ -9,6 +9,8 @@
 //                                 their own window (narrowed to W if smaller), without sinks
 //   window:size=W                 sliding window of W positions (self included) on every layer
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -84,7 +86,9 @@ class SparseMethodBackend final : public AttentionBackend {
   std::unique_ptr<SparseMethod> method_;
 };
 
-Status parse_params(const std::string& spec, std::string* name, std::map<std::string, std::string>* kv) {
+}  // namespace
+
+Status parse_attention_spec(const std::string& spec, std::string* name, std::map<std::string, std::string>* kv) {
   const size_t colon = spec.find(':');
   *name = spec.substr(0, colon);
   if (colon == std::string::npos) return Status::ok_status();
@@ -104,6 +108,8 @@ Status parse_params(const std::string& spec, std::string* name, std::map<std::st
   }
   return Status::ok_status();
 }
+
+namespace {
 
 Status take_int(std::map<std::string, std::string>* kv, const std::string& key, int64_t def, int64_t min_value,
                 const std::string& spec, int64_t* out) {
@@ -127,17 +133,38 @@ Status take_int(std::map<std::string, std::string>* kv, const std::string& key, 
   return Status::ok_status();
 }
 
+struct RegisteredBackend {
+  std::string example;
+  AttentionBackendFactory factory;
+};
+
+// Function-local static: registrars in other translation units may run before this one's globals.
+std::map<std::string, RegisteredBackend>& backend_table() {
+  static std::map<std::string, RegisteredBackend> table;
+  return table;
+}
+
 }  // namespace
 
+void register_attention_backend(const std::string& name, const std::string& example, AttentionBackendFactory factory) {
+  if (backend_table().count(name) != 0) {
+    std::fprintf(stderr, "attnkit: attention backend '%s' registered twice\n", name.c_str());
+    std::abort();
+  }
+  backend_table()[name] = {example, std::move(factory)};
+}
+
 std::vector<std::string> attention_backend_names() {
-  return {"exact", "streaming:sinks=4,window=1024", "window:size=1024"};
+  std::vector<std::string> names = {"exact", "streaming:sinks=4,window=1024", "window:size=1024"};
+  for (const auto& [name, b] : backend_table()) names.push_back(b.example);
+  return names;
 }
 
 Status make_attention_backend(const std::string& spec, std::unique_ptr<AttentionBackend>* out) {
   if (out == nullptr) return Status::invalid_argument("make_attention_backend: out is null");
   std::string name;
   std::map<std::string, std::string> kv;
-  ATTNKIT_RETURN_IF_ERROR(parse_params(spec, &name, &kv));
+  ATTNKIT_RETURN_IF_ERROR(parse_attention_spec(spec, &name, &kv));
   if (name == "exact") {
     *out = std::make_unique<ExactNamed>();
   } else if (name == "streaming") {
@@ -149,6 +176,8 @@ Status make_attention_backend(const std::string& spec, std::unique_ptr<Attention
     int64_t size = 0;
     ATTNKIT_RETURN_IF_ERROR(take_int(&kv, "size", 1024, 1, spec, &size));
     *out = std::make_unique<WindowBackend>(size);
+  } else if (auto it = backend_table().find(name); it != backend_table().end()) {
+    return it->second.factory(spec, out);
   } else {
     const std::vector<std::string> sparse = sparse_method_names();
     if (std::find(sparse.begin(), sparse.end(), name) != sparse.end()) {

@@ -1,0 +1,194 @@
+// Calibration backends (zerotuning, act, mask_heads) against materialized double-precision
+// references on small random inputs, and their parameter errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "attnkit/analysis.h"
+#include "attnkit/model.h"
+
+namespace attnkit::analysis {
+namespace {
+
+struct Call {
+  int64_t n, n_kv, H, HK, D;
+  std::vector<float> q, k, v, out;
+  model::AttentionCall call;
+};
+
+Call make_call(int64_t n, int64_t n_kv, int64_t H, int64_t HK, int64_t D, int64_t window_left, int64_t layer, uint64_t seed,
+               int64_t sink_at = -1) {
+  Call c{n, n_kv, H, HK, D, {}, {}, {}, {}, {}};
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  c.q.resize(static_cast<size_t>(n * H * D));
+  c.k.resize(static_cast<size_t>(n_kv * HK * D));
+  c.v.resize(static_cast<size_t>(n_kv * HK * D));
+  c.out.assign(static_cast<size_t>(n * H * D), 0.f);
+  for (auto& x : c.q) x = nd(rng) + 0.5f;  // queries share a direction, so aligned keys become sinks
+  for (auto& x : c.k) x = nd(rng);
+  for (auto& x : c.v) x = nd(rng);
+  if (sink_at >= 0)
+    for (int64_t g = 0; g < HK; ++g)
+      for (int64_t d = 0; d < D; ++d) c.k[static_cast<size_t>((sink_at * HK + g) * D + d)] = 2.5f;
+  c.call.layer = layer;
+  c.call.q = TensorView::contiguous(c.q.data(), DType::kF32, 1, n, H, D);
+  c.call.k = TensorView::contiguous(c.k.data(), DType::kF32, 1, n_kv, HK, D);
+  c.call.v = TensorView::contiguous(c.v.data(), DType::kF32, 1, n_kv, HK, D);
+  c.call.out = TensorView::contiguous(c.out.data(), DType::kF32, 1, n, H, D);
+  c.call.q_pos0 = n_kv - n;
+  c.call.params.causal = true;
+  c.call.params.window_left = window_left;
+  c.call.params.scale = 1.0f / std::sqrt(static_cast<float>(D));
+  c.call.params.num_threads = 2;
+  return c;
+}
+
+// Probabilities [H][n][n_kv] of the call, in double, with an extra logit bias[h] on key 0.
+std::vector<double> probs(const Call& c, const std::vector<double>& bias0) {
+  std::vector<double> a(static_cast<size_t>(c.H * c.n * c.n_kv), 0.0);
+  const double scale = *c.call.params.scale;
+  for (int64_t h = 0; h < c.H; ++h)
+    for (int64_t i = 0; i < c.n; ++i) {
+      const int64_t p = c.n_kv - c.n + i;
+      const int64_t lo = c.call.params.window_left < 0 ? 0 : std::max<int64_t>(0, p - c.call.params.window_left);
+      std::vector<double> s;
+      double mx = -1e300;
+      for (int64_t j = lo; j <= p; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < c.D; ++d)
+          dot += double(c.q[static_cast<size_t>((i * c.H + h) * c.D + d)]) * c.k[static_cast<size_t>((j * c.HK + h / (c.H / c.HK)) * c.D + d)];
+        s.push_back(dot * scale + (j == 0 ? bias0[static_cast<size_t>(h)] : 0.0));
+        mx = std::max(mx, s.back());
+      }
+      double z = 0;
+      for (double& e : s) z += (e = std::exp(e - mx));
+      for (int64_t j = lo; j <= p; ++j) a[static_cast<size_t>((h * c.n + i) * c.n_kv + j)] = s[static_cast<size_t>(j - lo)] / z;
+    }
+  return a;
+}
+
+std::vector<double> apply_v(const Call& c, const std::vector<double>& a) {
+  std::vector<double> o(static_cast<size_t>(c.n * c.H * c.D), 0.0);
+  for (int64_t h = 0; h < c.H; ++h)
+    for (int64_t i = 0; i < c.n; ++i)
+      for (int64_t j = 0; j < c.n_kv; ++j) {
+        const double w = a[static_cast<size_t>((h * c.n + i) * c.n_kv + j)];
+        if (w == 0) continue;
+        for (int64_t d = 0; d < c.D; ++d)
+          o[static_cast<size_t>((i * c.H + h) * c.D + d)] += w * c.v[static_cast<size_t>((j * c.HK + h / (c.H / c.HK)) * c.D + d)];
+      }
+  return o;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_FALSE(std::isnan(got[i])) << what << " NaN at " << i;
+    ASSERT_NEAR(got[i], want[i], tol * (1 + std::fabs(want[i]))) << what << " at " << i;
+  }
+}
+
+std::unique_ptr<model::AttentionBackend> backend(const std::string& spec) {
+  std::unique_ptr<model::AttentionBackend> b;
+  Status st = model::make_attention_backend(spec, &b);
+  EXPECT_TRUE(st.ok()) << spec << ": " << st.message();
+  return b;
+}
+
+TEST(ZeroTuningBackend, AddsLogGammaToTheFirstKeyOnChosenHeads) {
+  for (int64_t wl : {-1, 12, 200}) {
+    for (auto [n, n_kv] : {std::pair<int64_t, int64_t>{37, 37}, {5, 113}, {1, 64}}) {
+      Call c = make_call(n, n_kv, 4, 2, 16, wl, 3, 7);
+      auto b = backend("zerotuning:gamma=2.5,heads=3.1+3.2+9.0");
+      ASSERT_TRUE(b->attend(c.call).ok());
+      std::vector<double> bias = {0, std::log(2.5), std::log(2.5), 0};
+      expect_close(c.out, apply_v(c, probs(c, bias)), 2e-5, "zerotuning window " + std::to_string(wl));
+      // Another layer: untouched heads, plain attention.
+      c.call.layer = 4;
+      ASSERT_TRUE(b->attend(c.call).ok());
+      expect_close(c.out, apply_v(c, probs(c, {0, 0, 0, 0})), 2e-5, "zerotuning other layer");
+    }
+  }
+  // gamma = 1 on every head is exact attention.
+  Call c = make_call(29, 29, 4, 4, 8, -1, 0, 8);
+  ASSERT_TRUE(backend("zerotuning:gamma=1,heads=all")->attend(c.call).ok());
+  expect_close(c.out, apply_v(c, probs(c, {0, 0, 0, 0})), 2e-5, "gamma 1");
+}
+
+TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
+  const double beta = 0.4, thr = 0.1;
+  Call c = make_call(48, 48, 4, 2, 16, -1, 2, 9, /*sink_at=*/5);
+  auto b = backend("act:heads=2.0+2.3,beta=0.4,threshold=0.1");
+  ASSERT_TRUE(b->attend(c.call).ok());
+  // Reference: full matrix, column means over all rows that see a key (48 rows <= 64 sampled),
+  // sinks = keys >= 1 with mean > threshold and >= 8 rows, then ACT's rescaling.
+  auto a = probs(c, {0, 0, 0, 0});
+  // o' = beta o_S + keep (o - o_S) with keep = (1 - beta m) / (1 - m) multiplies the kernel's f32
+  // rounding error by keep, so each row's tolerance scales with it.
+  std::vector<double> keep_of(static_cast<size_t>(c.n * c.H), 1.0);
+  int64_t sink_heads = 0;
+  for (int64_t h : {0, 3}) {
+    std::vector<int64_t> S;
+    for (int64_t k = 1; k < c.n_kv; ++k) {
+      double col = 0;
+      int64_t rows = 0;
+      for (int64_t i = k; i < c.n; ++i) { col += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)]; ++rows; }
+      if (rows >= 8 && col / rows > thr) S.push_back(k);
+    }
+    sink_heads += !S.empty();
+    for (int64_t i = 0; i < c.n; ++i) {
+      double m = 0;
+      for (int64_t k : S) m += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
+      if (m <= 0 || 1 - m < 1e-6) continue;
+      keep_of[static_cast<size_t>(i * c.H + h)] = (1 - beta * m) / (1 - m);
+      for (int64_t j = 0; j < c.n_kv; ++j) {
+        double& w = a[static_cast<size_t>((h * c.n + i) * c.n_kv + j)];
+        const bool sink = std::find(S.begin(), S.end(), j) != S.end();
+        w = sink ? beta * w : w * (1 - beta * m) / (1 - m);
+      }
+    }
+  }
+  EXPECT_GT(sink_heads, 0) << "the planted key 5 should be a sink";
+  const auto want = apply_v(c, a);
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_NEAR(c.out[i], want[i], 2e-5 * keep_of[i / 16] * (1 + std::fabs(want[i]))) << "act at " << i;
+  // A single-row decode call reuses the sinks found above.
+  Call d = make_call(1, 48, 4, 2, 16, -1, 2, 9, 5);
+  ASSERT_TRUE(b->attend(d.call).ok());
+  auto ad = probs(d, {0, 0, 0, 0});
+  const double plain = apply_v(d, ad)[0];
+  EXPECT_NE(d.out[0], static_cast<float>(plain)) << "head 0 of the decode row should be calibrated";
+}
+
+TEST(MaskHeadsBackend, ZeroesOnlyChosenHeads) {
+  Call c = make_call(20, 20, 4, 2, 8, -1, 7, 10);
+  ASSERT_TRUE(backend("mask_heads:heads=7.1+7.3")->attend(c.call).ok());
+  const auto ref = apply_v(c, probs(c, {0, 0, 0, 0}));
+  for (int64_t i = 0; i < c.n; ++i)
+    for (int64_t h = 0; h < 4; ++h)
+      for (int64_t d = 0; d < 8; ++d) {
+        const size_t at = static_cast<size_t>((i * 4 + h) * 8 + d);
+        if (h == 1 || h == 3) EXPECT_EQ(c.out[at], 0.f);
+        else EXPECT_NEAR(c.out[at], ref[at], 2e-5 * (1 + std::fabs(ref[at])));
+      }
+}
+
+TEST(CalibrationBackends, BadParametersNameThemselves) {
+  struct Case { const char* spec; const char* expect; };
+  for (const Case& k : {Case{"act:beta=1.5", "beta"}, Case{"act:threshold=0", "threshold"}, Case{"act:heads=5", "LAYER.HEAD"},
+                        Case{"act:color=red", "color"}, Case{"zerotuning:gamma=-1", "gamma"}, Case{"zerotuning:gamma=abc", "gamma=abc"},
+                        Case{"mask_heads", "heads"}, Case{"act:heads=/nonexistent.json", "/nonexistent.json"}}) {
+    std::unique_ptr<model::AttentionBackend> b;
+    Status st = model::make_attention_backend(k.spec, &b);
+    EXPECT_FALSE(st.ok()) << k.spec;
+    EXPECT_NE(st.message().find(k.expect), std::string::npos) << k.spec << ": " << st.message();
+  }
+  const auto names = model::attention_backend_names();
+  for (const char* n : {"act:", "zerotuning:", "mask_heads:"})
+    EXPECT_TRUE(std::any_of(names.begin(), names.end(), [&](const std::string& s) { return s.rfind(n, 0) == 0; })) << n;
+}
+
+}  // namespace
+}  // namespace attnkit::analysis
