@@ -46,6 +46,9 @@ std::atomic<int>& isa_flag() {
   return flag;
 }
 
+#define ATTNKIT_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+#define ATTNKIT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+
 // ---- format descriptions ----
 
 struct Format {
@@ -54,6 +57,8 @@ struct Format {
   bool has_min;
   // Unpacks one block into s (block_elems values), a (block_elems / 16), b (block_elems / 32).
   void (*unpack)(const uint8_t* blk, int8_t* s, float* a, float* b);
+  // The same with AVX2 byte shuffles (nullptr: the portable one is used on every path).
+  void (*unpack_avx2)(const uint8_t* blk, int8_t* s, float* a, float* b);
 };
 
 inline float load_f16(const uint8_t* p) {
@@ -152,13 +157,68 @@ void unpack_q6_k(const uint8_t* blk, int8_t* s, float* a, float*) {
   }
 }
 
+// ---- AVX2 unpacking of the formats the shipped model uses (same values as the portable code) ----
+
+ATTNKIT_AVX2_TARGET inline void store32(int8_t* s, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(s), v); }
+
+ATTNKIT_AVX2_TARGET void unpack_q5_0_avx2(const uint8_t* blk, int8_t* s, float* a, float*) {
+  a[0] = a[1] = load_f16(blk);
+  uint32_t qh;
+  std::memcpy(&qh, blk + 2, 4);
+  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 6));
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
+  // Byte j gets byte j / 8 of qh, then is tested against bit j % 8: the 5th bit of value j.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(qh)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+  store32(s, _mm256_sub_epi8(_mm256_or_si256(nib, hi), _mm256_set1_epi8(16)));
+}
+
+ATTNKIT_AVX2_TARGET void unpack_q4_k_avx2(const uint8_t* blk, int8_t* s, float* a, float* b) {
+  const float d = load_f16(blk), dmin = load_f16(blk + 2);
+  for (int g = 0; g < 8; ++g) {
+    int sc, mn;
+    scale_min_k4(g, blk + 4, &sc, &mn);
+    a[2 * g] = a[2 * g + 1] = d * static_cast<float>(sc);
+    b[g] = dmin * static_cast<float>(mn);
+  }
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int p = 0; p < 4; ++p) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * p));
+    store32(s + 64 * p, _mm256_and_si256(q, m4));
+    store32(s + 64 * p + 32, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+  }
+}
+
+ATTNKIT_AVX2_TARGET void unpack_q6_k_avx2(const uint8_t* blk, int8_t* s, float* a, float*) {
+  const float d = load_f16(blk + 208);
+  const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+  for (int k = 0; k < 16; ++k) a[k] = d * static_cast<float>(sc[k]);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+  for (int half = 0; half < 2; ++half) {
+    const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * half));
+    const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * half + 32));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * half));
+    // 16-bit shifts move bits across the byte boundary; the 0x30 mask keeps only each byte's own.
+    int8_t* o = s + 128 * half;
+    store32(o, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(la, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2)), off));
+    store32(o + 32, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(lb, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2)), off));
+    store32(o + 64, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4), _mm256_and_si256(h, m2)), off));
+    store32(o + 96, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                                                    _mm256_and_si256(_mm256_srli_epi16(h, 2), m2)), off));
+  }
+}
+
 const Format* integer_format(TensorType t) {
-  static const Format q8_0{32, 34, false, unpack_q8_0};
-  static const Format q4_0{32, 18, false, unpack_q4_0};
-  static const Format q5_0{32, 22, false, unpack_q5_0};
-  static const Format q4_k{256, 144, true, unpack_q4_k};
-  static const Format q5_k{256, 176, true, unpack_q5_k};
-  static const Format q6_k{256, 210, false, unpack_q6_k};
+  static const Format q8_0{32, 34, false, unpack_q8_0, nullptr};
+  static const Format q4_0{32, 18, false, unpack_q4_0, nullptr};
+  static const Format q5_0{32, 22, false, unpack_q5_0, unpack_q5_0_avx2};
+  static const Format q4_k{256, 144, true, unpack_q4_k, unpack_q4_k_avx2};
+  static const Format q5_k{256, 176, true, unpack_q5_k, nullptr};
+  static const Format q6_k{256, 210, false, unpack_q6_k, unpack_q6_k_avx2};
   switch (t) {
     case TensorType::kQ8_0: return &q8_0;
     case TensorType::kQ4_0: return &q4_0;
@@ -213,9 +273,6 @@ void dot_scalar(const int8_t* s, const float* a, int64_t groups, const QuantRow*
     out[t] = acc;
   }
 }
-
-#define ATTNKIT_AVX2_TARGET __attribute__((target("avx2,fma")))
-#define ATTNKIT_VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
 
 ATTNKIT_AVX2_TARGET inline float hsum256(__m256 v) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -290,6 +347,7 @@ Status integer_matmul(const Format& f, const uint8_t* w, uint64_t row_bytes, int
   const int isa = std::clamp(isa_flag().load(std::memory_order_relaxed), 0, 2);
   const int64_t blocks = cols / f.block_elems;
   const int64_t a_per_block = f.block_elems / 16, b_per_block = f.block_elems / kGroup;
+  const auto unpack = isa >= static_cast<int>(QuantIsa::kAvx2) && f.unpack_avx2 != nullptr ? f.unpack_avx2 : f.unpack;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<int8_t> s(static_cast<size_t>(cols) + 64);
@@ -299,7 +357,7 @@ Status integer_matmul(const Format& f, const uint8_t* w, uint64_t row_bytes, int
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* row = w + static_cast<uint64_t>(r) * row_bytes;
       for (int64_t k = 0; k < blocks; ++k)
-        f.unpack(row + k * f.block_bytes, s.data() + k * f.block_elems, a.data() + k * a_per_block, b.data() + k * b_per_block);
+        unpack(row + k * f.block_bytes, s.data() + k * f.block_elems, a.data() + k * a_per_block, b.data() + k * b_per_block);
       for (int64_t t = 0; t < n; t += 4) {
         const int T = static_cast<int>(std::min<int64_t>(4, n - t));
         kDots[isa][T - 1](s.data(), a.data(), groups, xr.data() + t, out);
