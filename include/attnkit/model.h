@@ -16,11 +16,15 @@
 //     x = x + rmsnorm((gelu_tanh(h Wgate) * (h Wup)) Wdown) * post_ffw_norm
 //   logits = (rmsnorm(x) * output_norm) embed^T        (tied output embedding)
 //
-// Numerics: transformer weights are dequantized once at load to f32; batched tokens (prefill) use
-// OpenBLAS sgemm, a single token uses sgemv. The tied 262144 x 640 embedding stays quantized
-// (Q8_0 in the shipped file) and logits are computed by a fused dequantize-and-dot matvec
-// (src/model/matvec.cc), or, for many rows at once, by dequantizing vocabulary slices and sgemm.
-// Everything accumulates in f32 (RMSNorm sums in f64).
+// Numerics: by default (WeightFormat::kQuantized) the projection weights stay in their GGUF block
+// formats inside the file's mapping (Q4_K, Q5_0, Q6_K, Q8_0 in the shipped file; never expanded to
+// f32). Their products quantize the activations to int16 per 32 values and sum int8 x int16
+// products exactly (AVX512-VNNI / AVX2 / portable; src/model/quant_matmul.h), for one token and
+// for many. WeightFormat::kF32 instead dequantizes them once at load and uses OpenBLAS sgemm /
+// an f32 matvec: the accuracy reference. The tied 262144 x 640 embedding is always read in place;
+// the logits of one token use a fused dequantize-and-dot matvec with f32 activations
+// (src/model/matvec.cc). Sums accumulate in f32; GELU, RMSNorm and RoPE are vectorized
+// (src/model/model_ops.h states their accuracy).
 //
 // Attention always goes through an AttentionBackend; the default calls attnkit::attention()
 // (exact). Backends are chosen per layer and head by name: make_attention_backend("exact"),
@@ -143,9 +147,21 @@ struct Taps {
 Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 
 // ---- the model ----
+// How the projection weights are held and multiplied (see Numerics above).
+enum class WeightFormat { kQuantized, kF32 };
+
+// Bytes of weights the forward pass reads: GGUF blocks read in place from the file's mapping
+// (the embedding always; the projections with kQuantized) and f32 copies made at load (norm
+// weights; the projections with kF32).
+struct WeightBytes {
+  uint64_t mapped = 0;
+  uint64_t f32 = 0;
+};
+
 struct LoadOptions {
   int threads = 2;  // OpenMP and OpenBLAS threads
   int64_t prefill_chunk = 512;
+  WeightFormat weights = WeightFormat::kQuantized;
 };
 
 // Outputs of Model::forward for n tokens. Any pointer may be null.
@@ -213,6 +229,8 @@ class Model {
   void set_threads(int threads);
   int threads() const;
   void set_prefill_chunk(int64_t chunk);
+  WeightFormat weight_format() const;
+  WeightBytes weight_bytes() const;
 
  private:
   Model();

@@ -6,11 +6,9 @@
 //   b[G]      f32 offset of each group (k-quants with a minimum only): W = a * s - b
 // Block layouts are ggml's, as in gguf/dequant.cc; the unpacking below gives the same values.
 //
-// Integer dot of a group (32 products of int8 w and int8 q): vpdpbusd and vpmaddubsw multiply an
-// unsigned by a signed byte, so the sign of w moves onto q (|w| * sign(w) q). |w| <= 128 and
-// |q| <= 127, so the pairwise int16 sums of vpmaddubsw (<= 2 * 128 * 127 = 32512) never saturate.
-// Each 32-bit lane then holds the sum of 4 consecutive products: lanes 0..3 cover values 0..15 and
-// lanes 4..7 values 16..31, which is where the two half-group scales apply.
+// Integer dot of a group: 32 products of int8 weights and int16 activations, exact in int32
+// (vpdpwssd on AVX512-VNNI, vpmaddwd on AVX2, plain C++ otherwise), then one f32 multiply-add per
+// half group with the weight scale times the activation scale.
 #include "model/quant_matmul.h"
 
 #include <immintrin.h>
@@ -35,7 +33,8 @@ constexpr int64_t kGroup = 32;
 
 QuantIsa cpu_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni"))
     return QuantIsa::kAvx512Vnni;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return QuantIsa::kAvx2;
   return QuantIsa::kScalar;
@@ -47,7 +46,7 @@ std::atomic<int>& isa_flag() {
 }
 
 #define ATTNKIT_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-#define ATTNKIT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define ATTNKIT_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // ---- format descriptions ----
 
@@ -232,25 +231,27 @@ const Format* integer_format(TensorType t) {
 
 // ---- activations ----
 
-// One row of quantized activations: q in blocks of 32 with scale d; sum = d * sum(q) per block
-// (the k-quant minimum multiplies it).
+// One row of quantized activations: int16 q in blocks of 32 with scale d; sum = d * sum(q) per
+// block (the k-quant minimum multiplies it).
 struct QuantRow {
-  const int8_t* q;
+  const int16_t* q;
   const float* d;
   const float* sum;
 };
 
-void quantize_row(const float* x, int64_t cols, int8_t* q, float* d, float* sum) {
+constexpr float kQMax = 32767.f;
+
+void quantize_row(const float* x, int64_t cols, int16_t* q, float* d, float* sum) {
   for (int64_t g = 0; g < cols / kGroup; ++g) {
     const float* xg = x + g * kGroup;
     float amax = 0.f;
     for (int i = 0; i < kGroup; ++i) amax = std::max(amax, std::fabs(xg[i]));
-    const float dg = amax / 127.f;
+    const float dg = amax / kQMax;
     const float inv = dg > 0.f ? 1.f / dg : 0.f;
     int isum = 0;
     for (int i = 0; i < kGroup; ++i) {
-      const int v = static_cast<int>(std::nearbyint(xg[i] * inv));
-      q[g * kGroup + i] = static_cast<int8_t>(std::clamp(v, -127, 127));
+      const float v = std::clamp(std::nearbyint(xg[i] * inv), -kQMax, kQMax);
+      q[g * kGroup + i] = static_cast<int16_t>(v);
       isum += q[g * kGroup + i];
     }
     d[g] = dg;
@@ -259,13 +260,14 @@ void quantize_row(const float* x, int64_t cols, int8_t* q, float* d, float* sum)
 }
 
 // ---- integer dots of one unpacked row against up to 4 activation rows ----
+// |s| <= 128 and |q| <= 32767, so a half-group sum (16 products) stays below 2^26: int32 is exact.
 
 template <int T>
 void dot_scalar(const int8_t* s, const float* a, int64_t groups, const QuantRow* x, float* out) {
   for (int t = 0; t < T; ++t) {
     float acc = 0.f;
     for (int64_t g = 0; g < groups; ++g) {
-      int lo = 0, hi = 0;
+      int32_t lo = 0, hi = 0;
       for (int i = 0; i < 16; ++i) lo += s[g * kGroup + i] * x[t].q[g * kGroup + i];
       for (int i = 16; i < 32; ++i) hi += s[g * kGroup + i] * x[t].q[g * kGroup + i];
       acc += x[t].d[g] * (a[2 * g] * static_cast<float>(lo) + a[2 * g + 1] * static_cast<float>(hi));
@@ -281,32 +283,46 @@ ATTNKIT_AVX2_TARGET inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(h);
 }
 
-// The two tiers differ only in how 32 byte products become 8 int32 lane sums; the body is stamped
-// out once per target because a target-attributed function cannot inline a wider target's code.
-#define ATTNKIT_DEFINE_DOT(NAME, TARGET, LANES)                                                         \
-  template <int T>                                                                                  \
-  TARGET void NAME(const int8_t* s, const float* a, int64_t groups, const QuantRow* x, float* out) { \
-    __m256 acc[T];                                                                                  \
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();                                       \
-    for (int64_t g = 0; g < groups; ++g) {                                                          \
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + g * kGroup));       \
-      const __m256i aw = _mm256_sign_epi8(w, w);                                                    \
-      /* lanes 0..3 take the first half's scale, lanes 4..7 the second's */                         \
-      const __m256 scale = _mm256_set_m128(_mm_set1_ps(a[2 * g + 1]), _mm_set1_ps(a[2 * g]));      \
-      for (int t = 0; t < T; ++t) {                                                                 \
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t].q + g * kGroup)); \
-        const __m256i sq = _mm256_sign_epi8(q, w);                                                  \
-        const __m256i l = LANES;                                                                    \
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(l), _mm256_mul_ps(scale, _mm256_set1_ps(x[t].d[g])), acc[t]); \
-      }                                                                                             \
-    }                                                                                               \
-    for (int t = 0; t < T; ++t) out[t] = hsum256(acc[t]);                                           \
+// AVX2: the group's weights widened to two vectors of 16 int16 (values 0..15 and 16..31);
+// vpmaddwd gives 8 int32 pair sums per half, each half scaled by its own a.
+template <int T>
+ATTNKIT_AVX2_TARGET void dot_avx2(const int8_t* s, const float* a, int64_t groups, const QuantRow* x, float* out) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + g * kGroup));
+    const __m256i wlo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+    const __m256i whi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1));
+    const __m256 alo = _mm256_set1_ps(a[2 * g]), ahi = _mm256_set1_ps(a[2 * g + 1]);
+    for (int t = 0; t < T; ++t) {
+      const int16_t* q = x[t].q + g * kGroup;
+      const __m256i plo = _mm256_madd_epi16(wlo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+      const __m256i phi = _mm256_madd_epi16(whi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 16)));
+      const __m256 d = _mm256_set1_ps(x[t].d[g]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(plo), _mm256_mul_ps(alo, d), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(phi), _mm256_mul_ps(ahi, d), acc[t]);
+    }
   }
+  for (int t = 0; t < T; ++t) out[t] = hsum256(acc[t]);
+}
 
-ATTNKIT_DEFINE_DOT(dot_avx2, ATTNKIT_AVX2_TARGET,
-                   _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sq), _mm256_set1_epi16(1)))
-ATTNKIT_DEFINE_DOT(dot_vnni, ATTNKIT_VNNI_TARGET, _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sq))
-#undef ATTNKIT_DEFINE_DOT
+// AVX512-VNNI: the whole group as 32 int16 in one vector; vpdpwssd gives 16 int32 pair sums,
+// lanes 0..7 from values 0..15 and lanes 8..15 from values 16..31.
+template <int T>
+ATTNKIT_VNNI_TARGET void dot_vnni(const int8_t* s, const float* a, int64_t groups, const QuantRow* x, float* out) {
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + g * kGroup)));
+    const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a[2 * g]), _mm512_set1_ps(a[2 * g + 1]));
+    for (int t = 0; t < T; ++t) {
+      const __m512i q = _mm512_loadu_si512(x[t].q + g * kGroup);
+      const __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, q);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(scale, _mm512_set1_ps(x[t].d[g])), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+}
 
 using DotFn = void (*)(const int8_t*, const float*, int64_t, const QuantRow*, float*);
 
@@ -337,7 +353,7 @@ Status check_args(TensorType type, int64_t block_elems, int64_t block_bytes, uin
 Status integer_matmul(const Format& f, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols, const float* x,
                       int64_t n, float* y, int64_t ldy, int threads) {
   const int64_t groups = cols / kGroup;
-  std::vector<int8_t> xq(static_cast<size_t>(n * cols));
+  std::vector<int16_t> xq(static_cast<size_t>(n * cols));
   std::vector<float> xd(static_cast<size_t>(n * groups)), xs(static_cast<size_t>(n * groups));
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
   for (int64_t t = 0; t < n; ++t)
@@ -446,7 +462,7 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
 
 void quant_activation_error(const float* x, int64_t n, int64_t cols, float* err) {
   const int64_t groups = cols / kGroup;
-  std::vector<int8_t> q(static_cast<size_t>(cols));
+  std::vector<int16_t> q(static_cast<size_t>(cols));
   std::vector<float> d(static_cast<size_t>(groups)), s(static_cast<size_t>(groups));
   for (int64_t t = 0; t < n; ++t) {
     quantize_row(x + t * cols, cols, q.data(), d.data(), s.data());

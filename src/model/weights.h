@@ -3,7 +3,7 @@
 // A StackedWeights is one or more GGUF tensors of the same width stacked by rows (Q, K and V make
 // one QKV projection; gate and up one FFN input projection), applied as y = x W^T.
 //   kQuantized (default): each tensor stays in its GGUF block format inside the file's mapping and
-//     is read by quant_matmul (int8 activations, integer dots; see quant_matmul.h). A type that
+//     is read by quant_matmul (int16 activations, integer dots; see quant_matmul.h). A type that
 //     kernel does not read (Q2_K, Q3_K, ...) is dequantized to f32 at load instead.
 //   kF32: every tensor is dequantized once to an f32 copy and applied with OpenBLAS sgemm (several
 //     tokens) or an f32 matvec (one token): the accuracy reference for the quantized path.

@@ -34,6 +34,9 @@ class GemmaTest : public ::testing::Test {
     if (!gguf::find_default_model(&path).ok()) return;
     LoadOptions lo;
     lo.threads = 2;
+    // f32 weights: the reference path, whose only difference from Hugging Face is f32 rounding
+    // (tests/model/gemma_quant_test.cc checks the quantized default against it).
+    lo.weights = WeightFormat::kF32;
     Status s = Model::load(path, lo, &model_);
     if (!s.ok()) {
       load_error_ = s.message();
