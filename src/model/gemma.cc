@@ -14,7 +14,6 @@
 #include "attnkit/tokenizer.h"
 #include "model/matvec.h"
 #include "model/model_ops.h"
-#include "model/quant_matmul.h"
 #include "model/weights.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -439,10 +438,7 @@ struct Model::Impl {
   Status logits_many(const float* hidden, int64_t n, float* all, const int32_t* targets, float* logprobs) {
     const int64_t V = cfg.n_vocab, E = cfg.n_embd;
     constexpr int64_t kSlice = 8192;
-    // Quantized weights: the embedding's blocks are read in place by quant_matmul; the f32 reference
-    // dequantizes each slice and uses sgemm.
-    const bool direct = weight_mode == WeightMode::kQuantized && internal::quant_matmul_supports(embd->type);
-    std::vector<float> wslice(direct ? 0 : static_cast<size_t>(kSlice * E));
+    std::vector<float> wslice(static_cast<size_t>(kSlice * E));
     std::vector<float> out(all ? 0 : static_cast<size_t>(n * kSlice));
     std::vector<double> run_max(static_cast<size_t>(n), -1e300), run_sum(static_cast<size_t>(n), 0.0);
     std::vector<float> target_logit(static_cast<size_t>(n), 0.f);
@@ -450,19 +446,14 @@ struct Model::Impl {
       const int64_t vs = std::min(kSlice, V - v0);
       float* dst = all ? all + v0 : out.data();
       const int64_t ldc = all ? V : kSlice;
-      if (direct) {
-        ATTNKIT_RETURN_IF_ERROR(internal::quant_matmul(embd->type, embd_data + static_cast<uint64_t>(v0) * embd->row_bytes(),
-                                                       embd->row_bytes(), vs, E, hidden, n, dst, ldc, threads));
-      } else {
-        bool failed = false;
+      bool failed = false;
 #pragma omp parallel for num_threads(threads) schedule(static)
-        for (int64_t r = 0; r < vs; r += 256) {
-          const int64_t cnt = std::min<int64_t>(256, vs - r);
-          if (!file->dequantize_rows(*embd, v0 + r, cnt, wslice.data() + r * E).ok()) failed = true;
-        }
-        if (failed) return Status::corrupt_data("gemma: token_embd.weight could not be dequantized");
-        parallel_sgemm_nt(hidden, n, E, wslice.data(), vs, dst, ldc, threads);
+      for (int64_t r = 0; r < vs; r += 256) {
+        const int64_t cnt = std::min<int64_t>(256, vs - r);
+        if (!file->dequantize_rows(*embd, v0 + r, cnt, wslice.data() + r * E).ok()) failed = true;
       }
+      if (failed) return Status::corrupt_data("gemma: token_embd.weight could not be dequantized");
+      parallel_sgemm_nt(hidden, n, E, wslice.data(), vs, dst, ldc, threads);
       if (cfg.final_logit_softcap > 0)
         for (int64_t i = 0; i < n; ++i) softcap_logits(dst + i * ldc, vs);
       if (targets != nullptr && logprobs != nullptr) {

@@ -6,8 +6,26 @@
 
 #include <algorithm>
 
+#include "attnkit/model.h"
 #include "model/matvec.h"
 #include "model/quant_matmul.h"
+
+namespace attnkit::model {
+
+Status parse_weight_format(const std::string& name, WeightFormat* out) {
+  if (name == "quantized") {
+    *out = WeightFormat::kQuantized;
+  } else if (name == "f32") {
+    *out = WeightFormat::kF32;
+  } else {
+    return Status::invalid_argument("weights '" + name + "' is not supported; expected quantized or f32");
+  }
+  return Status::ok_status();
+}
+
+const char* weight_format_name(WeightFormat format) { return format == WeightFormat::kF32 ? "f32" : "quantized"; }
+
+}  // namespace attnkit::model
 
 namespace attnkit::model::internal {
 
@@ -59,11 +77,42 @@ uint64_t StackedWeights::f32_bytes() const {
   return b;
 }
 
+namespace {
+
+// Y[n, rows] (row stride ldy) = X W^T for GGUF-block rows: each thread dequantizes a tile of rows
+// (about 256 KiB of f32) into its own buffer and multiplies it with sgemm, so the dequantization
+// is amortized over the n tokens and no more than a tile per thread is ever expanded.
+Status tiled_dequant_sgemm(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols,
+                           const float* x, int64_t n, float* y, int64_t ldy, int threads) {
+  const int64_t tile = std::clamp<int64_t>(65536 / cols / 16 * 16, 16, 256);
+  const int64_t tiles = (rows + tile - 1) / tile;
+  bool failed = false;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> buf(static_cast<size_t>(tile * cols));
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < tiles; ++k) {
+      const int64_t r0 = k * tile, m = std::min(tile, rows - r0);
+      for (int64_t r = 0; r < m; ++r)
+        if (!gguf::dequantize_row(type, w + static_cast<uint64_t>(r0 + r) * row_bytes, row_bytes, cols, buf.data() + r * cols).ok())
+          failed = true;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(m), static_cast<int>(cols),
+                  1.0f, x, static_cast<int>(cols), buf.data(), static_cast<int>(cols), 0.0f, y + r0, static_cast<int>(ldy));
+    }
+  }
+  if (failed) return Status::corrupt_data("StackedWeights: a " + gguf::tensor_type_name(type) + " row could not be dequantized");
+  return Status::ok_status();
+}
+
+}  // namespace
+
 Status StackedWeights::apply(const float* x, int64_t n, float* y, int64_t ldy, int threads) const {
   if (ldy < rows_) return Status::invalid_argument("StackedWeights::apply: ldy " + std::to_string(ldy) + " < rows " + std::to_string(rows_));
   int64_t r0 = 0;
   for (const Part& p : parts_) {
-    if (p.data != nullptr) {
+    if (p.data != nullptr && n >= kTiledSgemmMinTokens) {
+      ATTNKIT_RETURN_IF_ERROR(tiled_dequant_sgemm(p.type, p.data, p.row_bytes, p.rows, cols_, x, n, y + r0, ldy, threads));
+    } else if (p.data != nullptr) {
       ATTNKIT_RETURN_IF_ERROR(quant_matmul(p.type, p.data, p.row_bytes, p.rows, cols_, x, n, y + r0, ldy, threads));
     } else if (n == 1) {
       // Decode: a bandwidth-bound matvec, rows split over OpenMP threads.

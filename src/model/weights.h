@@ -2,9 +2,10 @@
 //
 // A StackedWeights is one or more GGUF tensors of the same width stacked by rows (Q, K and V make
 // one QKV projection; gate and up one FFN input projection), applied as y = x W^T.
-//   kQuantized (default): each tensor stays in its GGUF block format inside the file's mapping and
-//     is read by quant_matmul (int16 activations, integer dots; see quant_matmul.h). A type that
-//     kernel does not read (Q2_K, Q3_K, ...) is dequantized to f32 at load instead.
+//   kQuantized (default): each tensor stays in its GGUF block format inside the file's mapping.
+//     A few tokens (decode) are multiplied by quant_matmul (int16 activations, integer dots; see
+//     quant_matmul.h); many tokens (prefill) by tiles dequantized on the fly and sgemm. A type
+//     quant_matmul does not read (Q2_K, Q3_K, ...) is dequantized to f32 at load instead.
 //   kF32: every tensor is dequantized once to an f32 copy and applied with OpenBLAS sgemm (several
 //     tokens) or an f32 matvec (one token): the accuracy reference for the quantized path.
 #pragma once
@@ -19,6 +20,12 @@
 namespace attnkit::model::internal {
 
 enum class WeightMode { kQuantized, kF32 };
+
+// From this many tokens on, quantized rows are dequantized tile by tile and multiplied with sgemm
+// (f32 activations, OpenBLAS's compute rate); below it quant_matmul reads the blocks directly. On
+// 8192 KJV tokens (prefill plus logits) the integer kernel ran at half the f32-weight path's rate,
+// while one token is bound by the bytes of weights read, 6x fewer as blocks than as f32.
+constexpr int64_t kTiledSgemmMinTokens = 8;
 
 class StackedWeights {
  public:

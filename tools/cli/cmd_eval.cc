@@ -27,6 +27,7 @@ namespace {
 struct EvalOptions {
   std::string model_path;
   std::string attention = "exact";
+  std::string weights = "quantized";
   std::vector<int64_t> lengths;
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials = 5;
@@ -45,6 +46,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
   ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
@@ -195,6 +197,8 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
   c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
   c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  c->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
+      ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
