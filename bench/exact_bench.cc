@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,8 +19,9 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
-#include "eval/bench_harness.h"
+#include "attnkit/threads.h"
 
 namespace {
 
@@ -108,12 +110,15 @@ int main(int argc, char** argv) {
   take_flag(&argc, argv, "--mechanism", &mechanism);
   char* end = nullptr;
   const long threads_value = std::strtol(threads_arg.c_str(), &end, 10);
-  if (threads_arg.empty() || *end != '\0' || threads_value < 0 || threads_value > 4096) {
-    std::fprintf(stderr, "attnkit_gbench: --threads=%s is not supported; expected 0 (all) or a positive count\n",
-                 threads_arg.c_str());
+  int threads = 0;
+  if (threads_arg.empty() || *end != '\0' || threads_value < INT_MIN || threads_value > INT_MAX) {
+    std::fprintf(stderr, "attnkit_gbench: --threads=%s is not an integer\n", threads_arg.c_str());
     return 1;
   }
-  const int threads = attnkit::bench::resolve_threads(static_cast<int>(threads_value));
+  if (const attnkit::Status s = attnkit::resolve_threads(static_cast<int>(threads_value), "--threads", &threads); !s.ok()) {
+    std::fprintf(stderr, "attnkit_gbench: %s\n", s.message().c_str());
+    return 1;
+  }
   {
     const attnkit::Mechanism* mech = nullptr;
     attnkit::MechanismParams params;

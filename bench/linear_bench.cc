@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
-#include "eval/bench_harness.h"
 
 namespace {
 

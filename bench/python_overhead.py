@@ -2,15 +2,15 @@
 """Cost of calling attnkit from Python, against the C++ time of the same work.
 
 Two measurements (the Python targets of docs/benchmarks.md):
-  1. tiny call: Python call time minus the C++ time of the very same call (the kernel run
-     `repeat` times inside C++ through attnkit._time_cpp). Target: overhead < 5 us.
+  1. tiny call: the Python call's time minus the C++ time of one run of the same case, timed by
+     the benchmark harness (attnkit.bench_mechanism, which calls run_case as `attnkit bench`
+     does). Target: overhead < 5 us.
   2. seq 4096 (batch 1, heads 8/2, head_dim 128, causal, f32, as `attnkit bench` defaults):
-     the Python call against three C++ timings of the same case: the same call looped in C++,
-     the registry's exact mechanism timed in C++ (attnkit.bench_mechanism, what `attnkit bench`
-     runs), and, with --cli, `attnkit bench --quick --json` itself (one timed run per round,
-     against the same libattnkit). Target: within 2%.
+     the Python call against the registry's exact mechanism timed in C++ by the same harness,
+     and, with --cli, `attnkit bench --quick --json` itself (one timed run per round, against
+     the same libattnkit). Target: within 2%.
 Rounds are interleaved (Python, C++, Python, ...) so that load from other processes on a shared
-machine hits both sides alike; medians and minimums are reported.
+machine hits both sides alike; medians and minimums are reported (wall time).
 
 usage: python bench/python_overhead.py [--threads 1] [--seq 4096] [--cli build/tools/cli/attnkit]
                                         [--json results.json]
@@ -46,6 +46,14 @@ def _stats(prefix, py, cpp, unit=1e6):
     }
 
 
+def _cpp_seconds(args, seq_q, seq_kv, heads_q, heads_kv, head_dim, causal, iters):
+    """Per-run seconds of the registry's exact mechanism on this case, timed in C++."""
+    r = attnkit.bench_mechanism("exact", batch=1, seq_q=seq_q, seq_kv=seq_kv, heads_q=heads_q, heads_kv=heads_kv,
+                                head_dim=head_dim, causal=causal, dtype="f32", threads=args.threads, warmup=1,
+                                iters=iters)
+    return r["seconds"]
+
+
 def tiny(args):
     rng = np.random.default_rng(0)
     q = rng.standard_normal((1, 1, 1, 64), dtype=np.float32)
@@ -56,23 +64,15 @@ def tiny(args):
     g = {"attnkit": attnkit, "q": q, "k": k, "v": v, "out": out, "t": args.threads}
     call = "attnkit.attention(q, k, v, threads=t)"
     call_out = "attnkit.attention(q, k, v, threads=t, out=out)"
-    wall_py, wall_out, wall_cpp, cpu_py, cpu_out, cpu_cpp = [], [], [], [], [], []
+    wall_py, wall_out, wall_cpp = [], [], []
     for _ in range(args.rounds):
-        # Wall time, and process CPU time: on a shared, oversubscribed machine the wall clock
-        # also counts the time other processes held the core; CPU time counts only our work.
         wall_py.append(timeit.timeit(call, globals=g, number=n) / n)
         wall_out.append(timeit.timeit(call_out, globals=g, number=n) / n)
-        wall_cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, threads=args.threads, repeat=n))
-        cpu_py.append(timeit.Timer(call, timer=time.process_time, globals=g).timeit(n) / n)
-        cpu_out.append(timeit.Timer(call_out, timer=time.process_time, globals=g).timeit(n) / n)
-        cpu_cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, threads=args.threads, repeat=n, cpu=True))
+        wall_cpp.append(statistics.median(_cpp_seconds(args, 1, 16, 1, 1, 64, False, n)))
     res = {"case": f"tiny q[1,1,1,64] k/v[1,16,1,64] f32, threads {args.threads}, {n} calls x {args.rounds} rounds"}
     res.update(_stats("wall_", wall_py, wall_cpp))
-    res.update(_stats("cpu_", cpu_py, cpu_cpp))
     res["wall_python_out_us_median"] = statistics.median(wall_out) * 1e6
-    res["cpu_python_out_us_median"] = statistics.median(cpu_out) * 1e6
     res["wall_out_overhead_us_median"] = (statistics.median(wall_out) - statistics.median(wall_cpp)) * 1e6
-    res["cpu_out_overhead_us_median"] = (statistics.median(cpu_out) - statistics.median(cpu_cpp)) * 1e6
     return res
 
 
@@ -104,47 +104,35 @@ def long(args):
     out = np.empty_like(q)
     kw = dict(causal=True, threads=args.threads)
     attnkit.attention(q, k, v, out=out, **kw)  # warm up (pages of out, thread pool)
-    py, py_out, cpp, mech, cpu_py, cpu_cpp, cli = [], [], [], [], [], [], []
+    py, py_out, mech, cli = [], [], [], []
     cli_cmd = None
     for _ in range(args.long_rounds):
         c = cli_time(args, shape)
         if c:
             cli_cmd = c[0]
             cli.append(c[1])
-        c0, t0 = time.process_time(), time.perf_counter()
+        t0 = time.perf_counter()
         attnkit.attention(q, k, v, **kw)  # as users call it: the output is allocated each call
         py.append(time.perf_counter() - t0)
-        cpu_py.append(time.process_time() - c0)
         t0 = time.perf_counter()
         attnkit.attention(q, k, v, out=out, **kw)
         py_out.append(time.perf_counter() - t0)
-        cpp.append(attnkit._time_cpp(attnkit.attention, q, k, v, out=out, repeat=1, **kw))
-        cpu_cpp.append(attnkit._C._last_call_seconds()[1])  # CPU time of the same timed call
-        r = attnkit.bench_mechanism("exact", batch=1, seq_q=args.seq, seq_kv=args.seq, heads_q=8, heads_kv=2,
-                                    head_dim=128, causal=True, dtype="f32", threads=args.threads, warmup=0, iters=1)
-        mech.append(r["seconds"][0])
+        mech.append(_cpp_seconds(args, args.seq, args.seq, 8, 2, 128, True, 1)[0])
     med = statistics.median
     res = {
         "case": f"batch 1, seq {args.seq}, heads 8/2, head_dim 128, causal, f32, threads {args.threads}, "
                 f"{args.long_rounds} interleaved rounds",
         "wall_python_s_median": med(py),
         "wall_python_out_s_median": med(py_out),
-        "wall_cpp_same_call_s_median": med(cpp),
         "wall_cpp_mechanism_s_median": med(mech),
         "wall_python_s_min": min(py),
         "wall_python_out_s_min": min(py_out),
-        "wall_cpp_same_call_s_min": min(cpp),
         "wall_cpp_mechanism_s_min": min(mech),
-        "cpu_python_s_median": med(cpu_py),
-        "cpu_cpp_same_call_s_median": med(cpu_cpp),
     }
     pct = lambda a, b: 100 * (a / b - 1)  # noqa: E731
-    res["wall_python_vs_cpp_same_call_pct_median"] = pct(med(py), med(cpp))
-    res["wall_python_vs_cpp_same_call_pct_min"] = pct(min(py), min(cpp))
-    res["wall_python_out_vs_cpp_same_call_pct_median"] = pct(med(py_out), med(cpp))
     res["wall_python_vs_cpp_mechanism_pct_median"] = pct(med(py), med(mech))
     res["wall_python_vs_cpp_mechanism_pct_min"] = pct(min(py), min(mech))
-    res["cpu_python_vs_cpp_same_call_pct_median"] = pct(med(cpu_py), med(cpu_cpp))
+    res["wall_python_out_vs_cpp_mechanism_pct_median"] = pct(med(py_out), med(mech))
     if cli:
         res["cli_command"] = cli_cmd
         res["wall_cli_s_median"] = med(cli)

@@ -30,8 +30,8 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/tensor.h"
-#include "eval/bench_harness.h"
 
 namespace {
 

@@ -46,11 +46,26 @@ namespace attnkit {
 inline constexpr int kMaxHeadDim = 512;
 
 enum class CausalAlign : uint8_t { kBottomRight = 0, kTopLeft = 1 };
+template <>
+struct EnumNames<CausalAlign> {
+  static constexpr EnumName<CausalAlign> kTable[] = {{CausalAlign::kBottomRight, "bottom_right"},
+                                                     {CausalAlign::kTopLeft, "top_left"}};
+};
 
 enum class Normalization : uint8_t { kSoftmax = 0, kSigmoid = 1, kRelu = 2 };
-const char* normalization_name(Normalization n);
+template <>
+struct EnumNames<Normalization> {
+  static constexpr EnumName<Normalization> kTable[] = {
+      {Normalization::kSoftmax, "softmax"}, {Normalization::kSigmoid, "sigmoid"}, {Normalization::kRelu, "relu"}};
+};
+inline const char* normalization_name(Normalization n) { return enum_name(n); }
 
 enum class MaskKind : uint8_t { kNone = 0, kBoolean = 1, kAdditive = 2 };
+template <>
+struct EnumNames<MaskKind> {
+  static constexpr EnumName<MaskKind> kTable[] = {
+      {MaskKind::kNone, "none"}, {MaskKind::kBoolean, "boolean"}, {MaskKind::kAdditive, "additive"}};
+};
 
 // A custom mask over [batch (or sequence), heads_q, seq_q, seq_kv], indexed with element strides
 // (stride 0 broadcasts). kBoolean reads uint8 (nonzero = visible); kAdditive reads f32 added to
@@ -64,6 +79,11 @@ struct CustomMask {
 // How the call is executed. kAuto picks the decode (split-KV) path for short queries against
 // long keys; the others force one path (tests use this to compare them).
 enum class ExecPath : uint8_t { kAuto = 0, kPrefill = 1, kDecode = 2 };
+template <>
+struct EnumNames<ExecPath> {
+  static constexpr EnumName<ExecPath> kTable[] = {
+      {ExecPath::kAuto, "auto"}, {ExecPath::kPrefill, "prefill"}, {ExecPath::kDecode, "decode"}};
+};
 
 struct AttentionParams {
   // ---- masks ----

@@ -63,13 +63,47 @@ enum class FeatureMap : uint8_t {
   kLogNormal,      // LLN: phi_q = exp(alpha q), phi_k = exp(beta k)        (Nahshan et al. 2024)
 };
 
-enum class DecayKind : uint8_t { kNone = 0, kPerHead, kScalarGate, kVectorGate };
-enum class UpdateRule : uint8_t { kAdditive = 0, kDelta };
-enum class LinearNorm : uint8_t { kNone = 0, kDenominator, kOutputRms };
-enum class LinearForm : uint8_t { kAuto = 0, kParallel, kChunked, kRecurrent };
+template <>
+struct EnumNames<FeatureMap> {
+  static constexpr EnumName<FeatureMap> kTable[] = {
+      {FeatureMap::kIdentity, "identity"}, {FeatureMap::kEluPlusOne, "elu1"},   {FeatureMap::kRelu, "relu"},
+      {FeatureMap::kL2Norm, "l2norm"},     {FeatureMap::kPerformer, "performer"}, {FeatureMap::kCosformer, "cosformer"},
+      {FeatureMap::kTaylor2, "taylor2"},   {FeatureMap::kHedgehog, "hedgehog"}, {FeatureMap::kCosine, "cosine"},
+      {FeatureMap::kLogNormal, "lognormal"},
+      {FeatureMap::kEluPlusOne, "elu+1"},  {FeatureMap::kEluPlusOne, "elu"}};  // aliases
+};
 
-const char* feature_map_name(FeatureMap f);
-bool parse_feature_map(const std::string& s, FeatureMap* out);
+enum class DecayKind : uint8_t { kNone = 0, kPerHead, kScalarGate, kVectorGate };
+template <>
+struct EnumNames<DecayKind> {
+  static constexpr EnumName<DecayKind> kTable[] = {{DecayKind::kNone, "none"},
+                                                   {DecayKind::kPerHead, "per_head"},
+                                                   {DecayKind::kScalarGate, "scalar_gate"},
+                                                   {DecayKind::kVectorGate, "vector_gate"}};
+};
+enum class UpdateRule : uint8_t { kAdditive = 0, kDelta };
+template <>
+struct EnumNames<UpdateRule> {
+  static constexpr EnumName<UpdateRule> kTable[] = {{UpdateRule::kAdditive, "additive"}, {UpdateRule::kDelta, "delta"}};
+};
+enum class LinearNorm : uint8_t { kNone = 0, kDenominator, kOutputRms };
+template <>
+struct EnumNames<LinearNorm> {
+  static constexpr EnumName<LinearNorm> kTable[] = {
+      {LinearNorm::kNone, "none"}, {LinearNorm::kDenominator, "denominator"}, {LinearNorm::kOutputRms, "output_rms"}};
+};
+enum class LinearForm : uint8_t { kAuto = 0, kParallel, kChunked, kRecurrent };
+template <>
+struct EnumNames<LinearForm> {
+  static constexpr EnumName<LinearForm> kTable[] = {{LinearForm::kAuto, "auto"},
+                                                    {LinearForm::kParallel, "parallel"},
+                                                    {LinearForm::kChunked, "chunked"},
+                                                    {LinearForm::kRecurrent, "recurrent"}};
+};
+
+inline const char* feature_map_name(FeatureMap f) { return enum_name(f); }
+// Accepts the canonical names and the aliases "elu+1" and "elu" for elu1.
+inline bool parse_feature_map(const std::string& s, FeatureMap* out) { return parse_enum(s, out); }
 
 struct LinearAttentionParams {
   // ---- feature map ----

@@ -230,7 +230,7 @@ class Model {
   Status set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend);  // layer in [0, n_layer)
   void set_taps(Taps taps);
   void clear_taps();
-  void set_threads(int threads);
+  Status set_threads(int threads);  // 0 or 1..max_threads() (attnkit/threads.h)
   int threads() const;
   void set_prefill_chunk(int64_t chunk);
   WeightFormat weight_format() const;

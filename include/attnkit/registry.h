@@ -1,11 +1,21 @@
 // attnkit/registry.h: mechanisms by name.
 //
-// Every mechanism (exact attention, each sparse pattern, each linear variant, each KV policy)
-// registers itself here with its family and parameters, so that `attnkit list`, `attnkit bench
-// --mechanism NAME[:key=value,...]`, bench/ and the Python package find it without knowing it.
+// Every mechanism registers itself here with its family and parameters, so that `attnkit list`,
+// `attnkit bench --mechanism NAME[:key=value,...]`, bench/ and the Python package find it without
+// knowing it. The families registered today:
+//   exact   src/core/exact_mechanism.cc  (dense attention: windows, sinks, softcap, normalizations)
+//   sparse  src/sparse/: each static pattern (patterns.cc), block_random (block_mask.cc), each
+//           estimator in its own file (vertical_slash.cc, block_topk.cc, moba.cc, flexprefill.cc,
+//           hip.cc), hyper_attention and routing (hyper_routing.cc)
+//   linear  src/linear/: the engine's named configurations (mechanisms.cc) and the mechanisms
+//           with their own entry points (aaren.cc, infini.cc, titans.cc, based.cc)
+//   kv      KV-cache policies (eviction and selection over a paged cache): planned, not yet
+//           registered.
 #pragma once
 
+#include <algorithm>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -52,7 +62,7 @@ class PreparedRun {
 
 struct Mechanism {
   std::string name;
-  std::string family;  // "exact", "sparse", "linear", "kv", ...
+  std::string family;  // "exact", "sparse", "linear" ("kv" is planned)
   std::string description;
   std::vector<ParamSpec> params;
   // Validates params (unknown keys are an error) and prepares a run on random inputs.
@@ -69,14 +79,40 @@ const Mechanism* find_mechanism(const std::string& name);
 // missing keys get their defaults.
 Status parse_mechanism_spec(const std::string& spec, const Mechanism** mechanism, MechanismParams* params);
 
+// What every prepare() checks first: extents >= 1, head_dim <= kMaxHeadDim, heads_q a multiple of
+// heads_kv, a thread count of attnkit/threads.h.
+Status check_problem_shape(const ProblemShape& s);
+
 // Helpers for prepare() functions: typed reads of a parameter with a clear error.
 Status param_int(const MechanismParams& p, const std::string& key, int64_t* out);
 Status param_float(const MechanismParams& p, const std::string& key, double* out);
 Status param_bool(const MechanismParams& p, const std::string& key, bool* out);
+// Reads a parameter spelled with an enum's names (attnkit/enum_names.h), optionally restricted to
+// `allowed`: "parameter normalization=tanh is not supported; expected softmax|sigmoid|relu".
+template <class E>
+Status param_enum(const MechanismParams& p, const std::string& key, E* out, std::initializer_list<E> allowed = {}) {
+  const std::string& v = p.at(key);
+  E e{};
+  if (parse_enum(v, &e) && (allowed.size() == 0 || std::find(allowed.begin(), allowed.end(), e) != allowed.end())) {
+    *out = e;
+    return Status::ok_status();
+  }
+  std::string list;
+  if (allowed.size() == 0) list = enum_choices<E>();
+  for (E a : allowed) list += (list.empty() ? "" : "|") + std::string(enum_name(a));
+  return Status::invalid_argument("parameter " + key + "=" + v + " is not supported; expected " + list);
+}
 
-// Static registration: ATTNKIT_REGISTER_MECHANISM(make_fn) where make_fn returns a Mechanism.
+// The one way a mechanism is registered, in the file that implements it:
+//   Mechanism make_moba_mechanism() { ... }
+//   ATTNKIT_REGISTER_MECHANISM(make_moba_mechanism);
+// make_fn returns a Mechanism, or a std::vector<Mechanism> for a table of named configurations of
+// one implementation (the linear engine's). It runs during static initialization of libattnkit.
 struct MechanismRegistrar {
   explicit MechanismRegistrar(Mechanism m) { register_mechanism(std::move(m)); }
+  explicit MechanismRegistrar(std::vector<Mechanism> ms) {
+    for (Mechanism& m : ms) register_mechanism(std::move(m));
+  }
 };
 #define ATTNKIT_CONCAT_INNER(a, b) a##b
 #define ATTNKIT_CONCAT(a, b) ATTNKIT_CONCAT_INNER(a, b)

@@ -281,8 +281,9 @@ class SparseMethod {
   virtual const BlockMask* maybe_mask() const { return nullptr; }
 };
 
-// Names: window, a_shape, strided, dilated, bigbird, power, star_local, dense_blocks,
-// random_blocks, vertical_slash, block_topk, moba, flexprefill, hip, hyper, routing.
+// Names (sparse_method_names()): sliding_window, a_shape, strided, dilated, bigbird,
+// power_attention, star_local, block_dense, block_random, vertical_slash, block_topk, moba,
+// flexprefill, hip, hyper_attention, routing.
 // spec = "NAME[:key=value,...]" with the same keys as the registry entry of that name.
 Status make_sparse_method(const std::string& spec, std::unique_ptr<SparseMethod>* out);
 std::vector<std::string> sparse_method_names();

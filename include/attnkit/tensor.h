@@ -9,27 +9,23 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
+
+#include "attnkit/enum_names.h"
 
 namespace attnkit {
 
 enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
+template <>
+struct EnumNames<DType> {
+  static constexpr EnumName<DType> kTable[] = {{DType::kF32, "f32"}, {DType::kF16, "f16"}, {DType::kBF16, "bf16"}};
+};
+
 inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
-inline const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::kF32: return "f32";
-    case DType::kF16: return "f16";
-    case DType::kBF16: return "bf16";
-  }
-  return "unknown";
-}
+inline const char* dtype_name(DType t) { return enum_name(t); }
 // Parses "f32" / "f16" / "bf16"; returns false for anything else.
-inline bool parse_dtype(const std::string& s, DType* out) {
-  if (s == "f32") { *out = DType::kF32; return true; }
-  if (s == "f16") { *out = DType::kF16; return true; }
-  if (s == "bf16") { *out = DType::kBF16; return true; }
-  return false;
-}
+inline bool parse_dtype(const std::string& s, DType* out) { return parse_enum(s, out); }
 
 // ---- scalar conversions (round to nearest even; NaN stays NaN) ----
 inline float bf16_to_f32(uint16_t h) {

@@ -23,8 +23,13 @@ Functions:
     Model.load(path=None, threads=2)     Gemma 3 on attnkit: generate, last_logits, perplexity,
                                          passkey, set_attention("a_shape:sinks=4,window=256")
     simd_target() -> str                 SIMD target the kernels dispatch to ("AVX3", ...)
+    max_threads() -> int                 the largest threads= a call accepts (4 per processor)
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
-    bench_mechanism(spec, ...) -> dict   time a registered mechanism in C++
+    bench_mechanism(spec, ...) -> dict   time a registered mechanism through the C++ benchmark harness
+
+Charts (needs matplotlib, listed in requirements.txt): ``from attnkit import plot``;
+plot.heatmap(path, values, ...) and plot.lines(path, series, ...), the same renderer the C++ API
+(include/attnkit/plot.h) uses.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from ._attnkit import (  # noqa: E402
     lightning_log_decays,
     linear_attention,
     list_mechanisms,
+    max_threads,
     merge_states,
     relative_l2_error,
     retnet_log_decays,
@@ -75,6 +81,7 @@ __all__ = [
     "Model",
     "default_model_path",
     "simd_target",
+    "max_threads",
     "list_mechanisms",
     "bench_mechanism",
 ]
@@ -90,16 +97,3 @@ def _debug_view(x):
 def _debug_data_ptr(x):
     """Debug: the data pointer the C++ side receives for x (equal to x's own when not copied)."""
     return _C._debug_view(x)[0]
-
-
-def _time_cpp(fn, *args, repeat=100, cpu=False, **kwargs):
-    """Benchmark helper: seconds per kernel run of the C++ loop for exactly this call.
-
-    fn is attention or decode; the call runs its kernel `repeat` times inside C++ (GIL released)
-    and the loop's duration / repeat is returned (process CPU time when cpu=True, else wall
-    time), to compare with the Python call's own time.
-    """
-    _C._time_next_call(repeat)
-    fn(*args, **kwargs)
-    wall, cpu_s = _C._last_call_seconds()
-    return (cpu_s if cpu else wall) / repeat

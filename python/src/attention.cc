@@ -4,8 +4,6 @@
 // raises a Python exception with a message naming the parameter, and never reaches the kernel.
 // The kernel runs without the GIL: several Python threads can run attention at once.
 #include <algorithm>
-#include <chrono>
-#include <ctime>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -22,36 +20,6 @@
 
 namespace attnkit::python {
 namespace {
-
-// Benchmark hook: _time_next_call(n) makes this thread's next attention call run the kernel n
-// times and record how long that C++ loop took, so bench/python_overhead.py can compare the
-// Python call with the C++ time of the very same call. Thread-local so threads do not interfere.
-thread_local int64_t t_repeat_next = 1;
-thread_local bool t_timed_next = false;
-thread_local double t_last_seconds = 0.0;
-thread_local double t_last_cpu_seconds = 0.0;
-
-double process_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-[[noreturn]] void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
-
-Normalization parse_normalization(const char* s) {
-  if (std::strcmp(s, "softmax") == 0) return Normalization::kSoftmax;
-  if (std::strcmp(s, "sigmoid") == 0) return Normalization::kSigmoid;
-  if (std::strcmp(s, "relu") == 0) return Normalization::kRelu;
-  raise_value("normalization '" + std::string(s) + "' is not supported; expected 'softmax', 'sigmoid' or 'relu'");
-}
-
-ExecPath parse_path(const char* s) {
-  if (std::strcmp(s, "auto") == 0) return ExecPath::kAuto;
-  if (std::strcmp(s, "prefill") == 0) return ExecPath::kPrefill;
-  if (std::strcmp(s, "decode") == 0) return ExecPath::kDecode;
-  raise_value("path '" + std::string(s) + "' is not supported; expected 'auto', 'prefill' or 'decode'");
-}
 
 void same_dtype(const TensorView& a, const char* name, const TensorView& q) {
   if (a.dtype != q.dtype)
@@ -159,16 +127,16 @@ nb::object run_attention(nb::handle q_obj, nb::handle k_obj, nb::handle v_obj, b
 
   AttentionParams p;
   p.causal = causal;
-  p.causal_align = parse_causal_align(causal_align);
+  p.causal_align = parse_enum_arg<CausalAlign>("causal_align", causal_align);
   p.window_left = window.first;
   p.window_right = window.second;
   p.n_sink_tokens = sinks;
   p.softcap = softcap;
   p.scale = scale;
   p.ssmax_s = ssmax;
-  p.normalization = parse_normalization(normalization);
+  p.normalization = parse_enum_arg<Normalization>("normalization", normalization);
   p.sigmoid_bias = sigmoid_bias;
-  p.num_threads = threads;
+  p.num_threads = threads_arg(threads);
   p.path = path;
   const int64_t hq = q.heads();
   nb::object keep_sink, keep_alibi, keep_temp, keep_cu_q, keep_cu_k;
@@ -211,25 +179,10 @@ nb::object run_attention(nb::handle q_obj, nb::handle k_obj, nb::handle v_obj, b
     lse = f32_exact(la, "lse", dims, nd);
   }
 
-  // Plain calls skip the clocks; a timed call (see _time_next_call) reads wall and process CPU
-  // time around its kernel loop. CPU time is what the benchmark compares on shared machines,
-  // where wall time includes the time other processes hold the core.
-  const int64_t repeat = t_repeat_next;
-  const bool timed = t_timed_next;
-  t_repeat_next = 1;
-  t_timed_next = false;
   Status status;
   {
     nb::gil_scoped_release release;
-    if (timed) {
-      const double cpu0 = process_cpu_seconds();
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int64_t r = 0; r < repeat && status.ok(); ++r) status = attention(q, k, v, out, lse, p);
-      t_last_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      t_last_cpu_seconds = process_cpu_seconds() - cpu0;
-    } else {
-      status = attention(q, k, v, out, lse, p);
-    }
+    status = attention(q, k, v, out, lse, p);
   }
   raise_if_error(status);
   if (lse) return nb::make_tuple(out_keep, lse_keep);
@@ -244,7 +197,7 @@ nb::object attention_py(nb::handle q, nb::handle k, nb::handle v, bool causal, c
                         nb::handle out, nb::handle lse, const char* path) {
   return run_attention(q, k, v, causal, causal_align, window, sinks, sink_logits, mask, softcap, scale, alibi_slopes,
                        ssmax, temperature, normalization, sigmoid_bias, cu_seqlens_q, cu_seqlens_k, return_lse,
-                       threads, out, lse, parse_path(path));
+                       threads, out, lse, parse_enum_arg<ExecPath>("path", path));
 }
 
 nb::object decode_py(nb::handle q, nb::handle k, nb::handle v, bool causal, const char* causal_align,
@@ -369,12 +322,6 @@ Returns:
 
 }  // namespace
 
-CausalAlign parse_causal_align(const char* s) {
-  if (std::strcmp(s, "bottom_right") == 0) return CausalAlign::kBottomRight;
-  if (std::strcmp(s, "top_left") == 0) return CausalAlign::kTopLeft;
-  raise_value("causal_align '" + std::string(s) + "' is not supported; expected 'bottom_right' or 'top_left'");
-}
-
 void bind_attention(nb::module_& m) {
   // The keyword arguments shared by attention() and decode(), in the C++ parameter order.
 #define ATTNKIT_PY_ATTENTION_ARGS                                                                           \
@@ -396,17 +343,6 @@ void bind_attention(nb::module_& m) {
         nb::arg("heads_q"), nb::arg("head_dim"), nb::arg("head_dim_v"), nb::arg("causal"),
         "FLOPs of exact attention counting visible (query, key) pairs only: 2*head_dim (QK^T) + "
         "2*head_dim_v (PV) per pair and query head; the formula of the C++ benchmarks.");
-  m.def(
-      "_time_next_call", [](int64_t repeat) {
-        if (repeat < 1) raise_value("repeat " + std::to_string(repeat) + " must be at least 1");
-        t_repeat_next = repeat;
-        t_timed_next = true;
-      },
-      nb::arg("repeat"),
-      "Benchmark hook: this thread's next attention()/decode() call runs its kernel `repeat` times and "
-      "times the loop; _last_call_seconds() then gives (wall, process CPU) seconds.");
-  m.def("_last_call_seconds", [] { return nb::make_tuple(t_last_seconds, t_last_cpu_seconds); },
-        "(wall, process CPU) seconds the kernel loop of this thread's last timed call took.");
 }
 
 }  // namespace attnkit::python

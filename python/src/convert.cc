@@ -68,9 +68,9 @@ std::string dlpack_dtype_string(const nb::dlpack::dtype& t) {
 }
 
 [[noreturn]] void raise_type(const std::string& m) { throw nb::type_error(m.c_str()); }
-[[noreturn]] void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
-
 }  // namespace
+
+void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
 
 std::string shape_string(const int64_t* dims, int ndim) {
   std::string s = "[";
@@ -276,6 +276,12 @@ bool views_overlap(const TensorView& a, const TensorView& b) {
   uintptr_t alo, ahi, blo, bhi;
   if (!span(a, &alo, &ahi) || !span(b, &blo, &bhi)) return false;
   return alo <= bhi && blo <= ahi;
+}
+
+int threads_arg(int threads) {
+  int resolved = 0;
+  raise_if_error(resolve_threads(threads, "threads", &resolved));
+  return threads;
 }
 
 void raise_if_error(const Status& s) {

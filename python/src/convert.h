@@ -18,6 +18,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/status.h"
 #include "attnkit/tensor.h"
+#include "attnkit/threads.h"
 
 namespace attnkit::python {
 
@@ -75,15 +76,28 @@ inline const void* small_vector(nb::handle h, const char* name, bool int32, int6
 // Checks that `a` is a C-contiguous float32 array with exactly these dims (the LSE layout).
 float* f32_exact(const Array& a, const char* name, const int64_t* dims, int ndim);
 
-// "bottom_right" / "top_left" (ValueError otherwise); shared by the attention-like bindings.
-CausalAlign parse_causal_align(const char* s);
-
 // Whether the memory spans of two views intersect (a user-given out= that overlaps an input
 // would be read after it is written). Spans are [lowest, highest] element addresses.
 bool views_overlap(const TensorView& a, const TensorView& b);
 
+// Raises ValueError with message m (a bad argument value).
+[[noreturn]] void raise_value(const std::string& m);
+
 // Raises ValueError carrying the C++ message for a failed Status.
 void raise_if_error(const Status& s);
+
+// The threads= argument of every binding: 0 (the OpenMP default) or 1..attnkit.max_threads();
+// ValueError "threads 100000 is not supported; ..." otherwise. Returns it unchanged.
+int threads_arg(int threads);
+
+// A keyword argument spelled with an enum's names (the table next to the enum's declaration):
+// ValueError "normalization 'tanh' is not supported; expected 'softmax', 'sigmoid' or 'relu'".
+template <class E>
+E parse_enum_arg(const char* param, const char* value) {
+  E e{};
+  raise_if_error(parse_enum_param(param, value, &e));
+  return e;
+}
 
 std::string shape_string(const int64_t* dims, int ndim);
 

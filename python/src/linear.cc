@@ -17,34 +17,6 @@
 namespace attnkit::python {
 namespace {
 
-[[noreturn]] void raise_value(const std::string& m) { throw nb::value_error(m.c_str()); }
-
-DecayKind parse_decay(const char* s) {
-  if (!std::strcmp(s, "none")) return DecayKind::kNone;
-  if (!std::strcmp(s, "per_head")) return DecayKind::kPerHead;
-  if (!std::strcmp(s, "scalar_gate")) return DecayKind::kScalarGate;
-  if (!std::strcmp(s, "vector_gate")) return DecayKind::kVectorGate;
-  raise_value(std::string("decay '") + s + "' is not supported; expected 'none', 'per_head', 'scalar_gate' or 'vector_gate'");
-}
-UpdateRule parse_update(const char* s) {
-  if (!std::strcmp(s, "additive")) return UpdateRule::kAdditive;
-  if (!std::strcmp(s, "delta")) return UpdateRule::kDelta;
-  raise_value(std::string("update '") + s + "' is not supported; expected 'additive' or 'delta'");
-}
-LinearNorm parse_norm(const char* s) {
-  if (!std::strcmp(s, "none")) return LinearNorm::kNone;
-  if (!std::strcmp(s, "denominator")) return LinearNorm::kDenominator;
-  if (!std::strcmp(s, "output_rms")) return LinearNorm::kOutputRms;
-  raise_value(std::string("norm '") + s + "' is not supported; expected 'none', 'denominator' or 'output_rms'");
-}
-LinearForm parse_form(const char* s) {
-  if (!std::strcmp(s, "auto")) return LinearForm::kAuto;
-  if (!std::strcmp(s, "parallel")) return LinearForm::kParallel;
-  if (!std::strcmp(s, "chunked")) return LinearForm::kChunked;
-  if (!std::strcmp(s, "recurrent")) return LinearForm::kRecurrent;
-  raise_value(std::string("form '") + s + "' is not supported; expected 'auto', 'parallel', 'chunked' or 'recurrent'");
-}
-
 // A float32 array used as a per-token tensor (gate, beta): 4-d [batch, seq, heads_q, n], any strides.
 TensorView f32_tensor(const Array& a, const char* name, bool allow_3d) {
   if (a.elem != Elem::kF32)
@@ -73,17 +45,14 @@ nb::object linear_attention_py(nb::handle q_obj, nb::handle k_obj, nb::handle v_
   const int64_t hq = q.heads();
 
   LinearAttentionParams p;
-  if (!parse_feature_map(feature_map, &p.feature_map))
-    raise_value(std::string("feature_map '") + feature_map +
-                "' is not supported; expected identity, elu1, relu, l2norm, performer, cosformer, taylor2, "
-                "hedgehog, cosine or lognormal (see attnkit/linear.h)");
+  p.feature_map = parse_enum_arg<FeatureMap>("feature_map", feature_map);
   p.scale = scale.value_or(std::numeric_limits<float>::quiet_NaN());
-  p.decay = parse_decay(decay);
+  p.decay = parse_enum_arg<DecayKind>("decay", decay);
   p.tie_key_to_gate = tie_key_to_gate;
-  p.update = parse_update(update);
-  p.norm = parse_norm(norm);
+  p.update = parse_enum_arg<UpdateRule>("update", update);
+  p.norm = parse_enum_arg<LinearNorm>("norm", norm);
   p.norm_eps = norm_eps;
-  p.form = parse_form(form);
+  p.form = parse_enum_arg<LinearForm>("form", form);
   p.chunk_size = chunk_size;
   p.performer_features = performer_features;
   p.performer_seed = performer_seed;
@@ -92,7 +61,7 @@ nb::object linear_attention_py(nb::handle q_obj, nb::handle k_obj, nb::handle v_
   p.cosformer_max_len = cosformer_max_len;
   p.lln_alpha = lln_alpha;
   p.lln_beta = lln_beta;
-  p.num_threads = threads;
+  p.num_threads = threads_arg(threads);
 
   nb::object keep_decay, keep_c, keep_cu, keep_pos;
   Array gate_a, beta_a, w_a, b_a, init_a;

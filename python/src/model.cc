@@ -14,11 +14,11 @@
 
 #include <nanobind/ndarray.h>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "convert.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::python {
 namespace {
@@ -86,6 +86,7 @@ using model::Model;
 std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
+  threads_arg(threads);
   std::unique_ptr<Model> out;
   Status s;
   {

@@ -1,6 +1,7 @@
 // The attnkit._attnkit extension module: the registry, the SIMD target, debug helpers, and the
 // per-family bindings (attention.cc, ...). The public Python API lives in attnkit/__init__.py.
-#include <chrono>
+#include <climits>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,7 +12,9 @@
 #include <nanobind/stl/vector.h>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
+#include "attnkit/threads.h"
 #include "convert.h"
 
 namespace attnkit::python {
@@ -56,15 +59,15 @@ nb::tuple debug_view(nb::handle x) {
   return nb::make_tuple(reinterpret_cast<uintptr_t>(a.data), a.dtype_string(), nb::tuple(shape), nb::tuple(strides));
 }
 
-// Prepares a registered mechanism on random inputs (what `attnkit bench` does) and times `iters`
-// runs in C++; returns the per-run seconds and the mechanism's FLOP and byte counts.
+// Times a registered mechanism through the benchmark harness's run_case (attnkit/bench.h), as
+// `attnkit bench` does: `warmup` untimed runs, then exactly `iters` timed runs, without the
+// yardsticks; returns the per-run seconds and the mechanism's FLOP and byte counts.
 nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, int64_t seq_kv, int64_t heads_q,
                          int64_t heads_kv, int64_t head_dim, bool causal, const std::string& dtype, int threads,
                          int64_t warmup, int64_t iters) {
-  const Mechanism* mech = nullptr;
-  MechanismParams params;
-  raise_if_error(parse_mechanism_spec(spec, &mech, &params));
-  ProblemShape shape;
+  bench::BenchCase c;
+  c.mechanism_spec = spec;
+  ProblemShape& shape = c.shape;
   shape.batch = batch;
   shape.seq_q = seq_q;
   shape.seq_kv = seq_kv;
@@ -72,30 +75,30 @@ nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, 
   shape.heads_kv = heads_kv;
   shape.head_dim = head_dim;
   shape.causal = causal;
-  shape.threads = threads;
+  shape.threads = threads_arg(threads);
   if (!parse_dtype(dtype, &shape.dtype))
-    throw nb::type_error(("dtype '" + dtype + "' is not supported; expected 'f32', 'f16' or 'bf16'").c_str());
-  if (iters < 1) throw nb::value_error(("iters " + std::to_string(iters) + " must be at least 1").c_str());
-  std::unique_ptr<PreparedRun> run;
-  std::vector<double> seconds;
+    throw nb::type_error(("dtype '" + dtype + "' is not supported; expected " + enum_choices<DType>(", ", true)).c_str());
+  if (iters < 1 || iters > INT_MAX) throw nb::value_error(("iters " + std::to_string(iters) + " must be at least 1").c_str());
+  if (warmup < 0 || warmup > INT_MAX) throw nb::value_error(("warmup " + std::to_string(warmup) + " must be >= 0").c_str());
+  bench::TimingOptions timing;
+  timing.warmup_runs = static_cast<int>(warmup);
+  timing.min_runs = static_cast<int>(iters);
+  timing.min_seconds = 0;
+  timing.max_seconds = std::numeric_limits<double>::infinity();  // exactly `iters` timed runs
+  bench::Record r;
   Status status;
   {
     nb::gil_scoped_release release;
-    status = mech->prepare(shape, params, &run);
-    for (int64_t i = 0; i < warmup && status.ok(); ++i) status = run->run();
-    for (int64_t i = 0; i < iters && status.ok(); ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      status = run->run();
-      seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
+    status = bench::run_case(c, timing, nullptr, &r);
   }
   raise_if_error(status);
+  const Mechanism* mech = find_mechanism(spec.substr(0, spec.find(':')));
   nb::dict d;
-  d["name"] = mech->name;
-  d["seconds"] = seconds;
-  d["flops"] = run->flops();
-  d["bytes"] = run->bytes();
-  d["extra_bytes"] = run->extra_bytes();
+  d["name"] = mech ? mech->name : spec;
+  d["seconds"] = r.samples;
+  d["flops"] = r.flops;
+  d["bytes"] = r.bytes;
+  d["extra_bytes"] = r.peak_extra_bytes;
   return d;
 }
 
@@ -105,6 +108,8 @@ nb::dict bench_mechanism(const std::string& spec, int64_t batch, int64_t seq_q, 
 NB_MODULE(_attnkit, m) {
   using namespace attnkit::python;
   m.doc() = "attnkit C++ extension (use the attnkit package, not this module).";
+  m.def("max_threads", &attnkit::max_threads,
+        "The largest threads= any call accepts: 4 per processor this process may run on (0 = the OpenMP default).");
   m.def("simd_target", &attnkit::simd_target_name,
         "Name of the SIMD target the kernels dispatch to on this machine, e.g. 'AVX3' or 'AVX2'.");
   m.def("list_mechanisms", &mechanisms,

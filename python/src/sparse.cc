@@ -39,10 +39,10 @@ AttentionParams sparse_params(bool causal, const char* causal_align, std::option
                               int threads) {
   AttentionParams p;
   p.causal = causal;
-  p.causal_align = parse_causal_align(causal_align);
+  p.causal_align = parse_enum_arg<CausalAlign>("causal_align", causal_align);
   p.scale = scale;
   p.softcap = softcap;
-  p.num_threads = threads;
+  p.num_threads = threads_arg(threads);
   return p;
 }
 

@@ -19,41 +19,16 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
+#include "attnkit/threads.h"
 #include "core/tile_kernel.h"
+#include "core/util.h"
 
 namespace attnkit {
-
-const char* normalization_name(Normalization n) {
-  switch (n) {
-    case Normalization::kSoftmax: return "softmax";
-    case Normalization::kSigmoid: return "sigmoid";
-    case Normalization::kRelu: return "relu";
-  }
-  return "unknown";
-}
 
 namespace core {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-std::string shape_str(const TensorView& t) {
-  std::ostringstream os;
-  os << "[" << t.shape[0] << ", " << t.shape[1] << ", " << t.shape[2] << ", " << t.shape[3] << "]";
-  return os.str();
-}
-
-Status check_view(const TensorView& t, const char* name) {
-  if (t.data == nullptr) return Status::invalid_argument(std::string(name) + ".data is null");
-  if (static_cast<int>(t.dtype) > 2)
-    return Status::unsupported(std::string(name) + ".dtype " + std::to_string(static_cast<int>(t.dtype)) +
-                               " is not supported; expected f32, f16 or bf16");
-  for (int i = 0; i < 4; ++i) {
-    if (t.shape[i] < 0)
-      return Status::invalid_argument(std::string(name) + ".shape " + shape_str(t) + " has a negative dimension");
-  }
-  return Status();
-}
 
 Status check_cu(const int32_t* cu, int64_t n, int64_t total, const char* name) {
   if (cu[0] < 0) return Status::invalid_argument(std::string(name) + "[0] = " + std::to_string(cu[0]) + " is negative");
@@ -177,20 +152,20 @@ Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, 
     return Status::invalid_argument("ssmax_s " + std::to_string(p.ssmax_s) + " is invalid; expected 0 (off) or > 0");
   if (p.sigmoid_bias && !std::isfinite(*p.sigmoid_bias))
     return Status::invalid_argument("sigmoid_bias " + std::to_string(*p.sigmoid_bias) + " is not finite");
-  if (static_cast<int>(p.normalization) > 2)
+  if (!enum_known(p.normalization))
     return Status::invalid_argument("normalization " + std::to_string(static_cast<int>(p.normalization)) +
-                                    " is unknown; expected softmax, sigmoid or relu");
+                                    " is unknown; expected " + enum_choices<Normalization>(", ", true));
   if (maybe_lse && p.normalization != Normalization::kSoftmax)
     return Status::invalid_argument(std::string("lse is only defined for softmax; normalization is ") +
                                     normalization_name(p.normalization));
   if (p.mask.kind != MaskKind::kNone && p.mask.data == nullptr)
     return Status::invalid_argument("mask.data is null for a custom mask of kind " +
                                     std::to_string(static_cast<int>(p.mask.kind)));
-  if (static_cast<int>(p.mask.kind) > 2)
+  if (!enum_known(p.mask.kind))
     return Status::invalid_argument("mask.kind " + std::to_string(static_cast<int>(p.mask.kind)) + " is unknown");
-  if (p.num_threads < 0)
-    return Status::invalid_argument("num_threads " + std::to_string(p.num_threads) + " is negative");
-  if (static_cast<int>(p.path) > 2)
+  int threads = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &threads));
+  if (!enum_known(p.path))
     return Status::invalid_argument("path " + std::to_string(static_cast<int>(p.path)) + " is unknown");
 
   Call& c = *call;
@@ -207,6 +182,7 @@ Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, 
   c.heads_kv = hkv;
   c.group = hq / hkv;
   c.scale = p.scale ? *p.scale : 1.0f / std::sqrt(static_cast<float>(d));
+  c.threads = threads;
 
   const bool varlen = p.maybe_cu_seqlens_q || p.maybe_cu_seqlens_k;
   if (varlen) {
@@ -272,8 +248,6 @@ void write_final_row(const Call& c, const SeqRange& r, int64_t head, int64_t i, 
 }
 
 namespace {
-
-int resolve_threads(const AttentionParams& p) { return p.num_threads > 0 ? p.num_threads : omp_get_max_threads(); }
 
 struct PrefillItem {
   int64_t seq, head, row_begin, row_end;
@@ -415,11 +389,10 @@ Status attention(const TensorView& q, const TensorView& k, const TensorView& v, 
                  float* maybe_lse, const AttentionParams& params) {
   core::Call c;
   ATTNKIT_RETURN_IF_ERROR(core::make_call(q, k, v, out, maybe_lse, params, &c));
-  const int threads = core::resolve_threads(params);
   if (core::use_decode_path(c)) {
-    core::run_decode(c, threads);
+    core::run_decode(c, c.threads);
   } else {
-    core::run_prefill(c, threads);
+    core::run_prefill(c, c.threads);
   }
   return Status();
 }

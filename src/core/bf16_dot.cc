@@ -120,8 +120,8 @@ ATTNKIT_BF16_TARGET inline void dot_four_keys4(const Bf16ScoreHead& H, const uin
 }
 
 // A row of `bytes` from p: kLines > 0 says it is kLines lines, issued without a loop; 0 takes the
-// length at run time. Always inlined, like every prefetch helper (see prefetch.h: as plain inline
-// functions GCC 12 deleted their calls, and decode ran 30% slower).
+// length at run time. Always inlined, like every prefetch helper (see prefetch.h: GCC 12 deletes the
+// calls to a plain inline function that only prefetches, and decode then waits on DRAM).
 template <int kLines>
 [[gnu::always_inline]] inline void prefetch_row(const char* p, int64_t bytes) {
   if constexpr (kLines > 0) {
@@ -160,10 +160,10 @@ ATTNKIT_BF16_TARGET void score_tile(const Bf16ScoreHead* heads, int n, const Bf1
     }
   }
   if (all4) {
-    // Two keys per head instead of two heads per key (the layout before): half the query loads;
-    // 3.5-5.5% faster from DRAM at kv 65536 and 131072 (docs/benchmarks.md, step 6). Each head
-    // issues its own prefetches, the first key's before its scores and the second's after, instead
-    // of all heads' for both keys before the step: 1-7% faster (step 10).
+    // Two keys per head step rather than two heads per key: each query vector is loaded once for
+    // both keys, half the query loads. Each head issues its own prefetches, the first key's before
+    // its scores and the second's after, so they are spread between the loads of the sweep rather
+    // than issued for all heads in one burst (docs/design/decode.md).
     for (; c + 2 <= t.kc; c += 2) {
       const int64_t ka = c * t.k_stride, kb = ka + t.k_stride;
       for (int h = 0; h < n; ++h) {
@@ -186,9 +186,9 @@ ATTNKIT_BF16_TARGET void score_tile(const Bf16ScoreHead* heads, int n, const Bf1
 }  // namespace
 
 ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, const Bf16ScoreTile& t) {
-  // Rows of a whole number of lines get their prefetches unrolled: the run-time loop of
-  // prefetch_bytes made the sweep 11-12% slower in cache and 5% from DRAM (docs/benchmarks.md,
-  // step 15).
+  // Rows of a whole number of lines get their prefetches unrolled: the sweep issues a few
+  // prefetches per key between short runs of vdpbf16ps, and the run-time loop of prefetch_bytes
+  // (counter, compare, branch per line) costs a visible share of it (docs/design/decode.md).
   if (t.k_bytes == t.v_bytes) {
     switch (t.k_bytes) {
       case 128: return score_tile<2>(heads, n, t);
@@ -200,9 +200,8 @@ ATTNKIT_BF16_TARGET void bf16_score_tile(const Bf16ScoreHead* heads, int n, cons
   score_tile<0>(heads, n, t);
 }
 
-ATTNKIT_BF16_TARGET void bf16_dot_rows(const uint16_t* const* q, const float* mul,
-                                                                           int M, const uint16_t* k, int64_t d,
-                                                                           float* out) {
+ATTNKIT_BF16_TARGET void bf16_dot_rows(const uint16_t* const* q, const float* mul, int M, const uint16_t* k,
+                                         int64_t d, float* out) {
   int r = 0;
   for (; r + 4 <= M; r += 4) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;

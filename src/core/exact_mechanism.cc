@@ -81,20 +81,6 @@ void fill_random(void* data, DType dtype, int64_t n, uint64_t seed) {
   }
 }
 
-Status parse_choice(const MechanismParams& p, const std::string& key, const std::vector<std::string>& choices,
-                    size_t* index) {
-  const std::string& v = p.at(key);
-  for (size_t i = 0; i < choices.size(); ++i) {
-    if (choices[i] == v) {
-      *index = i;
-      return Status::ok_status();
-    }
-  }
-  std::string list;
-  for (size_t i = 0; i < choices.size(); ++i) list += (i ? "|" : "") + choices[i];
-  return Status::invalid_argument("parameter " + key + "=" + v + " is not supported; expected " + list);
-}
-
 class ExactRun final : public PreparedRun {
  public:
   ExactRun(const ProblemShape& shape, const AttentionParams& params, bool want_lse)
@@ -155,31 +141,8 @@ class ExactRun final : public PreparedRun {
   int64_t extra_bytes_ = 0;
 };
 
-Status check_shape(const ProblemShape& s) {
-  const std::pair<const char*, int64_t> dims[] = {{"batch", s.batch},       {"seq_q", s.seq_q},
-                                                  {"seq_kv", s.seq_kv},     {"heads_q", s.heads_q},
-                                                  {"heads_kv", s.heads_kv}, {"head_dim", s.head_dim}};
-  for (const auto& [name, value] : dims) {
-    if (value < 1) {
-      return Status::invalid_argument(std::string(name) + " " + std::to_string(value) + " is not supported; expected >= 1");
-    }
-  }
-  if (s.head_dim > kMaxHeadDim) {
-    return Status::invalid_argument("head_dim " + std::to_string(s.head_dim) + " is not supported; expected 1.." +
-                                    std::to_string(kMaxHeadDim));
-  }
-  if (s.heads_q % s.heads_kv != 0) {
-    return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " +
-                                    std::to_string(s.heads_kv));
-  }
-  if (s.threads < 0) {
-    return Status::invalid_argument("threads " + std::to_string(s.threads) + " is not supported; expected >= 0 (0 = all)");
-  }
-  return Status::ok_status();
-}
-
 Status prepare_exact(const ProblemShape& shape, const MechanismParams& p, std::unique_ptr<PreparedRun>* out) {
-  ATTNKIT_RETURN_IF_ERROR(check_shape(shape));
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(shape));
   AttentionParams params;
   params.causal = shape.causal;
   params.num_threads = shape.threads;
@@ -201,13 +164,9 @@ Status prepare_exact(const ProblemShape& shape, const MechanismParams& p, std::u
   if (softcap < 0) return Status::invalid_argument("parameter softcap=" + p.at("softcap") + " is not supported; expected >= 0");
   params.n_sink_tokens = sinks;
   params.softcap = static_cast<float>(softcap);
-  size_t idx = 0;
-  ATTNKIT_RETURN_IF_ERROR(parse_choice(p, "normalization", {"softmax", "sigmoid", "relu"}, &idx));
-  params.normalization = static_cast<Normalization>(idx);
-  ATTNKIT_RETURN_IF_ERROR(parse_choice(p, "path", {"auto", "prefill", "decode"}, &idx));
-  params.path = static_cast<ExecPath>(idx);
-  ATTNKIT_RETURN_IF_ERROR(parse_choice(p, "causal_align", {"bottom_right", "top_left"}, &idx));
-  params.causal_align = static_cast<CausalAlign>(idx);
+  ATTNKIT_RETURN_IF_ERROR(param_enum(p, "normalization", &params.normalization));
+  ATTNKIT_RETURN_IF_ERROR(param_enum(p, "path", &params.path));
+  ATTNKIT_RETURN_IF_ERROR(param_enum(p, "causal_align", &params.causal_align));
   if (want_lse && params.normalization != Normalization::kSoftmax) {
     return Status::invalid_argument("parameter lse=" + p.at("lse") + " needs normalization=softmax (LSE is defined for softmax only)");
   }
@@ -227,9 +186,9 @@ Mechanism make_exact() {
       {"window_right", "-1", "sliding window: keys at most this far after the query (-1 = unbounded; 0 or -1 with causal)"},
       {"sinks", "0", "n_sink_tokens: always-visible prefix of keys"},
       {"softcap", "0", "logit soft-capping c*tanh(s/c) (0 = off)"},
-      {"normalization", "softmax", "softmax|sigmoid|relu"},
-      {"path", "auto", "auto|prefill|decode (force the prefill or split-KV decode path)"},
-      {"causal_align", "bottom_right", "bottom_right|top_left alignment of the causal mask"},
+      {"normalization", "softmax", enum_choices<Normalization>()},
+      {"path", "auto", enum_choices<ExecPath>() + " (force the prefill or split-KV decode path)"},
+      {"causal_align", "bottom_right", enum_choices<CausalAlign>() + " alignment of the causal mask"},
       {"lse", "false", "also write the log-sum-exp output (softmax only)"},
   };
   m.prepare = prepare_exact;

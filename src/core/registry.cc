@@ -9,6 +9,9 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "attnkit/attention.h"
+#include "attnkit/threads.h"
+
 namespace attnkit {
 namespace {
 
@@ -189,6 +192,27 @@ Status param_bool(const MechanismParams& p, const std::string& key, bool* out) {
     return Status::invalid_argument("parameter " + key + "=" + *v + " is not a boolean; expected true|false|1|0");
   }
   return Status::ok_status();
+}
+
+Status check_problem_shape(const ProblemShape& s) {
+  const std::pair<const char*, int64_t> dims[] = {{"batch", s.batch},       {"seq_q", s.seq_q},
+                                                  {"seq_kv", s.seq_kv},     {"heads_q", s.heads_q},
+                                                  {"heads_kv", s.heads_kv}, {"head_dim", s.head_dim}};
+  for (const auto& [name, value] : dims) {
+    if (value < 1) {
+      return Status::invalid_argument(std::string(name) + " " + std::to_string(value) + " is not supported; expected >= 1");
+    }
+  }
+  if (s.head_dim > kMaxHeadDim) {
+    return Status::invalid_argument("head_dim " + std::to_string(s.head_dim) + " is not supported; expected 1.." +
+                                    std::to_string(kMaxHeadDim));
+  }
+  if (s.heads_q % s.heads_kv != 0) {
+    return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " +
+                                    std::to_string(s.heads_kv));
+  }
+  int threads = 0;
+  return resolve_threads(s.threads, "threads", &threads);
 }
 
 }  // namespace attnkit

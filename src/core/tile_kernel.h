@@ -30,6 +30,7 @@ struct Call {
   AttentionParams p;
   int64_t head_dim = 0, head_dim_v = 0, heads_q = 0, heads_kv = 0, group = 1;
   float scale = 1.0f;  // resolved
+  int threads = 1;      // resolved p.num_threads (attnkit/threads.h)
   int64_t n_seqs = 0;
   const int32_t* cu_q = nullptr;  // resolved varlen offsets (null for a regular batch)
   const int32_t* cu_k = nullptr;

@@ -1,5 +1,5 @@
-// Benchmark harness: yardsticks, timing, the default suite and records (see bench_harness.h).
-#include "eval/bench_harness.h"
+// Benchmark harness: yardsticks, timing, the default suite and records (see include/attnkit/bench.h).
+#include "attnkit/bench.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -13,6 +13,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
+#include "attnkit/threads.h"
 
 namespace attnkit::bench {
 namespace {
@@ -60,8 +61,6 @@ TimingOptions timing_options_from_env() {
   return o;
 }
 
-int resolve_threads(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
-
 Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops) {
   if (n < 1 || n > 32768) return Status::invalid_argument("sgemm_n " + std::to_string(n) + " is not supported; expected 1..32768");
   if (repeats < 1) return Status::invalid_argument("repeats " + std::to_string(repeats) + " is not supported; expected >= 1");
@@ -73,8 +72,10 @@ Status measure_sgemm_gflops(int threads, int64_t n, int repeats, double* gflops)
     b.get()[i] = static_cast<float>((i * 5) % 11) * 0.01f + 0.5f;
     c.get()[i] = 0.0f;
   }
+  int blas_threads = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "threads", &blas_threads));
   const int previous = openblas_get_num_threads();
-  openblas_set_num_threads(resolve_threads(threads));
+  openblas_set_num_threads(blas_threads);
   const int ni = static_cast<int>(n);
   auto call = [&] {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ni, ni, ni, 1.0f, a.get(), ni, b.get(), ni, 0.0f, c.get(), ni);
@@ -105,7 +106,7 @@ Status StreamReader::init(int threads, int64_t bytes) {
   buf_ = alloc_floats(n);
   n_ = buf_ ? n : 0;
   if (!buf_) return Status::out_of_range("cannot allocate stream yardstick buffer of " + std::to_string(bytes) + " bytes");
-  threads_ = resolve_threads(threads);
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "threads", &threads_));
   float* p = buf_;
   // First touch by the same threads and schedule as the sum, so pages are local to their reader.
 #pragma omp parallel for num_threads(threads_) schedule(static)
@@ -153,7 +154,7 @@ Status measure_stream_gbps(int threads, int64_t bytes, int repeats, double* gbps
 
 Status measure_yardsticks(int threads, const YardstickOptions& options, Yardsticks* out) {
   Yardsticks y;
-  y.threads = resolve_threads(threads);
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "threads", &y.threads));
   y.sgemm_n = options.sgemm_n;
   y.stream_bytes = options.stream_bytes;
   // Stream first: OpenBLAS worker threads keep spinning for a while after a call and would
@@ -168,7 +169,8 @@ Status measure_yardsticks(int threads, const YardstickOptions& options, Yardstic
 }
 
 Status YardstickCache::get(int threads, Yardsticks* out) {
-  const int t = resolve_threads(threads);
+  int t = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "threads", &t));
   auto it = by_threads_.find(t);
   if (it == by_threads_.end()) {
     Yardsticks y;
@@ -362,17 +364,17 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   MechanismParams params;
   ATTNKIT_RETURN_IF_ERROR(parse_mechanism_spec(c.mechanism_spec, &mech, &params));
   ProblemShape shape = c.shape;
-  shape.threads = resolve_threads(shape.threads);
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(shape.threads, "threads", &shape.threads));
   // Yardsticks first, so their buffers are freed before the case allocates its inputs.
   Yardsticks y;
-  ATTNKIT_RETURN_IF_ERROR(yardsticks->get(shape.threads, &y));
+  if (yardsticks) ATTNKIT_RETURN_IF_ERROR(yardsticks->get(shape.threads, &y));
   std::unique_ptr<PreparedRun> run;
   ATTNKIT_RETURN_IF_ERROR(mech->prepare(shape, params, &run));
   if (!run) return Status::internal("mechanism '" + mech->name + "' prepared no run");
   // Decode cases are compared with the stream yardstick; one stream pass just before each of
   // their first kMaxPairedRuns timed runs (and before the warmup runs, which may be kept as a
   // sample) measures the memory at the moment of that run.
-  const bool paired = shape.seq_q == 1;
+  const bool paired = shape.seq_q == 1 && yardsticks != nullptr;
   StreamReader reader;
   if (paired) ATTNKIT_RETURN_IF_ERROR(reader.init(shape.threads, y.stream_bytes));
   int passes = 0;
@@ -401,6 +403,7 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   r.seconds = t.median_seconds;
   r.min_seconds = t.min_seconds;
   r.runs = t.runs;
+  r.samples = t.samples;
   r.flops = run->flops();
   r.bytes = run->bytes();
   r.peak_extra_bytes = std::max(run->extra_bytes(), watched);

@@ -1,5 +1,5 @@
 // Perplexity, passkey and needle-in-a-haystack evaluations of the Gemma model.
-#include "eval/model_eval.h"
+#include "attnkit/eval.h"
 
 #include <algorithm>
 #include <chrono>

@@ -13,10 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/registry.h"
+#include "attnkit/threads.h"
+#include "linear/mechanism_util.h"
 
 namespace attnkit {
 namespace {
@@ -93,7 +97,8 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
   const float scale = std::isnan(p.scale) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d))) : p.scale;
   const int64_t n_states = p.maybe_cu_seqlens ? p.n_seqs : k.batch();
   const int64_t sf = 2 + dv;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
 
   auto score = [&](int64_t b, int64_t t, int64_t h) {
     float acc = 0.0f;
@@ -176,5 +181,52 @@ Status aaren_attention(const float* query, const TensorView& k, const TensorView
   }
   return Status::ok_status();
 }
+
+// ---- registry entry ----
+
+namespace {
+
+using namespace linear_internal;
+
+Mechanism make_aaren() {
+  Mechanism m;
+  m.name = "aaren";
+  m.family = "linear";
+  m.description = "Attention as an RNN (Feng et al. 2024): softmax with one learned query per head, parallel prefix scan";
+  m.params = {{"block", "256", "tokens per block of the two-level scan"}, {"sequential", "false", "run the O(1)-memory RNN step instead"}};
+  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
+    ATTNKIT_RETURN_IF_ERROR(check_linear_shape(s));
+    int64_t block = 0;
+    bool seq = false;
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "block", &block));
+    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "sequential", &seq));
+    if (block < 1) return Status::invalid_argument("parameter block=" + mp.at("block") + " must be >= 1");
+    auto in = std::make_shared<Inputs>();
+    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
+    in->make(B, T, H, d, d);
+    auto query = std::make_shared<std::vector<float>>(static_cast<size_t>(H * d));
+    fill_uniform(*query, 9);
+    auto st = std::make_shared<std::vector<float>>(static_cast<size_t>(B * H * (2 + d)));
+    aaren_init_state(B, H, d, st->data());
+    AarenParams p;
+    p.scan_block = block;
+    p.num_threads = s.threads;
+    p.sequential = seq || s.seq_q < s.seq_kv;
+    if (s.seq_q < s.seq_kv) {
+      p.maybe_initial_state = st->data();
+      p.maybe_final_state = st->data();
+    }
+    auto run = std::make_unique<FnRun>();
+    run->fn = [in, query, st, p]() { return aaren_attention(query->data(), in->kv, in->vv, in->ov, p); };
+    run->f = static_cast<double>(B * T * H) * 2.0 * (d + d) * (p.sequential ? 1 : 2);
+    run->b = in->io_bytes();
+    *out = std::move(run);
+    return Status::ok_status();
+  };
+  return m;
+}
+ATTNKIT_REGISTER_MECHANISM(make_aaren);
+
+}  // namespace
 
 }  // namespace attnkit

@@ -9,11 +9,14 @@
 // the same computation as the corresponding prefill row.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "attnkit/attention.h"
 #include "attnkit/linear.h"
+#include "attnkit/registry.h"
+#include "linear/mechanism_util.h"
 
 namespace attnkit {
 namespace {
@@ -98,5 +101,84 @@ Status based_attention(const TensorView& q, const TensorView& k, const TensorVie
           out.set(b, s, h, j, p.mix * win_v.get(b, s, h, j) + (1.0f - p.mix) * lin_v.get(b, s, h, j));
   return Status::ok_status();
 }
+
+// ---- registry entry ----
+
+namespace {
+
+using namespace linear_internal;
+
+Mechanism make_based() {
+  Mechanism m;
+  m.name = "based";
+  m.family = "linear";
+  m.description = "Based (Arora et al. 2024): Taylor-2 linear attention + exact sliding window (core kernel)";
+  m.params = {{"window", "64", "sliding window keys"}, {"mix", "0.5", "weight of the window output"},
+              {"qk_dim", "16", "width of q and k (features 1 + d + d(d+1)/2)"}, {"chunk", "64", "chunk of the linear part"}};
+  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
+    ATTNKIT_RETURN_IF_ERROR(check_linear_shape(s));
+    BasedParams p;
+    int64_t qk = 0;
+    double mix = 0;
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "window", &p.window));
+    ATTNKIT_RETURN_IF_ERROR(param_float(mp, "mix", &mix));
+    ATTNKIT_RETURN_IF_ERROR(read_qk_dim(mp, &qk));
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &p.chunk_size));
+    p.mix = static_cast<float>(mix);
+    p.num_threads = s.threads;
+    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
+    auto in = std::make_shared<Inputs>();
+    in->make(B, T, H, qk, d);
+    // v is d wide, q/k qk wide: rebuild the views of k and v with their own widths.
+    in->v.resize(static_cast<size_t>(B * T * H * d));
+    in->o.resize(in->v.size());
+    fill_uniform(in->v, 3);
+    in->vv = TensorView::contiguous(in->v.data(), DType::kF32, B, T, H, d);
+    in->ov = TensorView::contiguous(in->o.data(), DType::kF32, B, T, H, d);
+    LinearAttentionParams lp;
+    lp.feature_map = FeatureMap::kTaylor2;
+    lp.norm = LinearNorm::kDenominator;
+    ATTNKIT_RETURN_IF_ERROR(validate_linear_attention(in->qv, in->kv, in->vv, in->ov, lp));
+    int64_t f = 0;
+    ATTNKIT_RETURN_IF_ERROR(linear_feature_dim(lp, qk, &f));
+    auto run = std::make_unique<FnRun>();
+    const int64_t ctx = s.seq_kv - s.seq_q;
+    if (ctx > 0) {
+      // Decode: one state per batch row with a full window of recent keys as context.
+      auto states = std::make_shared<std::vector<BasedState>>(static_cast<size_t>(B));
+      for (BasedState& st : *states) {
+        st.n_recent = std::min(p.window - 1, ctx);
+        st.recent_k.resize(static_cast<size_t>(st.n_recent * H * qk));
+        st.recent_v.resize(static_cast<size_t>(st.n_recent * H * d));
+        fill_uniform(st.recent_k, 11);
+        fill_uniform(st.recent_v, 12);
+      }
+      run->fn = [in, p, states, B]() -> Status {
+        for (int64_t b = 0; b < B; ++b) {
+          auto slice = [&](const TensorView& t) {
+            TensorView r = t;
+            r.data = static_cast<float*>(t.data) + b * t.stride[0];
+            r.shape[0] = 1;
+            return r;
+          };
+          ATTNKIT_RETURN_IF_ERROR(based_attention(slice(in->qv), slice(in->kv), slice(in->vv), slice(in->ov), p, &(*states)[b]));
+        }
+        return Status::ok_status();
+      };
+    } else {
+      run->fn = [in, p]() { return based_attention(in->qv, in->kv, in->vv, in->ov, p); };
+    }
+    double pairs = 0;
+    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>(std::min<int64_t>(ctx + t + 1, p.window));
+    run->f = linear_chunked_flops(B, T, H, f, d + 1, ctx > 0 ? 1 : p.chunk_size, false) + static_cast<double>(B * H) * pairs * 2.0 * (qk + d);
+    run->b = in->io_bytes();
+    *out = std::move(run);
+    return Status::ok_status();
+  };
+  return m;
+}
+ATTNKIT_REGISTER_MECHANISM(make_based);
+
+}  // namespace
 
 }  // namespace attnkit

@@ -12,16 +12,13 @@
 // with r the log-decay at the sub-block boundary (both factors <= 1; fla's secondary chunking),
 // inside a sub-block the pairwise factor e^{b_i - b_j} is taken per feature.
 //
-// Versions of the chunked path (simple_gla, d 128, T 4096, 2 threads of the shared 2-core VM,
-// GFLOP/s of linear_chunked_flops over OpenBLAS sgemm GFLOP/s in the same process):
-//   1. cblas_sgemm for the four chunk products, exp per element of the decay scalings: 0.33x
-//   2. one exp per row for scalar decays: 0.41x
-//   3. factorized in-chunk decays, GLA as one GEMM, Highway exp in feature maps: ~0.4x (GLA 0.10 -> 0.33)
-//   4. prefetch of the strided q/k/v rows, -O3 for src/linear: 0.54x (0.65x at T 16384)
-//   5. (T 16384, 8 heads) heads in groups per task with the group's chunk staged contiguously, Highway
-//      1 - e^g / exp pairs / L2 norm, SIMD forward substitution for the delta rule's UT solve,
-//      GEMMs writing the output: 1 thread, GFLOP/s by CPU time: hgrn2 31 -> ~55-65, gla 43 -> ~59-70,
-//      deltanet 45 -> ~65-73 (sgemm ~80-88 on one core)
+// Performance. The chunked form is four GEMMs per chunk (OpenBLAS, kept on one thread inside each
+// task: the (sequence, head group) tasks are the parallelism), so the code around them keeps the
+// GEMMs' operands dense and the work between them per row rather than per element: one exp per
+// row for scalar decays, the factorized in-chunk decay above (GLA as one GEMM), Highway for the
+// element-wise maps, heads grouped per task with their chunk staged contiguously (run_chunked),
+// prefetched strided rows (load_tokens) and a SIMD forward substitution for the delta rule's
+// triangular solve. The current rates against sgemm are in docs/benchmarks.md.
 #include <cblas.h>
 #include <omp.h>
 
@@ -32,6 +29,8 @@
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/threads.h"
+#include "core/util.h"
 #include "linear/features.h"
 #include "linear/simd.h"
 
@@ -44,6 +43,9 @@ namespace attnkit {
 namespace linear_internal {
 namespace {
 
+using core::check_view;
+using core::shape_str;
+
 constexpr int64_t kSub = 16;  // sub-block of the vector-gate chunk path
 constexpr int64_t kMaxHeadGroup = 8;  // heads per task of the chunked form
 // Above this in-chunk log-decay the factorized decay e^{b_i} e^{-b_j} is used (e^{60} ~ 1e26 stays
@@ -51,11 +53,6 @@ constexpr int64_t kMaxHeadGroup = 8;  // heads per task of the chunked form
 constexpr float kFactorLimit = 60.0f;
 
 inline bool has(const TensorView& t) { return t.data != nullptr; }
-
-std::string shape_str(const TensorView& t) {
-  return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) +
-         ", " + std::to_string(t.shape[3]) + "]";
-}
 
 // Reads n consecutive head_dim elements of (b, s, h) as f32.
 inline void load_row(const TensorView& t, int64_t b, int64_t s, int64_t h, int64_t n, float* dst) {
@@ -445,7 +442,7 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
       // over Sequence Length"): with R = diag(beta) (Vp - (Kf * e^{b}) S_prev) the chunk's
       // pseudo-values solve (I + L) U = R, L strictly lower with L_il = beta_i e^{b_i - b_l} kf_i . kf_l.
       // That is one unit-lower triangular solve on the n x n matrix with Dv' right-hand sides
-      // (unit_lower_solve, SIMD forward substitution: 3-4x faster than cblas_strsm at this size),
+      // (unit_lower_solve, a SIMD forward substitution; cblas_strsm is slower on chunk-sized systems),
       // after two GEMMs for Kf Kf^T and Kf S_prev.
       float* U = w.ks.data();
       const float* kr = w.kf.data();
@@ -527,10 +524,10 @@ bool stageable(const TensorView& t, int64_t cols) {
 }
 
 // The chunked form for a group of heads of one sequence (tasks[j], state S + j * F * Dv'), chunk
-// by chunk and, inside a chunk, head by head (hgrn2, 1 thread: ~44 -> ~55 GFLOP/s over one head
-// per task). A head's token rows are H * d floats apart: at H * d = 1024 that is exactly 4 KiB, so
-// all rows of a chunk fall into the same few cache sets and one head alone walks a new page per
-// row; explicit prefetches did not help. When the heads of the group lie side by side (f32, no
+// by chunk and, inside a chunk, head by head. A head's token rows are H * d floats apart: at
+// H * d = 1024 that is exactly 4 KiB, so all rows of a chunk fall into the same few cache sets and
+// one head alone walks a new page per row, which prefetching cannot cure (the lines evict each
+// other). When the heads of the group lie side by side (f32, no
 // GQA), each token's rows of all the group's heads are copied as one contiguous block into a
 // staging buffer laid out head by head (and the output goes the other way at the end of the chunk).
 void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_heads, float* S, Scratch& w) {
@@ -684,19 +681,14 @@ void run_parallel(const Resolved& r, const Io& io, const Task& t, float* S, Scra
   for (int64_t i = 0; i < f * dvp; ++i) S[i] = static_cast<float>(Sn[i]);
 }
 
-Status check_view(const TensorView& t, const char* name) {
-  if (t.data == nullptr) return Status::invalid_argument(std::string(name) + " has a null data pointer");
-  for (int i = 0; i < 4; ++i)
-    if (t.shape[i] < 0) return Status::invalid_argument(std::string(name) + " shape " + shape_str(t) + " has a negative extent");
-  return Status::ok_status();
-}
-
-Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-               const LinearAttentionParams& p, Resolved* r) {
+// The tensors: present, of supported head dims, and of matching shapes (GQA on the heads).
+Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                    const LinearAttentionParams& p) {
   ATTNKIT_RETURN_IF_ERROR(check_view(q, "q"));
   if (!p.tie_key_to_gate) ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
   ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
   ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   const int64_t d = q.head_dim(), dv = v.head_dim();
   if (d < 1 || d > 512) return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1..512");
   if (dv < 1 || dv > 1024) return Status::invalid_argument("head_dim_v " + std::to_string(dv) + " is not supported; expected 1..1024");
@@ -715,16 +707,19 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
     return Status::invalid_argument("out shape " + shape_str(out) + " must be [batch, seq, heads_q, head_dim_v] = [" +
                                     std::to_string(q.batch()) + ", " + std::to_string(q.seq()) + ", " +
                                     std::to_string(q.heads()) + ", " + std::to_string(dv) + "]");
+  return Status::ok_status();
+}
+
+// The chunk size and the normalization's epsilon.
+Status check_chunk_and_eps(const LinearAttentionParams& p) {
   if (p.chunk_size < 1 || p.chunk_size > 1024)
     return Status::invalid_argument("chunk_size " + std::to_string(p.chunk_size) + " is not supported; expected 1..1024");
   if (!(p.norm_eps >= 0.0f)) return Status::invalid_argument("norm_eps " + std::to_string(p.norm_eps) + " must be >= 0");
+  return Status::ok_status();
+}
 
-  r->p = p;
-  r->d = d;
-  r->dv = dv;
-  r->heads_q = q.heads();
-  r->group = q.heads() / v.heads();
-  // Feature map parameters.
+// The parameters that the chosen feature map needs for head dim d.
+Status check_feature_map(const LinearAttentionParams& p, int64_t d) {
   switch (p.feature_map) {
     case FeatureMap::kPerformer:
       if (p.performer_features < 0 || p.performer_features > 16384)
@@ -749,17 +744,26 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
     default:
       break;
   }
+  return Status::ok_status();
+}
+
+// The readout scale: params.scale, or by default 1/sqrt(d) for the maps that do not normalize
+// their features themselves (fla's convention) and 1 for those that do.
+float resolve_scale(const LinearAttentionParams& p, int64_t d) {
+  if (!std::isnan(p.scale)) return p.scale;
+  const bool self_normalized = p.feature_map == FeatureMap::kPerformer || p.feature_map == FeatureMap::kCosformer ||
+                               p.feature_map == FeatureMap::kTaylor2 || p.feature_map == FeatureMap::kHedgehog ||
+                               p.feature_map == FeatureMap::kLogNormal;
+  return self_normalized ? 1.0f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+}
+
+// Feature dimension, value columns, scale, the Taylor map's constant and the projection weights
+// (a Performer projection is generated here when none is given).
+Status resolve_features(const LinearAttentionParams& p, int64_t d, Resolved* r) {
   r->f = feature_dim_of(p, d);
-  r->dvp = dv + (p.norm == LinearNorm::kDenominator ? 1 : 0);
+  r->dvp = r->dv + (p.norm == LinearNorm::kDenominator ? 1 : 0);
   r->stabilize_query = p.norm == LinearNorm::kDenominator;
-  if (std::isnan(p.scale)) {
-    const bool self_normalized = p.feature_map == FeatureMap::kPerformer || p.feature_map == FeatureMap::kCosformer ||
-                                 p.feature_map == FeatureMap::kTaylor2 || p.feature_map == FeatureMap::kHedgehog ||
-                                 p.feature_map == FeatureMap::kLogNormal;
-    r->scale = self_normalized ? 1.0f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  } else {
-    r->scale = p.scale;
-  }
+  r->scale = resolve_scale(p, d);
   const float temp = std::isnan(p.taylor_temperature) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)))
                                                       : p.taylor_temperature;
   if (p.feature_map == FeatureMap::kTaylor2 && !(temp > 0))
@@ -776,7 +780,12 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
   } else if (p.feature_map == FeatureMap::kHedgehog) {
     r->feature_w = p.maybe_feature_weight;
   }
-  // Decay.
+  return Status::ok_status();
+}
+
+// The decay's inputs (per-head log-decays <= 0, or a gate tensor of f features per token), and
+// HGRN2's tied key, which is computed from a vector gate on the identity map.
+Status check_decay(const TensorView& q, const LinearAttentionParams& p, int64_t f) {
   switch (p.decay) {
     case DecayKind::kNone: break;
     case DecayKind::kPerHead:
@@ -788,7 +797,7 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
       break;
     case DecayKind::kScalarGate:
     case DecayKind::kVectorGate: {
-      const int64_t want = p.decay == DecayKind::kScalarGate ? 1 : r->f;
+      const int64_t want = p.decay == DecayKind::kScalarGate ? 1 : f;
       if (!has(p.gate)) return Status::invalid_argument("decay gate needs params.gate [batch, seq, heads_q, " + std::to_string(want) + "]");
       if (p.gate.dtype != DType::kF32) return Status::invalid_argument(std::string("gate dtype ") + dtype_name(p.gate.dtype) + " is not supported; expected f32");
       if (p.gate.batch() != q.batch() || p.gate.seq() != q.seq() || p.gate.heads() != q.heads() || p.gate.head_dim() != want)
@@ -801,16 +810,24 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
     return Status::invalid_argument("tie_key_to_gate (HGRN2) needs decay kVectorGate");
   if (p.tie_key_to_gate && p.feature_map != FeatureMap::kIdentity)
     return Status::invalid_argument(std::string("tie_key_to_gate (HGRN2) needs the identity feature map, not ") + feature_map_name(p.feature_map));
-  // Update rule.
-  if (p.update == UpdateRule::kDelta) {
-    if (p.decay == DecayKind::kVectorGate) return Status::unsupported("the delta rule with a vector gate is not supported; use a scalar gate");
-    if (p.norm == LinearNorm::kDenominator) return Status::unsupported("the delta rule with the denominator normalization is not supported");
-    if (!has(p.beta)) return Status::invalid_argument("the delta rule needs params.beta [batch, seq, heads_q, 1]");
-    if (p.beta.dtype != DType::kF32) return Status::invalid_argument(std::string("beta dtype ") + dtype_name(p.beta.dtype) + " is not supported; expected f32");
-    if (p.beta.batch() != q.batch() || p.beta.seq() != q.seq() || p.beta.heads() != q.heads() || p.beta.head_dim() != 1)
-      return Status::invalid_argument("beta shape " + shape_str(p.beta) + " must be [batch, seq, heads_q, 1]");
-  }
-  // Variable length.
+  return Status::ok_status();
+}
+
+// The delta rule's combinations and its write strength beta.
+Status check_update_rule(const TensorView& q, const LinearAttentionParams& p) {
+  if (p.update != UpdateRule::kDelta) return Status::ok_status();
+  if (p.decay == DecayKind::kVectorGate) return Status::unsupported("the delta rule with a vector gate is not supported; use a scalar gate");
+  if (p.norm == LinearNorm::kDenominator) return Status::unsupported("the delta rule with the denominator normalization is not supported");
+  if (!has(p.beta)) return Status::invalid_argument("the delta rule needs params.beta [batch, seq, heads_q, 1]");
+  if (p.beta.dtype != DType::kF32) return Status::invalid_argument(std::string("beta dtype ") + dtype_name(p.beta.dtype) + " is not supported; expected f32");
+  if (p.beta.batch() != q.batch() || p.beta.seq() != q.seq() || p.beta.heads() != q.heads() || p.beta.head_dim() != 1)
+    return Status::invalid_argument("beta shape " + shape_str(p.beta) + " must be [batch, seq, heads_q, 1]");
+  return Status::ok_status();
+}
+
+// Packed variable-length sequences (cu_seqlens), and cosFormer's positions, which must stay below
+// its horizon in every sequence.
+Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
   if (p.maybe_cu_seqlens) {
     if (q.batch() != 1) return Status::invalid_argument("with cu_seqlens the batch must be 1, got " + std::to_string(q.batch()));
     if (p.n_seqs < 1) return Status::invalid_argument("n_seqs " + std::to_string(p.n_seqs) + " must be >= 1 with cu_seqlens");
@@ -833,6 +850,25 @@ Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, co
     }
   }
   return Status::ok_status();
+}
+
+// Validates a call and resolves its defaults into r. The checks run in this order, so a call with
+// several faults reports the first: tensors, chunk/eps, feature map, decay, update rule, sequences.
+Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const LinearAttentionParams& p, Resolved* r) {
+  ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
+  ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
+  const int64_t d = q.head_dim();
+  r->p = p;
+  r->d = d;
+  r->dv = v.head_dim();
+  r->heads_q = q.heads();
+  r->group = q.heads() / v.heads();
+  ATTNKIT_RETURN_IF_ERROR(check_feature_map(p, d));
+  ATTNKIT_RETURN_IF_ERROR(resolve_features(p, d, r));
+  ATTNKIT_RETURN_IF_ERROR(check_decay(q, p, r->f));
+  ATTNKIT_RETURN_IF_ERROR(check_update_rule(q, p));
+  return check_sequences(q, p);
 }
 
 }  // namespace
@@ -885,7 +921,7 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
   LinearForm form = params.form;
   if (form == LinearForm::kAuto) form = q.seq() <= 8 ? LinearForm::kRecurrent : LinearForm::kChunked;
   const Io io{&q, &k, &v, &out};
-  const int nt = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
+  const int nt = r.threads;
   // The chunked form runs heads in groups (see run_chunked): as many heads per group as keep every
   // thread busy, at most kMaxHeadGroup so that the group's states (64 KiB each at F = Dv' = 128)
   // stay in L2. The other forms take one head per task.

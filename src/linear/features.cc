@@ -233,37 +233,6 @@ void feature_rows(const Resolved& r, int64_t h, float* x, int64_t n, bool is_que
 
 }  // namespace linear_internal
 
-const char* feature_map_name(FeatureMap f) {
-  switch (f) {
-    case FeatureMap::kIdentity: return "identity";
-    case FeatureMap::kEluPlusOne: return "elu1";
-    case FeatureMap::kRelu: return "relu";
-    case FeatureMap::kL2Norm: return "l2norm";
-    case FeatureMap::kPerformer: return "performer";
-    case FeatureMap::kCosformer: return "cosformer";
-    case FeatureMap::kTaylor2: return "taylor2";
-    case FeatureMap::kHedgehog: return "hedgehog";
-    case FeatureMap::kCosine: return "cosine";
-    case FeatureMap::kLogNormal: return "lognormal";
-  }
-  return "unknown";
-}
-
-bool parse_feature_map(const std::string& s, FeatureMap* out) {
-  for (int i = 0; i <= static_cast<int>(FeatureMap::kLogNormal); ++i) {
-    const FeatureMap f = static_cast<FeatureMap>(i);
-    if (s == feature_map_name(f)) {
-      *out = f;
-      return true;
-    }
-  }
-  if (s == "elu+1" || s == "elu") {
-    *out = FeatureMap::kEluPlusOne;
-    return true;
-  }
-  return false;
-}
-
 void make_performer_projection(int64_t d, int64_t m, uint64_t seed, float* out) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);

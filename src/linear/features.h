@@ -15,6 +15,7 @@ struct Resolved {
   int64_t d = 0, dv = 0, f = 0, dvp = 0;  // head dims, feature dim, value columns incl. denominator
   int64_t heads_q = 0, group = 1;
   float scale = 1.0f;
+  int threads = 1;                       // resolved p.num_threads (attnkit/threads.h)
   float taylor_c = 1.0f;                 // sqrt(taylor_temperature)
   std::vector<float> performer_w;        // [m, d] when generated here
   const float* feature_w = nullptr;      // performer [m, d] or hedgehog [heads, d, p]

@@ -13,10 +13,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/registry.h"
+#include "attnkit/threads.h"
+#include "linear/mechanism_util.h"
 
 namespace attnkit {
 namespace {
@@ -28,6 +32,8 @@ inline float elu1(float x) { return x > 0 ? x + 1.0f : std::exp(x); }
 Status infini_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                         const InfiniParams& p, InfiniState* st) {
   if (st == nullptr) return Status::invalid_argument("infini state is null");
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
   if (q.data == nullptr || k.data == nullptr || v.data == nullptr || out.data == nullptr)
     return Status::invalid_argument("infini q, k, v, out must not be null");
   if (q.batch() != 1) return Status::invalid_argument("infini batch " + std::to_string(q.batch()) + " is not supported; expected 1 (one state per sequence)");
@@ -53,7 +59,6 @@ Status infini_attention(const TensorView& q, const TensorView& k, const TensorVi
   st->segment_k.resize(static_cast<size_t>(L * H * d));
   st->segment_v.resize(static_cast<size_t>(L * H * dv));
   const int64_t filled0 = st->filled;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t h = 0; h < H; ++h) {
@@ -119,5 +124,71 @@ Status infini_attention(const TensorView& q, const TensorView& k, const TensorVi
   st->filled = (filled0 + T) % L;
   return Status::ok_status();
 }
+
+// ---- registry entry ----
+
+namespace {
+
+using namespace linear_internal;
+
+Mechanism make_infini() {
+  Mechanism m;
+  m.name = "infini_attention";
+  m.family = "linear";
+  m.description = "Infini-attention (Munkhdalai et al. 2024): segment-local softmax + compressive memory + gate";
+  m.params = {{"segment", "2048", "segment length"}, {"delta", "false", "delta-rule memory update"}};
+  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
+    ATTNKIT_RETURN_IF_ERROR(check_linear_shape(s));
+    int64_t seg = 0;
+    bool delta = false;
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "segment", &seg));
+    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "delta", &delta));
+    if (seg < 1) return Status::invalid_argument("parameter segment=" + mp.at("segment") + " must be >= 1");
+    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
+    auto in = std::make_shared<Inputs>();
+    in->make(B, T, H, d, d);
+    InfiniParams p;
+    p.segment_len = seg;
+    p.num_threads = s.threads;
+    p.delta_update = delta;
+    auto states = std::make_shared<std::vector<InfiniState>>(static_cast<size_t>(B));
+    auto run = std::make_unique<FnRun>();
+    const int64_t ctx = s.seq_kv - s.seq_q;
+    run->fn = [in, p, states, B, T, H, d, ctx]() -> Status {
+      for (int64_t b = 0; b < B; ++b) {
+        InfiniState& st = (*states)[b];
+        if (ctx > 0 && st.heads == 0) {  // decode: a memory and a partly filled segment as context
+          st.heads = H;
+          st.head_dim = st.head_dim_v = d;
+          st.memory.assign(static_cast<size_t>(H * d * (d + 1)), 0.01f);
+          st.filled = ctx % p.segment_len;
+          st.segment_k.assign(static_cast<size_t>(p.segment_len * H * d), 0.1f);
+          st.segment_v.assign(static_cast<size_t>(p.segment_len * H * d), 0.1f);
+        }
+        const int64_t before = st.filled;
+        auto slice = [&](const TensorView& t) {
+          TensorView r = t;
+          r.data = static_cast<float*>(t.data) + b * t.stride[0];
+          r.shape[0] = 1;
+          return r;
+        };
+        ATTNKIT_RETURN_IF_ERROR(infini_attention(slice(in->qv), slice(in->kv), slice(in->vv), slice(in->ov), p, &st));
+        if (ctx > 0) st.filled = before;  // timing repeats the same step
+      }
+      return Status::ok_status();
+    };
+    // Local causal pairs inside segments (counting the context's partial segment for decode).
+    double pairs = 0;
+    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>((ctx + t) % seg + 1);
+    run->f = static_cast<double>(B * H) * (pairs * 2.0 * (d + d) + static_cast<double>(T) * 4.0 * d * (d + 1));
+    run->b = in->io_bytes() + 8.0 * static_cast<double>(B * H * d * (d + 1));
+    *out = std::move(run);
+    return Status::ok_status();
+  };
+  return m;
+}
+ATTNKIT_REGISTER_MECHANISM(make_infini);
+
+}  // namespace
 
 }  // namespace attnkit

@@ -1,5 +1,7 @@
-// Registers every mechanism of the linear family (family "linear") with the registry, so that
-// `attnkit bench --mechanism gla`, `--mechanism performer:features=256` and bench/ find them.
+// Registers the linear engine's named configurations (family "linear": linear, performer, gla,
+// deltanet, ...) with the registry, so that `attnkit bench --mechanism gla`,
+// `--mechanism performer:features=256` and bench/ find them. The mechanisms with their own entry
+// points (aaren, infini_attention, titans, based) register in their own files.
 //
 // A prepared run allocates random inputs for the problem shape and times one call. For engine
 // mechanisms, seq_q == seq_kv is a prefill (chunked unless form= says otherwise) and seq_q < seq_kv
@@ -20,40 +22,12 @@
 #include "attnkit/attention.h"
 #include "attnkit/linear.h"
 #include "attnkit/registry.h"
+#include "linear/mechanism_util.h"
 
 namespace attnkit {
 namespace {
 
-void fill_uniform(std::vector<float>& v, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (float& x : v) x = u(rng);
-}
-
-Status choice(const MechanismParams& p, const std::string& key, const std::vector<std::string>& options, size_t* idx) {
-  const std::string& v = p.at(key);
-  for (size_t i = 0; i < options.size(); ++i)
-    if (options[i] == v) {
-      *idx = i;
-      return Status::ok_status();
-    }
-  std::string list;
-  for (size_t i = 0; i < options.size(); ++i) list += (i ? "|" : "") + options[i];
-  return Status::invalid_argument("parameter " + key + "=" + v + " is not supported; expected " + list);
-}
-
-Status check_shape(const ProblemShape& s) {
-  const std::pair<const char*, int64_t> dims[] = {{"batch", s.batch}, {"seq_q", s.seq_q}, {"seq_kv", s.seq_kv},
-                                                  {"heads_q", s.heads_q}, {"heads_kv", s.heads_kv}, {"head_dim", s.head_dim}};
-  for (const auto& [name, value] : dims)
-    if (value < 1) return Status::invalid_argument(std::string(name) + " " + std::to_string(value) + " is not supported; expected >= 1");
-  if (s.heads_q % s.heads_kv != 0)
-    return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " + std::to_string(s.heads_kv));
-  if (s.seq_q > s.seq_kv)
-    return Status::invalid_argument("seq_q " + std::to_string(s.seq_q) + " > seq_kv " + std::to_string(s.seq_kv) +
-                                    " is not supported by linear mechanisms (queries are the last seq_q tokens)");
-  return Status::ok_status();
-}
+using namespace linear_internal;
 
 // How a named engine mechanism sets up its parameters and inputs.
 struct EngineSpec {
@@ -166,6 +140,13 @@ class EngineRun final : public PreparedRun {
   TensorView qv_, kv_, vv_, ov_;
 };
 
+// The prefill forms a mechanism's form= may pick (auto is the engine's own choice, not offered), and
+// the feature maps of the plain "linear" mechanism.
+constexpr std::initializer_list<LinearForm> kPrefillForms = {LinearForm::kChunked, LinearForm::kRecurrent,
+                                                              LinearForm::kParallel};
+constexpr std::initializer_list<FeatureMap> kLinearMaps = {FeatureMap::kEluPlusOne, FeatureMap::kRelu,
+                                                            FeatureMap::kIdentity};
+
 std::vector<ParamSpec> common_params() {
   return {{"chunk", "64", "chunk length of the chunked form"},
           {"form", "chunked", "chunked|recurrent|parallel (prefill form; decode is always recurrent)"}};
@@ -179,15 +160,14 @@ Mechanism make_engine(const EngineSpec& spec) {
   m.params = common_params();
   for (const ParamSpec& p : spec.extra) m.params.push_back(p);
   m.prepare = [spec](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
-    ATTNKIT_RETURN_IF_ERROR(check_shape(s));
+    ATTNKIT_RETURN_IF_ERROR(check_linear_shape(s));
     LinearAttentionParams p;
     int64_t chunk = 0;
     ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &chunk));
     if (chunk < 1 || chunk > 1024) return Status::invalid_argument("parameter chunk=" + mp.at("chunk") + " is not supported; expected 1..1024");
     p.chunk_size = chunk;
-    size_t fi = 0;
-    ATTNKIT_RETURN_IF_ERROR(choice(mp, "form", {"chunked", "recurrent", "parallel"}, &fi));
-    const LinearForm form = fi == 0 ? LinearForm::kChunked : fi == 1 ? LinearForm::kRecurrent : LinearForm::kParallel;
+    LinearForm form = LinearForm::kChunked;
+    ATTNKIT_RETURN_IF_ERROR(param_enum(mp, "form", &form, kPrefillForms));
     int64_t qk_dim = s.head_dim;
     ATTNKIT_RETURN_IF_ERROR(spec.configure(s, mp, &p, &qk_dim));
     auto run = std::make_unique<EngineRun>();
@@ -201,22 +181,14 @@ Mechanism make_engine(const EngineSpec& spec) {
 
 using Cfg = std::function<Status(const ProblemShape&, const MechanismParams&, LinearAttentionParams*, int64_t*)>;
 
-Status read_qk_dim(const MechanismParams& mp, int64_t* qk) {
-  ATTNKIT_RETURN_IF_ERROR(param_int(mp, "qk_dim", qk));
-  if (*qk < 1 || *qk > 64) return Status::invalid_argument("parameter qk_dim=" + mp.at("qk_dim") + " is not supported; expected 1..64");
-  return Status::ok_status();
-}
-
 std::vector<EngineSpec> engine_specs() {
   std::vector<EngineSpec> v;
   v.push_back({"linear", "Linear attention (Katharopoulos et al. 2020): phi(q) S / phi(q) z, S += phi(k) v^T",
                {{"feature_map", "elu1", "elu1|relu|identity"}},
                [](const ProblemShape&, const MechanismParams& mp, LinearAttentionParams* p, int64_t*) -> Status {
-                 size_t i = 0;
-                 ATTNKIT_RETURN_IF_ERROR(choice(mp, "feature_map", {"elu1", "relu", "identity"}, &i));
-                 p->feature_map = i == 0 ? FeatureMap::kEluPlusOne : i == 1 ? FeatureMap::kRelu : FeatureMap::kIdentity;
-                 p->norm = i == 2 ? LinearNorm::kNone : LinearNorm::kDenominator;
-                 if (i == 1) p->norm_eps = 1e-3f;
+                 ATTNKIT_RETURN_IF_ERROR(param_enum(mp, "feature_map", &p->feature_map, kLinearMaps));
+                 p->norm = p->feature_map == FeatureMap::kIdentity ? LinearNorm::kNone : LinearNorm::kDenominator;
+                 if (p->feature_map == FeatureMap::kRelu) p->norm_eps = 1e-3f;
                  return Status::ok_status();
                }});
   v.push_back({"performer", "Performer FAVOR+ (Choromanski et al. 2021): positive orthogonal random features",
@@ -330,249 +302,14 @@ std::vector<EngineSpec> engine_specs() {
   return v;
 }
 
-// ---- mechanisms with their own entry points ----
-
-class FnRun final : public PreparedRun {
- public:
-  std::function<Status()> fn;
-  double f = 0, b = 0;
-  int64_t extra = 0;
-  Status run() override { return fn(); }
-  double flops() const override { return f; }
-  double bytes() const override { return b; }
-  int64_t extra_bytes() const override { return extra; }
-};
-
-// Shared input block for the non-engine mechanisms (heads_q heads everywhere).
-struct Inputs {
-  std::vector<float> q, k, v, o;
-  TensorView qv, kv, vv, ov;
-  void make(int64_t B, int64_t T, int64_t H, int64_t d, int64_t dv) {
-    q.resize(static_cast<size_t>(B * T * H * d));
-    k.resize(q.size());
-    v.resize(static_cast<size_t>(B * T * H * dv));
-    o.resize(v.size());
-    fill_uniform(q, 1);
-    fill_uniform(k, 2);
-    fill_uniform(v, 3);
-    qv = TensorView::contiguous(q.data(), DType::kF32, B, T, H, d);
-    kv = TensorView::contiguous(k.data(), DType::kF32, B, T, H, d);
-    vv = TensorView::contiguous(v.data(), DType::kF32, B, T, H, dv);
-    ov = TensorView::contiguous(o.data(), DType::kF32, B, T, H, dv);
-  }
-  double io_bytes() const { return 4.0 * static_cast<double>(q.size() + k.size() + v.size() + o.size()); }
-};
-
-Mechanism make_aaren() {
-  Mechanism m;
-  m.name = "aaren";
-  m.family = "linear";
-  m.description = "Attention as an RNN (Feng et al. 2024): softmax with one learned query per head, parallel prefix scan";
-  m.params = {{"block", "256", "tokens per block of the two-level scan"}, {"sequential", "false", "run the O(1)-memory RNN step instead"}};
-  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
-    ATTNKIT_RETURN_IF_ERROR(check_shape(s));
-    int64_t block = 0;
-    bool seq = false;
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "block", &block));
-    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "sequential", &seq));
-    if (block < 1) return Status::invalid_argument("parameter block=" + mp.at("block") + " must be >= 1");
-    auto in = std::make_shared<Inputs>();
-    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
-    in->make(B, T, H, d, d);
-    auto query = std::make_shared<std::vector<float>>(static_cast<size_t>(H * d));
-    fill_uniform(*query, 9);
-    auto st = std::make_shared<std::vector<float>>(static_cast<size_t>(B * H * (2 + d)));
-    aaren_init_state(B, H, d, st->data());
-    AarenParams p;
-    p.scan_block = block;
-    p.num_threads = s.threads;
-    p.sequential = seq || s.seq_q < s.seq_kv;
-    if (s.seq_q < s.seq_kv) {
-      p.maybe_initial_state = st->data();
-      p.maybe_final_state = st->data();
-    }
-    auto run = std::make_unique<FnRun>();
-    run->fn = [in, query, st, p]() { return aaren_attention(query->data(), in->kv, in->vv, in->ov, p); };
-    run->f = static_cast<double>(B * T * H) * 2.0 * (d + d) * (p.sequential ? 1 : 2);
-    run->b = in->io_bytes();
-    *out = std::move(run);
-    return Status::ok_status();
-  };
-  return m;
+// The engine's named configurations, registered together: they are one engine's settings, not
+// separate implementations.
+std::vector<Mechanism> make_engine_mechanisms() {
+  std::vector<Mechanism> v;
+  for (const EngineSpec& s : engine_specs()) v.push_back(make_engine(s));
+  return v;
 }
-
-Mechanism make_infini() {
-  Mechanism m;
-  m.name = "infini_attention";
-  m.family = "linear";
-  m.description = "Infini-attention (Munkhdalai et al. 2024): segment-local softmax + compressive memory + gate";
-  m.params = {{"segment", "2048", "segment length"}, {"delta", "false", "delta-rule memory update"}};
-  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
-    ATTNKIT_RETURN_IF_ERROR(check_shape(s));
-    int64_t seg = 0;
-    bool delta = false;
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "segment", &seg));
-    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "delta", &delta));
-    if (seg < 1) return Status::invalid_argument("parameter segment=" + mp.at("segment") + " must be >= 1");
-    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
-    auto in = std::make_shared<Inputs>();
-    in->make(B, T, H, d, d);
-    InfiniParams p;
-    p.segment_len = seg;
-    p.num_threads = s.threads;
-    p.delta_update = delta;
-    auto states = std::make_shared<std::vector<InfiniState>>(static_cast<size_t>(B));
-    auto run = std::make_unique<FnRun>();
-    const int64_t ctx = s.seq_kv - s.seq_q;
-    run->fn = [in, p, states, B, T, H, d, ctx]() -> Status {
-      for (int64_t b = 0; b < B; ++b) {
-        InfiniState& st = (*states)[b];
-        if (ctx > 0 && st.heads == 0) {  // decode: a memory and a partly filled segment as context
-          st.heads = H;
-          st.head_dim = st.head_dim_v = d;
-          st.memory.assign(static_cast<size_t>(H * d * (d + 1)), 0.01f);
-          st.filled = ctx % p.segment_len;
-          st.segment_k.assign(static_cast<size_t>(p.segment_len * H * d), 0.1f);
-          st.segment_v.assign(static_cast<size_t>(p.segment_len * H * d), 0.1f);
-        }
-        const int64_t before = st.filled;
-        auto slice = [&](const TensorView& t) {
-          TensorView r = t;
-          r.data = static_cast<float*>(t.data) + b * t.stride[0];
-          r.shape[0] = 1;
-          return r;
-        };
-        ATTNKIT_RETURN_IF_ERROR(infini_attention(slice(in->qv), slice(in->kv), slice(in->vv), slice(in->ov), p, &st));
-        if (ctx > 0) st.filled = before;  // timing repeats the same step
-      }
-      return Status::ok_status();
-    };
-    // Local causal pairs inside segments (counting the context's partial segment for decode).
-    double pairs = 0;
-    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>((ctx + t) % seg + 1);
-    run->f = static_cast<double>(B * H) * (pairs * 2.0 * (d + d) + static_cast<double>(T) * 4.0 * d * (d + 1));
-    run->b = in->io_bytes() + 8.0 * static_cast<double>(B * H * d * (d + 1));
-    *out = std::move(run);
-    return Status::ok_status();
-  };
-  return m;
-}
-
-Mechanism make_titans() {
-  Mechanism m;
-  m.name = "titans";
-  m.family = "linear";
-  m.description = "Titans neural memory (Behrouz et al. 2025): test-time gradient memory with momentum and forgetting";
-  m.params = {{"mlp", "false", "2-layer MLP memory instead of linear"},
-              {"hidden", "0", "MLP hidden width (0 = 2 * head_dim)"},
-              {"chunk", "16", "tokens whose gradients share the chunk-start weights"}};
-  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
-    ATTNKIT_RETURN_IF_ERROR(check_shape(s));
-    TitansParams p;
-    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "mlp", &p.mlp));
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "hidden", &p.hidden));
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &p.chunk_size));
-    if (p.hidden < 0) return Status::invalid_argument("parameter hidden=" + mp.at("hidden") + " must be >= 0");
-    if (p.chunk_size < 1) return Status::invalid_argument("parameter chunk=" + mp.at("chunk") + " must be >= 1");
-    p.num_threads = s.threads;
-    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
-    auto in = std::make_shared<Inputs>();
-    in->make(B, T, H, d, d);
-    const int64_t sf = titans_state_floats(p, d, d);
-    auto st = std::make_shared<std::vector<float>>(static_cast<size_t>(B * H * sf));
-    for (int64_t i = 0; i < B * H; ++i) titans_init_state(p, d, d, 100 + i, st->data() + i * sf);
-    auto run = std::make_unique<FnRun>();
-    run->fn = [in, st, p]() { return titans_memory(in->qv, in->kv, in->vv, in->ov, p, st->data()); };
-    // Per token: gradient ~3 forward passes (2P each), momentum + decay 4P, readout 2P; P = weights.
-    const double P = static_cast<double>(sf / 2);
-    run->f = static_cast<double>(B * T * H) * (p.mlp ? 12.0 : 9.0) * P;
-    run->b = in->io_bytes() + 8.0 * static_cast<double>(B * H * sf);
-    *out = std::move(run);
-    return Status::ok_status();
-  };
-  return m;
-}
-
-Mechanism make_based() {
-  Mechanism m;
-  m.name = "based";
-  m.family = "linear";
-  m.description = "Based (Arora et al. 2024): Taylor-2 linear attention + exact sliding window (core kernel)";
-  m.params = {{"window", "64", "sliding window keys"}, {"mix", "0.5", "weight of the window output"},
-              {"qk_dim", "16", "width of q and k (features 1 + d + d(d+1)/2)"}, {"chunk", "64", "chunk of the linear part"}};
-  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
-    ATTNKIT_RETURN_IF_ERROR(check_shape(s));
-    BasedParams p;
-    int64_t qk = 0;
-    double mix = 0;
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "window", &p.window));
-    ATTNKIT_RETURN_IF_ERROR(param_float(mp, "mix", &mix));
-    ATTNKIT_RETURN_IF_ERROR(read_qk_dim(mp, &qk));
-    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &p.chunk_size));
-    p.mix = static_cast<float>(mix);
-    p.num_threads = s.threads;
-    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
-    auto in = std::make_shared<Inputs>();
-    in->make(B, T, H, qk, d);
-    // v is d wide, q/k qk wide: rebuild the views of k and v with their own widths.
-    in->v.resize(static_cast<size_t>(B * T * H * d));
-    in->o.resize(in->v.size());
-    fill_uniform(in->v, 3);
-    in->vv = TensorView::contiguous(in->v.data(), DType::kF32, B, T, H, d);
-    in->ov = TensorView::contiguous(in->o.data(), DType::kF32, B, T, H, d);
-    LinearAttentionParams lp;
-    lp.feature_map = FeatureMap::kTaylor2;
-    lp.norm = LinearNorm::kDenominator;
-    ATTNKIT_RETURN_IF_ERROR(validate_linear_attention(in->qv, in->kv, in->vv, in->ov, lp));
-    int64_t f = 0;
-    ATTNKIT_RETURN_IF_ERROR(linear_feature_dim(lp, qk, &f));
-    auto run = std::make_unique<FnRun>();
-    const int64_t ctx = s.seq_kv - s.seq_q;
-    if (ctx > 0) {
-      // Decode: one state per batch row with a full window of recent keys as context.
-      auto states = std::make_shared<std::vector<BasedState>>(static_cast<size_t>(B));
-      for (BasedState& st : *states) {
-        st.n_recent = std::min(p.window - 1, ctx);
-        st.recent_k.resize(static_cast<size_t>(st.n_recent * H * qk));
-        st.recent_v.resize(static_cast<size_t>(st.n_recent * H * d));
-        fill_uniform(st.recent_k, 11);
-        fill_uniform(st.recent_v, 12);
-      }
-      run->fn = [in, p, states, B]() -> Status {
-        for (int64_t b = 0; b < B; ++b) {
-          auto slice = [&](const TensorView& t) {
-            TensorView r = t;
-            r.data = static_cast<float*>(t.data) + b * t.stride[0];
-            r.shape[0] = 1;
-            return r;
-          };
-          ATTNKIT_RETURN_IF_ERROR(based_attention(slice(in->qv), slice(in->kv), slice(in->vv), slice(in->ov), p, &(*states)[b]));
-        }
-        return Status::ok_status();
-      };
-    } else {
-      run->fn = [in, p]() { return based_attention(in->qv, in->kv, in->vv, in->ov, p); };
-    }
-    double pairs = 0;
-    for (int64_t t = 0; t < T; ++t) pairs += static_cast<double>(std::min<int64_t>(ctx + t + 1, p.window));
-    run->f = linear_chunked_flops(B, T, H, f, d + 1, ctx > 0 ? 1 : p.chunk_size, false) + static_cast<double>(B * H) * pairs * 2.0 * (qk + d);
-    run->b = in->io_bytes();
-    *out = std::move(run);
-    return Status::ok_status();
-  };
-  return m;
-}
-
-struct RegisterAll {
-  RegisterAll() {
-    for (const EngineSpec& s : engine_specs()) register_mechanism(make_engine(s));
-    register_mechanism(make_aaren());
-    register_mechanism(make_infini());
-    register_mechanism(make_titans());
-    register_mechanism(make_based());
-  }
-};
-const RegisterAll kRegisterAll;
+ATTNKIT_REGISTER_MECHANISM(make_engine_mechanisms);
 
 }  // namespace
 }  // namespace attnkit

@@ -16,11 +16,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "attnkit/linear.h"
+#include "attnkit/registry.h"
+#include "attnkit/threads.h"
+#include "linear/mechanism_util.h"
 
 namespace attnkit {
 namespace {
@@ -140,7 +144,8 @@ Status titans_memory(const TensorView& q, const TensorView& k, const TensorView&
   const Dims m = dims_of(p, d, dv);
   const int64_t w = m.weights();
   const int64_t C = p.chunk_size;
-  const int nt = p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+  int nt = 1;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &nt));
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
   for (int64_t task = 0; task < B * H; ++task) {
@@ -176,5 +181,49 @@ Status titans_memory(const TensorView& q, const TensorView& k, const TensorView&
   }
   return Status::ok_status();
 }
+
+// ---- registry entry ----
+
+namespace {
+
+using namespace linear_internal;
+
+Mechanism make_titans() {
+  Mechanism m;
+  m.name = "titans";
+  m.family = "linear";
+  m.description = "Titans neural memory (Behrouz et al. 2025): test-time gradient memory with momentum and forgetting";
+  m.params = {{"mlp", "false", "2-layer MLP memory instead of linear"},
+              {"hidden", "0", "MLP hidden width (0 = 2 * head_dim)"},
+              {"chunk", "16", "tokens whose gradients share the chunk-start weights"}};
+  m.prepare = [](const ProblemShape& s, const MechanismParams& mp, std::unique_ptr<PreparedRun>* out) -> Status {
+    ATTNKIT_RETURN_IF_ERROR(check_linear_shape(s));
+    TitansParams p;
+    ATTNKIT_RETURN_IF_ERROR(param_bool(mp, "mlp", &p.mlp));
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "hidden", &p.hidden));
+    ATTNKIT_RETURN_IF_ERROR(param_int(mp, "chunk", &p.chunk_size));
+    if (p.hidden < 0) return Status::invalid_argument("parameter hidden=" + mp.at("hidden") + " must be >= 0");
+    if (p.chunk_size < 1) return Status::invalid_argument("parameter chunk=" + mp.at("chunk") + " must be >= 1");
+    p.num_threads = s.threads;
+    const int64_t B = s.batch, T = s.seq_q, H = s.heads_q, d = s.head_dim;
+    auto in = std::make_shared<Inputs>();
+    in->make(B, T, H, d, d);
+    const int64_t sf = titans_state_floats(p, d, d);
+    auto st = std::make_shared<std::vector<float>>(static_cast<size_t>(B * H * sf));
+    for (int64_t i = 0; i < B * H; ++i) titans_init_state(p, d, d, 100 + i, st->data() + i * sf);
+    auto run = std::make_unique<FnRun>();
+    run->fn = [in, st, p]() { return titans_memory(in->qv, in->kv, in->vv, in->ov, p, st->data()); };
+    // Per token: gradient ~3 forward passes (2P each), momentum + decay 4P, readout 2P; P = weights.
+    const double P = static_cast<double>(sf / 2);
+    run->f = static_cast<double>(B * T * H) * (p.mlp ? 12.0 : 9.0) * P;
+    run->b = in->io_bytes() + 8.0 * static_cast<double>(B * H * sf);
+    *out = std::move(run);
+    return Status::ok_status();
+  };
+  return m;
+}
+ATTNKIT_REGISTER_MECHANISM(make_titans);
+
+}  // namespace
 
 }  // namespace attnkit

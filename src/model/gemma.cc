@@ -11,6 +11,7 @@
 
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
+#include "attnkit/threads.h"
 #include "attnkit/tokenizer.h"
 #include "model/matvec.h"
 #include "model/model_ops.h"
@@ -483,12 +484,13 @@ Model::~Model() = default;
 
 Status Model::load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out) {
   if (out == nullptr) return Status::invalid_argument("Model::load: out is null");
-  if (options.threads < 0) return Status::invalid_argument("Model::load: threads " + std::to_string(options.threads) + " must be >= 0");
+  int threads = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(options.threads, "Model::load: threads", &threads));
   if (options.prefill_chunk <= 0)
     return Status::invalid_argument("Model::load: prefill_chunk " + std::to_string(options.prefill_chunk) + " must be > 0");
   std::unique_ptr<Model> m(new Model());
   Impl& I = *m->impl_;
-  I.threads = options.threads == 0 ? omp_get_max_threads() : options.threads;
+  I.threads = threads;
   I.chunk = options.prefill_chunk;
   I.weight_mode = options.weights == WeightFormat::kF32 ? WeightMode::kF32 : WeightMode::kQuantized;
   I.apply_threads();
@@ -649,9 +651,12 @@ Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBacken
 }
 void Model::set_taps(Taps taps) { impl_->taps = std::move(taps); }
 void Model::clear_taps() { impl_->taps = Taps(); }
-void Model::set_threads(int threads) {
-  impl_->threads = threads <= 0 ? omp_get_max_threads() : threads;
+Status Model::set_threads(int threads) {
+  int resolved = 0;
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "Model::set_threads: threads", &resolved));
+  impl_->threads = resolved;
   impl_->apply_threads();
+  return Status::ok_status();
 }
 int Model::threads() const { return impl_->threads; }
 void Model::set_prefill_chunk(int64_t chunk) { impl_->chunk = chunk > 0 ? chunk : 512; }

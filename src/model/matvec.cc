@@ -15,6 +15,7 @@
 #include <string>
 
 #include "attnkit/tensor.h"
+#include "attnkit/threads.h"
 
 namespace attnkit::model::internal {
 namespace {
@@ -88,7 +89,7 @@ bool has_avx2() {
 
 Status quantized_matvec(gguf::TensorType type, const uint8_t* data, uint64_t row_bytes, int64_t rows, int64_t cols,
                         const float* x, float* y, int threads) {
-  if (threads <= 0) threads = omp_get_max_threads();
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "quantized_matvec: threads", &threads));
   if (type == gguf::TensorType::kQ8_0) {
     if (cols % kQ8Block != 0) return Status::invalid_argument("quantized_matvec: cols " + std::to_string(cols) + " is not a multiple of 32");
     const bool simd = has_avx2();

@@ -8,15 +8,14 @@
 #include <limits>
 #include <string>
 
+#include "core/util.h"
+
 namespace attnkit::reference {
 namespace {
 
-constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+using core::shape_str;
 
-std::string shape_str(const TensorView& t) {
-  return "[" + std::to_string(t.shape[0]) + ", " + std::to_string(t.shape[1]) + ", " + std::to_string(t.shape[2]) +
-         ", " + std::to_string(t.shape[3]) + "]";
-}
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
 // One sequence of the call: a batch element or one piece of a packed varlen batch.
 struct Seq {

@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/registry.h"
 #include "attnkit/sparse.h"
+#include "sparse/methods.h"
 #include "sparse/sparse_internal.h"
 
 namespace attnkit {
@@ -279,5 +281,35 @@ Status random_block_mask(const BlockMaskShape& shape, double density, uint64_t s
   }
   return block_mask_from_selection(shape, sel, nullptr, out);
 }
+
+namespace {
+
+// Registry entry: random blocks at a given density, for benchmarks of how time scales with it.
+Mechanism make_block_random_mechanism() {
+  return sparse_internal::sparse_mechanism(
+      {"block_random",
+       "Random causal blocks at a given density (diagonal always in); for scaling benchmarks",
+       {{"density", "0.1", "fraction of reachable key blocks per query block"}, {"seed", "1", "seed"},
+        sparse_internal::kBlockParam},
+       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
+         int64_t block = 0, seed = 0;
+         double density = 0;
+         ATTNKIT_RETURN_IF_ERROR(sparse_internal::read_block(p, &block));
+         ATTNKIT_RETURN_IF_ERROR(param_float(p, "density", &density));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
+         if (!(density > 0 && density <= 1)) {
+           return Status::invalid_argument("parameter density=" + p.at("density") + " is not supported; expected (0, 1]");
+         }
+         *out = sparse_internal::mask_method(
+             [=](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) {
+               return random_block_mask(sparse_internal::square_block_shape(q, k, params, block), density,
+                                        static_cast<uint64_t>(seed), m);
+             });
+         return Status::ok_status();
+       }});
+}
+ATTNKIT_REGISTER_MECHANISM(make_block_random_mechanism);
+
+}  // namespace
 
 }  // namespace attnkit

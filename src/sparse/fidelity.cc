@@ -21,7 +21,8 @@ using namespace sparse_internal;
 
 Status attention_mass_recall(const TensorView& q, const TensorView& k, const AttentionParams& params,
                              const VisitedFn& visited, double* mean, double* worst) {
-  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, 1, "attention_mass_recall"));
+  int threads = 1;
+  ATTNKIT_RETURN_IF_ERROR(check_estimator_inputs(q, k, params, 1, "attention_mass_recall", &threads));
   if (!visited) return Status::invalid_argument("attention_mass_recall: visited function is empty");
   const int64_t sq = q.seq(), sk = k.seq(), d = q.head_dim(), group = q.heads() / k.heads();
   const float scale = resolve_scale(params, d);
@@ -38,7 +39,7 @@ Status attention_mass_recall(const TensorView& q, const TensorView& k, const Att
           const int64_t r1 = std::min(sq, r0 + chunk);
           copy_rows(q, b, h, r0, r1, qc.data());
           gemm_abt(qc.data(), kf.data(), s.data(), r1 - r0, sk, d, scale);
-#pragma omp parallel reduction(+ : sum, rows) reduction(min : low)
+#pragma omp parallel num_threads(threads) reduction(+ : sum, rows) reduction(min : low)
           {
             std::vector<uint8_t> vis(sk);
 #pragma omp for schedule(static)

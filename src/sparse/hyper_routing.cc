@@ -16,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/registry.h"
 #include "attnkit/sparse.h"
+#include "sparse/methods.h"
 #include "sparse/qk_util.h"
 #include "sparse/sparse_internal.h"
 
@@ -108,7 +110,7 @@ void exact_part(const core::Call& main, int64_t b, int64_t h, int64_t r0, int64_
   core::KvSpan span{k0, k1, true};
   // Parallel over 64-row chunks.
   const int64_t n_chunks = (rows + core::kTileQ - 1) / core::kTileQ;
-#pragma omp parallel num_threads(main.p.num_threads > 0 ? main.p.num_threads : omp_get_max_threads())
+#pragma omp parallel num_threads(main.threads)
   {
     core::Workspace tws;
 #pragma omp for schedule(dynamic, 1)
@@ -307,7 +309,7 @@ void write_rows(const core::Call& call, int64_t b, int64_t h, const RowState& st
 template <class F>
 Status run_heads(const core::Call& call, int64_t batch, F&& fn, double* pairs_out) {
   const int64_t n = batch * call.heads_q;
-  const int threads = resolve_threads(call.p.num_threads);
+  const int threads = call.threads;
   std::vector<Status> status(n);
   std::vector<double> pairs(n, 0.0);
   if (n >= threads && threads > 1) {
@@ -360,6 +362,180 @@ Status hyper_attention(const TensorView& q, const TensorView& k, const TensorVie
 // ------------------------------------------------------------------------------------------------
 // Routing attention
 
+namespace {
+
+// Routing attention's pieces (Roy et al. 2021, "Efficient Content-Based Sparse Attention with
+// Routing Transformers"), applied per (batch, head) by routing_attention below.
+
+Status check_routing_config(const RoutingConfig& cfg) {
+  if (cfg.clusters < 1 || cfg.iters < 0 || cfg.window < 1) {
+    return Status::invalid_argument("routing_attention: clusters " + std::to_string(cfg.clusters) + ", iters " +
+                                    std::to_string(cfg.iters) + ", window " + std::to_string(cfg.window) +
+                                    " out of range; expected clusters >= 1, iters >= 0, window >= 1");
+  }
+  return Status::ok_status();
+}
+
+// Scales each of the rows of x (width d) to unit length (zero rows stay zero).
+void normalize_rows(int64_t d, std::vector<float>* x) {
+  const int64_t n = static_cast<int64_t>(x->size()) / d;
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int64_t c = 0; c < d; ++c) s += double((*x)[i * d + c]) * (*x)[i * d + c];
+    const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
+    for (int64_t c = 0; c < d; ++c) (*x)[i * d + c] *= inv;
+  }
+}
+
+// Cluster of every query and every key of one head.
+struct Clusters {
+  std::vector<int32_t> of_query, of_key;
+};
+
+// Spherical k-means over the unit queries xq [sq, d] and keys xk [sk, d] together: centroids
+// start at keys drawn with `seed_state`, then `iters` Lloyd steps (mean direction of the
+// members; an empty cluster keeps its centroid); the final assignment is returned.
+Clusters spherical_kmeans(const std::vector<float>& xq, const std::vector<float>& xk, int64_t d, int64_t n_clusters,
+                          int64_t iters, uint64_t seed_state) {
+  const int64_t sq = static_cast<int64_t>(xq.size()) / d, sk = static_cast<int64_t>(xk.size()) / d, C = n_clusters;
+  std::vector<float> cent(C * d);
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t j = static_cast<int64_t>(splitmix64(&seed_state) % static_cast<uint64_t>(sk));
+    std::copy(xk.begin() + j * d, xk.begin() + (j + 1) * d, cent.begin() + c * d);
+  }
+  Clusters cl;
+  cl.of_query.resize(sq);
+  cl.of_key.resize(sk);
+  std::vector<float> sc(std::max(sq, sk) * C);
+  const auto assign = [&](const std::vector<float>& x, int64_t n, std::vector<int32_t>* a) {
+    gemm_abt(x.data(), cent.data(), sc.data(), n, C, d, 1.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* r = sc.data() + i * C;
+      (*a)[i] = static_cast<int32_t>(std::max_element(r, r + C) - r);
+    }
+  };
+  for (int64_t it = 0; it <= iters; ++it) {
+    assign(xq, sq, &cl.of_query);
+    assign(xk, sk, &cl.of_key);
+    if (it == iters) break;
+    std::vector<double> acc(C * d, 0.0);
+    for (int64_t i = 0; i < sq; ++i)
+      for (int64_t c = 0; c < d; ++c) acc[cl.of_query[i] * d + c] += xq[i * d + c];
+    for (int64_t j = 0; j < sk; ++j)
+      for (int64_t c = 0; c < d; ++c) acc[cl.of_key[j] * d + c] += xk[j * d + c];
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0;
+      for (int64_t x = 0; x < d; ++x) s += acc[c * d + x] * acc[c * d + x];
+      if (s == 0) continue;
+      for (int64_t x = 0; x < d; ++x) cent[c * d + x] = static_cast<float>(acc[c * d + x] / std::sqrt(s));
+    }
+  }
+  return cl;
+}
+
+// Part A: every row's local window (keys [p - window + 1, p], or either side when not causal)
+// through wcall, the main call with that window, into *win; returns the pairs it computed.
+double routing_window_part(const core::Call& call, const core::Call& wcall, int64_t b, int64_t h,
+                           const RoutingConfig& cfg, RowState* win) {
+  const int64_t sq = call.q.seq(), sk = call.k.seq(), dv = call.head_dim_v;
+  win->reset(sq, dv);
+  const int64_t n_chunks = (sq + core::kTileQ - 1) / core::kTileQ;
+#pragma omp parallel num_threads(call.threads)
+  {
+    core::Workspace ws;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < n_chunks; ++c) {
+      core::BlockJob job;
+      job.seq = b;
+      job.head_q = h;
+      job.row_begin = c * core::kTileQ;
+      job.row_end = std::min(sq, job.row_begin + core::kTileQ);
+      int64_t lo, hi;
+      wcall.key_range(wcall.seq(b), job.row_begin, job.row_end, &lo, &hi);
+      core::KvSpan span{lo, hi, true};
+      job.spans = &span;
+      job.n_spans = hi > lo ? 1 : 0;
+      job.include_sink_logit = false;
+      core::PartialOut po{win->o.data() + job.row_begin * dv, win->lse.data() + job.row_begin};
+      job.maybe_partial = &po;
+      core::attend_block(wcall, job, &ws);
+    }
+  }
+  double pairs = 0;
+  const bool causal = call.p.causal;
+  for (int64_t i = 0; i < sq; ++i) {
+    const int64_t p = i + (causal ? call.diag_offset(call.seq(b)) : 0);
+    const int64_t lo = std::max<int64_t>(0, p - cfg.window + 1);
+    const int64_t hi = causal ? std::min(sk, p + 1) : std::min(sk, p + cfg.window);
+    pairs += static_cast<double>(std::max<int64_t>(0, hi - lo));
+  }
+  return pairs;
+}
+
+// Whether key j lies outside the local window of the query at key-axis position p (those keys
+// are part A's); the cluster part visits only these.
+inline bool outside_window(int64_t p, int64_t j, int64_t window, bool causal) {
+  return causal ? j <= p - window : (j <= p - window || j >= p + window);
+}
+
+// Part B: the queries of each cluster, made contiguous by the permutation *order (cluster by
+// cluster, stable), gather the cluster's keys outside their own window, after causality, into
+// *clus (in permuted row order). *pairs gets the pairs computed.
+Status routing_cluster_part(const core::Call& call, int64_t b, int64_t h, const RoutingConfig& cfg,
+                            const Clusters& cl, std::vector<int64_t>* order, RowState* clus, double* pairs) {
+  const int64_t sq = call.q.seq(), sk = call.k.seq();
+  order->resize(sq);
+  std::iota(order->begin(), order->end(), 0);
+  const std::vector<int32_t>& cq = cl.of_query;
+  std::stable_sort(order->begin(), order->end(), [&](int64_t a, int64_t c) { return cq[a] < cq[c]; });
+  std::vector<std::vector<int32_t>> keys(cfg.clusters);
+  for (int64_t j = 0; j < sk; ++j) keys[cl.of_key[j]].push_back(static_cast<int32_t>(j));
+  // Work units: runs of at most one tile of same-cluster rows.
+  struct Unit {
+    int64_t row_begin, row_end;
+    int32_t cluster;
+  };
+  std::vector<Unit> units;
+  const std::vector<int64_t>& ord = *order;
+  for (int64_t i = 0; i < sq;) {
+    int64_t e = i;
+    while (e < sq && cq[ord[e]] == cq[ord[i]] && e - i < core::kTileQ) ++e;
+    units.push_back({i, e, cq[ord[i]]});
+    i = e;
+  }
+  HeadContext hc(call, b, h);
+  ATTNKIT_RETURN_IF_ERROR(hc.set_permutation(ord));
+  struct Ctx {
+    const int64_t* order;
+    int64_t off, window;
+    bool causal;
+  } ctx{ord.data(), call.p.causal ? call.diag_offset(call.seq(b)) : 0, cfg.window, call.p.causal};
+  core::ElementMask mask{[](const void* c, int64_t, int64_t, int64_t i, int64_t j) {
+                           const auto* x = static_cast<const Ctx*>(c);
+                           return outside_window(x->order[i] + x->off, j, x->window, x->causal);
+                         },
+                         &ctx};
+  run_partial(hc.permuted(), sq, static_cast<int64_t>(units.size()),
+              [&](int64_t u, std::vector<core::KvSpan>*, ListWork* w) {
+                w->row_begin = units[u].row_begin;
+                w->row_end = units[u].row_end;
+                const std::vector<int32_t>& ks = keys[units[u].cluster];
+                w->indices = ks.data();
+                w->n_indices = static_cast<int64_t>(ks.size());
+                w->maybe_index_mask = &mask;
+              },
+              clus);
+  double n = 0;
+  for (int64_t i = 0; i < sq; ++i) {
+    const int64_t p = ord[i] + ctx.off;
+    for (int32_t j : keys[cq[ord[i]]]) n += outside_window(p, j, cfg.window, ctx.causal) ? 1 : 0;
+  }
+  *pairs = n;
+  return Status::ok_status();
+}
+
+}  // namespace
+
 Status routing_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                          float* maybe_lse, const AttentionParams& params, const RoutingConfig& cfg,
                          double* maybe_computed_pairs) {
@@ -367,151 +543,84 @@ Status routing_attention(const TensorView& q, const TensorView& k, const TensorV
   ATTNKIT_RETURN_IF_ERROR(core::make_call(q, k, v, out, maybe_lse, params, &call));
   ATTNKIT_RETURN_IF_ERROR(check_sparse_call(call, "routing_attention"));
   ATTNKIT_RETURN_IF_ERROR(check_square_causal(call, "routing_attention"));
-  if (cfg.clusters < 1 || cfg.iters < 0 || cfg.window < 1) {
-    return Status::invalid_argument("routing_attention: clusters " + std::to_string(cfg.clusters) + ", iters " +
-                                    std::to_string(cfg.iters) + ", window " + std::to_string(cfg.window) +
-                                    " out of range; expected clusters >= 1, iters >= 0, window >= 1");
-  }
-  const int64_t sq = q.seq(), sk = k.seq(), d = call.head_dim, dv = call.head_dim_v, C = cfg.clusters;
-  // The local window part runs through the main call with a window: keys [p - window + 1, p].
+  ATTNKIT_RETURN_IF_ERROR(check_routing_config(cfg));
+  const int64_t sq = q.seq(), sk = k.seq(), d = call.head_dim;
+  // The local window runs through the main call with a window: keys [p - window + 1, p].
   core::Call wcall = call;
   wcall.p.window_left = cfg.window - 1;
   if (!params.causal) wcall.p.window_right = cfg.window - 1;
   return run_heads(call, q.batch(), [&](int64_t b, int64_t h, double* pairs_out) -> Status {
-    double pairs = 0;
-    // Spherical k-means (Roy et al. 2021) on unit queries and keys; centroids from keys.
     std::vector<float> xq(sq * d), xk(sk * d);
     copy_rows(q, b, h, 0, sq, xq.data());
     copy_rows(k, b, call.kv_head(h), 0, sk, xk.data());
-    auto normalize = [d](std::vector<float>* x) {
-      const int64_t n = static_cast<int64_t>(x->size()) / d;
-      for (int64_t i = 0; i < n; ++i) {
-        double s = 0;
-        for (int64_t c = 0; c < d; ++c) s += double((*x)[i * d + c]) * (*x)[i * d + c];
-        const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.0f;
-        for (int64_t c = 0; c < d; ++c) (*x)[i * d + c] *= inv;
-      }
-    };
-    normalize(&xq);
-    normalize(&xk);
-    std::vector<float> cent(C * d);
-    uint64_t state = cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h);
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t j = static_cast<int64_t>(splitmix64(&state) % static_cast<uint64_t>(sk));
-      std::copy(xk.begin() + j * d, xk.begin() + (j + 1) * d, cent.begin() + c * d);
-    }
-    std::vector<int32_t> cq(sq), ck(sk);
-    std::vector<float> sc(std::max(sq, sk) * C);
-    auto assign = [&](const std::vector<float>& x, int64_t n, std::vector<int32_t>* a) {
-      gemm_abt(x.data(), cent.data(), sc.data(), n, C, d, 1.0f);
-      for (int64_t i = 0; i < n; ++i) {
-        const float* r = sc.data() + i * C;
-        (*a)[i] = static_cast<int32_t>(std::max_element(r, r + C) - r);
-      }
-    };
-    for (int64_t it = 0; it <= cfg.iters; ++it) {
-      assign(xq, sq, &cq);
-      assign(xk, sk, &ck);
-      if (it == cfg.iters) break;
-      std::vector<double> acc(C * d, 0.0);
-      for (int64_t i = 0; i < sq; ++i)
-        for (int64_t c = 0; c < d; ++c) acc[cq[i] * d + c] += xq[i * d + c];
-      for (int64_t j = 0; j < sk; ++j)
-        for (int64_t c = 0; c < d; ++c) acc[ck[j] * d + c] += xk[j * d + c];
-      for (int64_t c = 0; c < C; ++c) {
-        double s = 0;
-        for (int64_t x = 0; x < d; ++x) s += acc[c * d + x] * acc[c * d + x];
-        if (s == 0) continue;  // empty cluster keeps its centroid
-        for (int64_t x = 0; x < d; ++x) cent[c * d + x] = static_cast<float>(acc[c * d + x] / std::sqrt(s));
-      }
-    }
-    // Part A: the local window on the original rows, through the main call with a window.
-    RowState win;
-    {
-      win.reset(sq, dv);
-      const int64_t n_chunks = (sq + core::kTileQ - 1) / core::kTileQ;
-#pragma omp parallel num_threads(call.p.num_threads > 0 ? call.p.num_threads : omp_get_max_threads())
-      {
-        core::Workspace ws;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < n_chunks; ++c) {
-          core::BlockJob job;
-          job.seq = b;
-          job.head_q = h;
-          job.row_begin = c * core::kTileQ;
-          job.row_end = std::min(sq, job.row_begin + core::kTileQ);
-          int64_t lo, hi;
-          wcall.key_range(wcall.seq(b), job.row_begin, job.row_end, &lo, &hi);
-          core::KvSpan span{lo, hi, true};
-          job.spans = &span;
-          job.n_spans = hi > lo ? 1 : 0;
-          job.include_sink_logit = false;
-          core::PartialOut po{win.o.data() + job.row_begin * dv, win.lse.data() + job.row_begin};
-          job.maybe_partial = &po;
-          core::attend_block(wcall, job, &ws);
-        }
-      }
-      for (int64_t i = 0; i < sq; ++i) {
-        const int64_t p = i + (params.causal ? call.diag_offset(call.seq(b)) : 0);
-        const int64_t lo = std::max<int64_t>(0, p - cfg.window + 1);
-        const int64_t hi = params.causal ? std::min(sk, p + 1) : std::min(sk, p + cfg.window);
-        pairs += static_cast<double>(std::max<int64_t>(0, hi - lo));
-      }
-    }
-    // Part B: each cluster's queries (contiguous in the permuted call) gather the cluster's keys
-    // outside their own window (those are in part A), after causality.
-    std::vector<int64_t> order(sq);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return cq[a] < cq[c]; });
-    std::vector<std::vector<int32_t>> keys(C);
-    for (int64_t j = 0; j < sk; ++j) keys[ck[j]].push_back(static_cast<int32_t>(j));
-    struct Unit {
-      int64_t row_begin, row_end;
-      int32_t cluster;
-    };
-    std::vector<Unit> units;
-    for (int64_t i = 0; i < sq;) {
-      int64_t e = i;
-      while (e < sq && cq[order[e]] == cq[order[i]] && e - i < core::kTileQ) ++e;
-      units.push_back({i, e, cq[order[i]]});
-      i = e;
-    }
-    HeadContext hc(call, b, h);
-    ATTNKIT_RETURN_IF_ERROR(hc.set_permutation(order));
-    struct Ctx {
-      const int64_t* order;
-      int64_t off, window;
-      bool causal;
-    } ctx{order.data(), params.causal ? call.diag_offset(call.seq(b)) : 0, cfg.window, params.causal};
-    core::ElementMask outside_window{[](const void* c, int64_t, int64_t, int64_t i, int64_t j) {
-                                       const auto* x = static_cast<const Ctx*>(c);
-                                       const int64_t p = x->order[i] + x->off;
-                                       if (x->causal) return j <= p - x->window;
-                                       return j <= p - x->window || j >= p + x->window;
-                                     },
-                                     &ctx};
-    RowState clus;
-    run_partial(hc.permuted(), sq, static_cast<int64_t>(units.size()),
-                [&](int64_t u, std::vector<core::KvSpan>*, ListWork* w) {
-                  w->row_begin = units[u].row_begin;
-                  w->row_end = units[u].row_end;
-                  const std::vector<int32_t>& ks = keys[units[u].cluster];
-                  w->indices = ks.data();
-                  w->n_indices = static_cast<int64_t>(ks.size());
-                  w->maybe_index_mask = &outside_window;
-                },
-                &clus);
-    for (int64_t i = 0; i < sq; ++i) {
-      const int64_t p = order[i] + ctx.off;
-      for (int32_t j : keys[cq[order[i]]]) {
-        if (params.causal ? j <= p - cfg.window : (j <= p - cfg.window || j >= p + cfg.window)) pairs += 1;
-      }
-    }
-    merge_into(&win, clus, &order, 0, dv);
+    normalize_rows(d, &xq);
+    normalize_rows(d, &xk);
+    const Clusters cl = spherical_kmeans(xq, xk, d, cfg.clusters, cfg.iters,
+                                         cfg.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(b * call.heads_q + h));
+    RowState win, clus;
+    const double window_pairs = routing_window_part(call, wcall, b, h, cfg, &win);
+    std::vector<int64_t> order;
+    double cluster_pairs = 0;
+    ATTNKIT_RETURN_IF_ERROR(routing_cluster_part(call, b, h, cfg, cl, &order, &clus, &cluster_pairs));
+    merge_into(&win, clus, &order, 0, call.head_dim_v);
     write_rows(call, b, h, win);
-    *pairs_out = pairs;
+    *pairs_out = window_pairs + cluster_pairs;
     return Status::ok_status();
   }, maybe_computed_pairs);
 }
+
+// ---- registry entries (methods.h) ----
+
+namespace {
+
+Mechanism make_hyper_attention_mechanism() {
+  return sparse_internal::sparse_mechanism(
+      {"hyper_attention", "HyperAttention: sortLSH blocks + uniform samples, LSE combine, causal by recursion",
+       {{"block", "256", "sorted block size"},
+        {"samples", "256", "uniform key samples"},
+        {"projections", "7", "LSH hyperplanes"},
+        {"min_len", "4096", "exact attention at or below this length"},
+        {"seed", "1", "seed"}},
+       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
+         HyperConfig c;
+         int64_t seed = 0;
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "samples", &c.samples));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "projections", &c.n_projections));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "min_len", &c.min_len));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
+         c.seed = static_cast<uint64_t>(seed);
+         *out = sparse_internal::direct_method([c](const TensorView& q, const TensorView& k, const TensorView& v,
+                                                   const TensorView& o, float* lse, const AttentionParams& params,
+                                                   double* pairs) { return hyper_attention(q, k, v, o, lse, params, c, pairs); });
+         return Status::ok_status();
+       }});
+}
+ATTNKIT_REGISTER_MECHANISM(make_hyper_attention_mechanism);
+
+Mechanism make_routing_mechanism() {
+  return sparse_internal::sparse_mechanism(
+      {"routing", "Routing attention: spherical k-means clusters of queries and keys + local window",
+       {{"clusters", "16", "k-means clusters"},
+        {"iters", "4", "Lloyd iterations"},
+        {"window", "64", "local window always attended"},
+        {"seed", "1", "seed"}},
+       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
+         RoutingConfig c;
+         int64_t seed = 0;
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "clusters", &c.clusters));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "iters", &c.iters));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "window", &c.window));
+         ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
+         c.seed = static_cast<uint64_t>(seed);
+         *out = sparse_internal::direct_method([c](const TensorView& q, const TensorView& k, const TensorView& v,
+                                                   const TensorView& o, float* lse, const AttentionParams& params,
+                                                   double* pairs) { return routing_attention(q, k, v, o, lse, params, c, pairs); });
+         return Status::ok_status();
+       }});
+}
+ATTNKIT_REGISTER_MECHANISM(make_routing_mechanism);
+
+}  // namespace
 
 }  // namespace attnkit

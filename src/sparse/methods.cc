@@ -1,10 +1,8 @@
-// Named sparse methods: one table of (name, parameters, factory) that feeds both the mechanism
-// registry (attnkit list / bench / bench/) and make_sparse_method() (the fidelity command and
-// later work that runs the estimators on model activations).
-//
-// Registry entries take one extra parameter, phase=all|estimate|attend, so estimation and
-// attention can be timed separately by the shared benchmark harness:
-//   attnkit bench --mechanism vertical_slash:phase=estimate ...
+// The sparse methods' registry plumbing (see methods.h): MaskMethod and DirectMethod, the
+// benchmark run that times estimation and attention separately (phase=all|estimate|attend), and
+// the table of definitions behind make_sparse_method() / sparse_method_names(). The methods
+// themselves register next to their implementations (patterns.cc, block_mask.cc, one file per
+// estimator, hyper_routing.cc).
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -19,6 +17,7 @@
 #include "attnkit/memory.h"
 #include "attnkit/registry.h"
 #include "attnkit/sparse.h"
+#include "sparse/methods.h"
 #include "sparse/sparse_internal.h"
 
 namespace attnkit {
@@ -27,11 +26,9 @@ using namespace sparse_internal;
 
 namespace {
 
-// A method whose estimate() produces a BlockMask and whose attend() is sparse_attention.
 class MaskMethod : public SparseMethod {
  public:
-  using Builder = std::function<Status(const TensorView&, const TensorView&, const AttentionParams&, BlockMask*)>;
-  explicit MaskMethod(Builder b) : build_(std::move(b)) {}
+  explicit MaskMethod(MaskBuilder b) : build_(std::move(b)) {}
   Status estimate(const TensorView& q, const TensorView& k, const AttentionParams& params) override {
     ATTNKIT_RETURN_IF_ERROR(build_(q, k, params, &mask_));
     pairs_ = -1;  // counted on demand, outside the timed estimation
@@ -50,7 +47,7 @@ class MaskMethod : public SparseMethod {
   const BlockMask* maybe_mask() const override { return ready_ ? &mask_ : nullptr; }
 
  private:
-  Builder build_;
+  MaskBuilder build_;
   BlockMask mask_;
   mutable double pairs_ = 0;
   bool ready_ = false;
@@ -59,9 +56,7 @@ class MaskMethod : public SparseMethod {
 // HyperAttention / Routing: the key choice happens inside the attention call.
 class DirectMethod : public SparseMethod {
  public:
-  using Fn = std::function<Status(const TensorView&, const TensorView&, const TensorView&, const TensorView&, float*,
-                                  const AttentionParams&, double*)>;
-  explicit DirectMethod(Fn f) : fn_(std::move(f)) {}
+  explicit DirectMethod(DirectFn f) : fn_(std::move(f)) {}
   Status estimate(const TensorView&, const TensorView&, const AttentionParams&) override { return Status::ok_status(); }
   Status attend(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                 float* maybe_lse, const AttentionParams& params) override {
@@ -70,240 +65,11 @@ class DirectMethod : public SparseMethod {
   double computed_pairs() const override { return pairs_; }
 
  private:
-  Fn fn_;
+  DirectFn fn_;
   double pairs_ = 0;
 };
 
-using Factory = std::function<Status(const MechanismParams&, std::unique_ptr<SparseMethod>*)>;
-
-struct MethodDef {
-  std::string name, description;
-  std::vector<ParamSpec> params;
-  Factory factory;
-};
-
-#define ATTNKIT_GET_INT(key, var) \
-  int64_t var = 0;                \
-  ATTNKIT_RETURN_IF_ERROR(param_int(p, key, &var))
-#define ATTNKIT_GET_FLOAT(key, var) \
-  double var = 0;                   \
-  ATTNKIT_RETURN_IF_ERROR(param_float(p, key, &var))
-
-const ParamSpec kBlock{"block", "64", "query and key block size of the BlockMask (64 = the kernel tile)"};
-
-Status block_ok(int64_t block) {
-  if (block < 1 || block > 4096) {
-    return Status::invalid_argument("parameter block=" + std::to_string(block) + " is not supported; expected 1..4096");
-  }
-  return Status::ok_status();
-}
-
-// A static pattern method: the pattern is built when the shape is known (estimate()).
-Factory pattern_factory(std::function<Status(const MechanismParams&, int64_t seq_kv, PatternPtr*)> make) {
-  return [make](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-    ATTNKIT_GET_INT("block", block);
-    ATTNKIT_RETURN_IF_ERROR(block_ok(block));
-    PatternPtr probe;
-    ATTNKIT_RETURN_IF_ERROR(make(p, 1, &probe));  // validates the parameters now
-    *out = std::make_unique<MaskMethod>(
-        [make, p, block](const TensorView& q, const TensorView& k, const AttentionParams& params, BlockMask* m) -> Status {
-          PatternPtr pat;
-          ATTNKIT_RETURN_IF_ERROR(make(p, k.seq(), &pat));
-          return build_block_mask(square_block_shape(q, k, params, block), pat, m);
-        });
-    return Status::ok_status();
-  };
-}
-
-const std::vector<MethodDef>& method_table() {
-  static const std::vector<MethodDef>* table = new std::vector<MethodDef>{
-      {"sliding_window", "Sliding-window attention (Longformer) as a block-sparse pattern",
-       {{"left", "1024", "keys at most this far before the query (-1 = unbounded)"},
-        {"right", "0", "keys at most this far after the query (-1 = unbounded)"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("left", left);
-         ATTNKIT_GET_INT("right", right);
-         return make_window_pattern(left, right, out);
-       })},
-      {"a_shape", "A-shape: attention sinks + local window (StreamingLLM / MInference)",
-       {{"sinks", "64", "first keys always visible"}, {"window", "1024", "local window (keys either side)"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("sinks", sinks);
-         ATTNKIT_GET_INT("window", window);
-         return make_a_shape_pattern(sinks, window, out);
-       })},
-      {"strided", "Strided pattern (Sparse Transformer): local band + every stride-th key",
-       {{"stride", "128", "band width and stride"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("stride", stride);
-         return make_strided_pattern(stride, out);
-       })},
-      {"dilated", "Dilated attention (LongNet): segments w*2^l with dilation 2^l, union over levels",
-       {{"segment", "2048", "level-0 segment length"}, {"levels", "3", "number of (segment, dilation) levels"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("segment", segment);
-         ATTNKIT_GET_INT("levels", levels);
-         return make_dilated_pattern(segment, levels, out);
-       })},
-      {"bigbird", "BigBird: global + window + seeded random blocks",
-       {{"pattern_block", "64", "BigBird block size"}, {"global", "1", "global blocks"},
-        {"window", "3", "window blocks either side"}, {"random", "3", "random blocks per query block"},
-        {"seed", "0", "seed of the random blocks"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t seq_kv, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("pattern_block", pb);
-         ATTNKIT_GET_INT("global", g);
-         ATTNKIT_GET_INT("window", w);
-         ATTNKIT_GET_INT("random", r);
-         ATTNKIT_GET_INT("seed", seed);
-         return make_bigbird_pattern(pb, g, w, r, static_cast<uint64_t>(seed), true, seq_kv, out);
-       })},
-      {"power_attention", "PowerAttention: key blocks at power-of-two block distances + sinks",
-       {{"pattern_block", "64", "block size of the distances"}, {"sinks", "64", "first keys always visible"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("pattern_block", pb);
-         ATTNKIT_GET_INT("sinks", sinks);
-         return make_power_pattern(pb, sinks, out);
-       })},
-      {"star_local", "Blockwise-local attention with an anchor block (Star Attention phase 1)",
-       {{"context_block", "4096", "context block length"}, {"anchor", "4096", "anchor prefix length"}, kBlock},
-       pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
-         ATTNKIT_GET_INT("context_block", cb);
-         ATTNKIT_GET_INT("anchor", anchor);
-         return make_blockwise_local_pattern(cb, anchor, out);
-       })},
-      {"block_dense", "Every causal block through the block-sparse kernel (equals exact attention)",
-       {kBlock},
-       pattern_factory([](const MechanismParams&, int64_t, PatternPtr* out) -> Status {
-         *out = make_dense_pattern();
-         return Status::ok_status();
-       })},
-      {"block_random", "Random causal blocks at a given density (diagonal always in); for scaling benchmarks",
-       {{"density", "0.1", "fraction of reachable key blocks per query block"}, {"seed", "1", "seed"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         ATTNKIT_GET_INT("block", block);
-         ATTNKIT_GET_FLOAT("density", density);
-         ATTNKIT_GET_INT("seed", seed);
-         ATTNKIT_RETURN_IF_ERROR(block_ok(block));
-         if (!(density > 0 && density <= 1)) {
-           return Status::invalid_argument("parameter density=" + p.at("density") + " is not supported; expected (0, 1]");
-         }
-         *out = std::make_unique<MaskMethod>([=](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) {
-           return random_block_mask(square_block_shape(q, k, params, block), density, static_cast<uint64_t>(seed), m);
-         });
-         return Status::ok_status();
-       }},
-      {"vertical_slash", "MInference vertical-slash: columns and diagonals from the last queries' attention",
-       {{"last_q", "64", "queries used for the estimate"}, {"vertical", "1000", "vertical lines kept"},
-        {"slash", "6096", "slash lines kept"}, {"force_first", "30", "first columns always kept"},
-        {"force_last", "100", "diagonals nearest the main one always kept"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         VerticalSlashConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "last_q", &c.last_q));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "vertical", &c.vertical));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "slash", &c.slash));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "force_first", &c.force_first));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "force_last", &c.force_last));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(block_ok(c.block));
-         *out = std::make_unique<MaskMethod>([c](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) { return estimate_vertical_slash(q, k, params, c, m); });
-         return Status::ok_status();
-       }},
-      {"block_topk", "Pooled-QK block top-k (MInference block-sparse; SeerAttention without a learned gate)",
-       {{"topk", "100", "key blocks kept per query block"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         BlockTopKConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(block_ok(c.block));
-         *out = std::make_unique<MaskMethod>([c](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) { return estimate_block_topk(q, k, params, c, m); });
-         return Status::ok_status();
-       }},
-      {"moba", "MoBA gating: q . mean(K_block), top-k blocks, own block always",
-       {{"topk", "8", "blocks per query (own block included)"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         MobaConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(block_ok(c.block));
-         *out = std::make_unique<MaskMethod>([c](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) { return estimate_moba(q, k, params, c, m); });
-         return Status::ok_status();
-       }},
-      {"flexprefill", "FlexPrefill: per-head JS-divergence choice, cumulative-mass gamma",
-       {{"last_q", "128", "queries used for the estimate"}, {"gamma", "0.9", "cumulative attention kept"},
-        {"tau", "0.1", "JS distance threshold for query-aware block-sparse"},
-        {"min_budget", "1", "blocks / lines kept at least"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         FlexPrefillConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "last_q", &c.last_q));
-         ATTNKIT_RETURN_IF_ERROR(param_float(p, "gamma", &c.gamma));
-         ATTNKIT_RETURN_IF_ERROR(param_float(p, "tau", &c.tau));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "min_budget", &c.min_budget));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(block_ok(c.block));
-         *out = std::make_unique<MaskMethod>([c](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) { return estimate_flexprefill(q, k, params, c, m, nullptr); });
-         return Status::ok_status();
-       }},
-      {"hip", "HiP-style hierarchical top-k over key blocks",
-       {{"topk", "16", "key blocks kept per query block"}, kBlock},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         HipConfig c;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "topk", &c.topk));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(block_ok(c.block));
-         *out = std::make_unique<MaskMethod>([c](const TensorView& q, const TensorView& k, const AttentionParams& params,
-                                                 BlockMask* m) { return estimate_hip(q, k, params, c, m); });
-         return Status::ok_status();
-       }},
-      {"hyper_attention", "HyperAttention: sortLSH blocks + uniform samples, LSE combine, causal by recursion",
-       {{"block", "256", "sorted block size"}, {"samples", "256", "uniform key samples"},
-        {"projections", "7", "LSH hyperplanes"}, {"min_len", "4096", "exact attention at or below this length"},
-        {"seed", "1", "seed"}},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         HyperConfig c;
-         int64_t seed = 0;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", &c.block));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "samples", &c.samples));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "projections", &c.n_projections));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "min_len", &c.min_len));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
-         c.seed = static_cast<uint64_t>(seed);
-         *out = std::make_unique<DirectMethod>([c](const TensorView& q, const TensorView& k, const TensorView& v,
-                                                   const TensorView& o, float* lse, const AttentionParams& params,
-                                                   double* pairs) { return hyper_attention(q, k, v, o, lse, params, c, pairs); });
-         return Status::ok_status();
-       }},
-      {"routing", "Routing attention: spherical k-means clusters of queries and keys + local window",
-       {{"clusters", "16", "k-means clusters"}, {"iters", "4", "Lloyd iterations"},
-        {"window", "64", "local window always attended"}, {"seed", "1", "seed"}},
-       [](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
-         RoutingConfig c;
-         int64_t seed = 0;
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "clusters", &c.clusters));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "iters", &c.iters));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "window", &c.window));
-         ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
-         c.seed = static_cast<uint64_t>(seed);
-         *out = std::make_unique<DirectMethod>([c](const TensorView& q, const TensorView& k, const TensorView& v,
-                                                   const TensorView& o, float* lse, const AttentionParams& params,
-                                                   double* pairs) { return routing_attention(q, k, v, o, lse, params, c, pairs); });
-         return Status::ok_status();
-       }},
-  };
-  return *table;
-}
-
-const MethodDef* find_def(const std::string& name) {
-  for (const MethodDef& d : method_table())
-    if (d.name == name) return &d;
-  return nullptr;
-}
-
-// ---- registry entries ----
+// ---- the benchmark run ----
 
 void fill_random(float* data, int64_t n, uint64_t seed) {
 #pragma omp parallel for schedule(static)
@@ -315,6 +81,15 @@ void fill_random(float* data, int64_t n, uint64_t seed) {
 }
 
 enum class Phase { kAll, kEstimate, kAttend };
+
+}  // namespace
+
+template <>
+struct EnumNames<Phase> {
+  static constexpr EnumName<Phase> kTable[] = {{Phase::kAll, "all"}, {Phase::kEstimate, "estimate"}, {Phase::kAttend, "attend"}};
+};
+
+namespace {
 
 class SparseRun final : public PreparedRun {
  public:
@@ -369,24 +144,26 @@ class SparseRun final : public PreparedRun {
   AttentionParams params_;
 };
 
+// Definitions by name, filled by sparse_mechanism() while the registrars run (function-local
+// static: registrars in other translation units may run before this file's globals).
+std::map<std::string, MethodDef>& definitions() {
+  static std::map<std::string, MethodDef> table;
+  return table;
+}
+
+const MethodDef* find_def(const std::string& name) {
+  const auto it = definitions().find(name);
+  return it == definitions().end() ? nullptr : &it->second;
+}
+
 Status prepare_sparse(const MethodDef& def, const ProblemShape& shape, const MechanismParams& p,
                       std::unique_ptr<PreparedRun>* out) {
   if (shape.dtype != DType::kF32) {
     return Status::unsupported(def.name + ": benchmark inputs are f32 only (dtype " + dtype_name(shape.dtype) + ")");
   }
-  if (shape.batch < 1 || shape.seq_q < 1 || shape.seq_kv < 1 || shape.heads_q < 1 || shape.heads_kv < 1 ||
-      shape.head_dim < 1 || shape.heads_q % shape.heads_kv != 0) {
-    return Status::invalid_argument(def.name + ": invalid shape (batch " + std::to_string(shape.batch) + ", seq_q " +
-                                    std::to_string(shape.seq_q) + ", seq_kv " + std::to_string(shape.seq_kv) +
-                                    ", heads " + std::to_string(shape.heads_q) + "/" + std::to_string(shape.heads_kv) +
-                                    ", head_dim " + std::to_string(shape.head_dim) + ")");
-  }
-  const std::string& ph = p.at("phase");
-  Phase phase;
-  if (ph == "all") phase = Phase::kAll;
-  else if (ph == "estimate") phase = Phase::kEstimate;
-  else if (ph == "attend") phase = Phase::kAttend;
-  else return Status::invalid_argument("parameter phase=" + ph + " is not supported; expected all|estimate|attend");
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(shape));
+  Phase phase = Phase::kAll;
+  ATTNKIT_RETURN_IF_ERROR(param_enum(p, "phase", &phase));
   MechanismParams mp = p;
   mp.erase("phase");
   std::unique_ptr<SparseMethod> m;
@@ -397,26 +174,55 @@ Status prepare_sparse(const MethodDef& def, const ProblemShape& shape, const Mec
   return Status::ok_status();
 }
 
-struct RegisterAll {
-  RegisterAll() {
-    for (const MethodDef& def : method_table()) {
-      Mechanism m;
-      m.name = def.name;
-      m.family = "sparse";
-      m.description = def.description;
-      m.params = def.params;
-      m.params.push_back({"phase", "all", "all|estimate|attend: what run() times (estimate = choosing keys only)"});
-      const MethodDef* d = &def;
-      m.prepare = [d](const ProblemShape& s, const MechanismParams& p, std::unique_ptr<PreparedRun>* out) {
-        return prepare_sparse(*d, s, p, out);
-      };
-      register_mechanism(std::move(m));
-    }
-  }
-};
-const RegisterAll kRegisterAll;
-
 }  // namespace
+
+namespace sparse_internal {
+
+Mechanism sparse_mechanism(MethodDef def) {
+  const auto [it, inserted] = definitions().emplace(def.name, std::move(def));
+  ATTNKIT_ASSERT(inserted);  // a second definition of a name is a programming error
+  const MethodDef* d = &it->second;
+  Mechanism m;
+  m.name = d->name;
+  m.family = "sparse";
+  m.description = d->description;
+  m.params = d->params;
+  m.params.push_back({"phase", "all", enum_choices<Phase>() + ": what run() times (estimate = choosing keys only)"});
+  m.prepare = [d](const ProblemShape& s, const MechanismParams& p, std::unique_ptr<PreparedRun>* out) {
+    return prepare_sparse(*d, s, p, out);
+  };
+  return m;
+}
+
+std::unique_ptr<SparseMethod> mask_method(MaskBuilder build) { return std::make_unique<MaskMethod>(std::move(build)); }
+
+std::unique_ptr<SparseMethod> direct_method(DirectFn fn) { return std::make_unique<DirectMethod>(std::move(fn)); }
+
+Status read_block(const MechanismParams& p, int64_t* block) {
+  ATTNKIT_RETURN_IF_ERROR(param_int(p, "block", block));
+  if (*block < 1 || *block > 4096) {
+    return Status::invalid_argument("parameter block=" + std::to_string(*block) + " is not supported; expected 1..4096");
+  }
+  return Status::ok_status();
+}
+
+SparseFactory pattern_factory(PatternMaker make) {
+  return [make](const MechanismParams& p, std::unique_ptr<SparseMethod>* out) -> Status {
+    int64_t block = 0;
+    ATTNKIT_RETURN_IF_ERROR(read_block(p, &block));
+    PatternPtr probe;
+    ATTNKIT_RETURN_IF_ERROR(make(p, 1, &probe));  // validates the parameters now
+    *out = mask_method([make, p, block](const TensorView& q, const TensorView& k, const AttentionParams& params,
+                                        BlockMask* m) -> Status {
+      PatternPtr pat;
+      ATTNKIT_RETURN_IF_ERROR(make(p, k.seq(), &pat));
+      return build_block_mask(square_block_shape(q, k, params, block), pat, m);
+    });
+    return Status::ok_status();
+  };
+}
+
+}  // namespace sparse_internal
 
 Status make_sparse_method(const std::string& spec, std::unique_ptr<SparseMethod>* out) {
   const Mechanism* mech = nullptr;
@@ -424,12 +230,9 @@ Status make_sparse_method(const std::string& spec, std::unique_ptr<SparseMethod>
   ATTNKIT_RETURN_IF_ERROR(parse_mechanism_spec(spec, &mech, &p));
   const MethodDef* def = find_def(mech->name);
   if (def == nullptr || mech->family != "sparse") {
-    return Status::invalid_argument("mechanism '" + mech->name + "' is not a sparse method; sparse methods: " +
-                                    [] {
-                                      std::string s;
-                                      for (const auto& n : sparse_method_names()) s += (s.empty() ? "" : ", ") + n;
-                                      return s;
-                                    }());
+    std::string names;
+    for (const auto& n : sparse_method_names()) names += (names.empty() ? "" : ", ") + n;
+    return Status::invalid_argument("mechanism '" + mech->name + "' is not a sparse method; sparse methods: " + names);
   }
   p.erase("phase");
   return def->factory(p, out);
@@ -437,7 +240,7 @@ Status make_sparse_method(const std::string& spec, std::unique_ptr<SparseMethod>
 
 std::vector<std::string> sparse_method_names() {
   std::vector<std::string> v;
-  for (const MethodDef& d : method_table()) v.push_back(d.name);
+  for (const auto& [name, def] : definitions()) v.push_back(name);
   return v;
 }
 

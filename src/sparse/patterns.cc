@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <string>
 
+#include "attnkit/registry.h"
 #include "attnkit/sparse.h"
+#include "sparse/methods.h"
 
 namespace attnkit {
 
@@ -374,5 +376,126 @@ Status make_blockwise_local_pattern(int64_t block, int64_t anchor, PatternPtr* o
   *out = std::make_shared<BlockwiseLocalPattern>(block, anchor);
   return Status::ok_status();
 }
+
+// ---- registry entries: each pattern as a named sparse method (methods.h) ----
+
+namespace {
+
+using sparse_internal::kBlockParam;
+using sparse_internal::pattern_factory;
+using sparse_internal::sparse_mechanism;
+
+Mechanism make_sliding_window_mechanism() {
+  return sparse_mechanism({"sliding_window", "Sliding-window attention (Longformer) as a block-sparse pattern",
+                           {{"left", "1024", "keys at most this far before the query (-1 = unbounded)"},
+                            {"right", "0", "keys at most this far after the query (-1 = unbounded)"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t left = 0, right = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "left", &left));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "right", &right));
+                             return make_window_pattern(left, right, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_sliding_window_mechanism);
+
+Mechanism make_a_shape_mechanism() {
+  return sparse_mechanism({"a_shape", "A-shape: attention sinks + local window (StreamingLLM / MInference)",
+                           {{"sinks", "64", "first keys always visible"},
+                            {"window", "1024", "local window (keys either side)"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t sinks = 0, window = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "sinks", &sinks));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "window", &window));
+                             return make_a_shape_pattern(sinks, window, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_a_shape_mechanism);
+
+Mechanism make_strided_mechanism() {
+  return sparse_mechanism({"strided", "Strided pattern (Sparse Transformer): local band + every stride-th key",
+                           {{"stride", "128", "band width and stride"}, kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t stride = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "stride", &stride));
+                             return make_strided_pattern(stride, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_strided_mechanism);
+
+Mechanism make_dilated_mechanism() {
+  return sparse_mechanism({"dilated", "Dilated attention (LongNet): segments w*2^l with dilation 2^l, union over levels",
+                           {{"segment", "2048", "level-0 segment length"},
+                            {"levels", "3", "number of (segment, dilation) levels"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t segment = 0, levels = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "segment", &segment));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "levels", &levels));
+                             return make_dilated_pattern(segment, levels, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_dilated_mechanism);
+
+Mechanism make_bigbird_mechanism() {
+  return sparse_mechanism({"bigbird", "BigBird: global + window + seeded random blocks",
+                           {{"pattern_block", "64", "BigBird block size"},
+                            {"global", "1", "global blocks"},
+                            {"window", "3", "window blocks either side"},
+                            {"random", "3", "random blocks per query block"},
+                            {"seed", "0", "seed of the random blocks"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t seq_kv, PatternPtr* out) -> Status {
+                             int64_t pb = 0, g = 0, w = 0, r = 0, seed = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "pattern_block", &pb));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "global", &g));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "window", &w));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "random", &r));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "seed", &seed));
+                             return make_bigbird_pattern(pb, g, w, r, static_cast<uint64_t>(seed), true, seq_kv, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_bigbird_mechanism);
+
+Mechanism make_power_attention_mechanism() {
+  return sparse_mechanism({"power_attention", "PowerAttention: key blocks at power-of-two block distances + sinks",
+                           {{"pattern_block", "64", "block size of the distances"},
+                            {"sinks", "64", "first keys always visible"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t pb = 0, sinks = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "pattern_block", &pb));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "sinks", &sinks));
+                             return make_power_pattern(pb, sinks, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_power_attention_mechanism);
+
+Mechanism make_star_local_mechanism() {
+  return sparse_mechanism({"star_local", "Blockwise-local attention with an anchor block (Star Attention phase 1)",
+                           {{"context_block", "4096", "context block length"},
+                            {"anchor", "4096", "anchor prefix length"},
+                            kBlockParam},
+                           pattern_factory([](const MechanismParams& p, int64_t, PatternPtr* out) -> Status {
+                             int64_t cb = 0, anchor = 0;
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "context_block", &cb));
+                             ATTNKIT_RETURN_IF_ERROR(param_int(p, "anchor", &anchor));
+                             return make_blockwise_local_pattern(cb, anchor, out);
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_star_local_mechanism);
+
+Mechanism make_block_dense_mechanism() {
+  return sparse_mechanism({"block_dense", "Every causal block through the block-sparse kernel (equals exact attention)",
+                           {kBlockParam},
+                           pattern_factory([](const MechanismParams&, int64_t, PatternPtr* out) -> Status {
+                             *out = make_dense_pattern();
+                             return Status::ok_status();
+                           })});
+}
+ATTNKIT_REGISTER_MECHANISM(make_block_dense_mechanism);
+
+}  // namespace
 
 }  // namespace attnkit

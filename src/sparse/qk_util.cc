@@ -1,5 +1,7 @@
 #include "sparse/qk_util.h"
 
+#include "attnkit/threads.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -79,7 +81,9 @@ float resolve_scale(const AttentionParams& p, int64_t head_dim) {
   return p.scale.has_value() ? *p.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }
 
-Status check_estimator_inputs(const TensorView& q, const TensorView& k, int64_t block, const char* what) {
+Status check_estimator_inputs(const TensorView& q, const TensorView& k, const AttentionParams& params, int64_t block,
+                              const char* what, int* threads) {
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(params.num_threads, "num_threads", threads));
   if (q.data == nullptr || k.data == nullptr) return Status::invalid_argument(std::string(what) + ": q and k must not be null");
   if (q.batch() != k.batch()) {
     return Status::invalid_argument(std::string(what) + ": q batch " + std::to_string(q.batch()) + " != k batch " +

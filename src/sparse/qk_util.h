@@ -45,7 +45,9 @@ void top_k_indices(const float* score, int64_t n, int64_t k, std::vector<int32_t
 // Resolved logit scale of a call (params.scale or 1/sqrt(d)).
 float resolve_scale(const AttentionParams& p, int64_t head_dim);
 
-// Checks the q/k pair an estimator reads (shapes, GQA ratio, block size); names the bad value.
-Status check_estimator_inputs(const TensorView& q, const TensorView& k, int64_t block, const char* what);
+// Checks the q/k pair an estimator reads (shapes, GQA ratio, block size) and the call's thread
+// count, which it resolves into *threads; names the bad value.
+Status check_estimator_inputs(const TensorView& q, const TensorView& k, const AttentionParams& params, int64_t block,
+                              const char* what, int* threads);
 
 }  // namespace attnkit::sparse_internal

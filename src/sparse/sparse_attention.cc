@@ -108,8 +108,6 @@ void run_unit(const core::Call& call, const ListWork& w, ThreadScratch* ts, floa
 
 }  // namespace
 
-int resolve_threads(int n) { return n > 0 ? n : omp_get_max_threads(); }
-
 void run_work(const core::Call& call, int64_t n_work, const FillWork& fill) {
   run_work_partial(call, n_work, fill, nullptr, nullptr, 0);
 }
@@ -117,7 +115,7 @@ void run_work(const core::Call& call, int64_t n_work, const FillWork& fill) {
 void run_work_partial(const core::Call& call, int64_t n_work, const FillWork& fill, float* o_partial,
                       float* lse_partial, int64_t rows) {
   const int64_t dv = call.head_dim_v;
-#pragma omp parallel num_threads(resolve_threads(call.p.num_threads))
+#pragma omp parallel num_threads(call.threads)
   {
     ThreadScratch ts;
     ListWork w;
@@ -221,7 +219,7 @@ Status sparse_attention(const TensorView& q, const TensorView& k, const TensorVi
     return Status::invalid_argument(std::string("sparse_attention: block mask causal=") + (s.causal ? "true" : "false") +
                                     " / alignment does not match params.causal=" + (params.causal ? "true" : "false"));
   }
-  PatternCtx ctx{mask.maybe_pattern.get(), diag_offset(s), s.seq_kv, std::vector<RowMemo>(resolve_threads(params.num_threads))};
+  PatternCtx ctx{mask.maybe_pattern.get(), diag_offset(s), s.seq_kv, std::vector<RowMemo>(call.threads)};
   core::ElementMask emask{pattern_fn, &ctx};
   const bool pattern = mask.maybe_pattern != nullptr;
   const int64_t nqb = mask.n_q_blocks();

@@ -39,9 +39,6 @@ inline uint64_t splitmix64(uint64_t* state) {
   return z ^ (z >> 31);
 }
 
-// OpenMP threads of a call: params.num_threads, or the OpenMP default for 0.
-int resolve_threads(int num_threads);
-
 // Checks what every sparse entry point needs from a call: no variable-length batch, softmax.
 Status check_sparse_call(const core::Call& call, const char* what);
 

@@ -12,11 +12,14 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
-#include "eval/bench_harness.h"
+#include "attnkit/bench.h"
+#include "attnkit/gguf.h"
+#include "attnkit/threads.h"
 
 namespace {
 
@@ -303,6 +306,76 @@ TEST_F(CliBinary, BadOptionsFailWithAMessage) {
   expect_failure(run_cli("bench --seq-q 8 --json /nonexistent_dir/x.json"), {"/nonexistent_dir/x.json"});
   expect_failure(run_cli("frobnicate"), {"frobnicate"});
   expect_failure(run_cli(""), {"subcommand"});
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+// `attnkit run` writes the prompt and the generated text to stdout and nothing else; its timing
+// statistics go to stderr on a line of their own, also when both streams share one pipe.
+TEST_F(CliBinary, RunKeepsTextOnStdoutAndStatisticsOnTheirOwnLine) {
+  std::string model;
+  if (!attnkit::gguf::find_default_model(&model).ok()) GTEST_SKIP() << "Gemma 3 270M GGUF not installed";
+  const std::string prompt = "The capital of France is";
+  const std::string args = "run --prompt '" + prompt + "' --max-tokens 4 --threads 2";
+  const std::string out_path = temp_json("run_stdout"), err_path = temp_json("run_stderr");
+  const Result split = run_command("'" + cli_path() + "' " + args + " >'" + out_path + "' 2>'" + err_path + "'");
+  ASSERT_EQ(split.exit_code, 0) << read_text(err_path);
+  const std::string out = read_text(out_path), err = read_text(err_path);
+  fs::remove(out_path);
+  fs::remove(err_path);
+  EXPECT_EQ(out.rfind(prompt, 0), 0u) << out;  // the text starts with the prompt
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.back(), '\n');
+  EXPECT_GT(out.size(), prompt.size() + 1) << "no text was generated";
+  EXPECT_EQ(out.find("tok/s"), std::string::npos) << out;
+  EXPECT_EQ(out.find("prompt tokens"), std::string::npos) << out;
+  EXPECT_NE(err.find("prompt tokens"), std::string::npos) << err;
+  EXPECT_NE(err.find("tok/s"), std::string::npos) << err;
+
+  // Both streams into one pipe: the statistics start a line.
+  const Result merged = run_command("'" + cli_path() + "' " + args + " 2>&1");
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  const size_t words = merged.output.find(" prompt tokens in ");
+  ASSERT_NE(words, std::string::npos) << merged.output;
+  const size_t stats = merged.output.rfind('[', words);
+  ASSERT_NE(stats, std::string::npos) << merged.output;
+  ASSERT_GT(stats, 0u);
+  EXPECT_EQ(merged.output[stats - 1], '\n') << merged.output;
+  EXPECT_EQ(merged.output.substr(0, stats), out) << "the text differs between the two runs (greedy decoding)";
+}
+
+// `attnkit eval niah --png` draws its depth x length map through the plotting path (plot.h).
+TEST_F(CliBinary, NiahWritesItsHeatmap) {
+  std::string model;
+  if (!attnkit::gguf::find_default_model(&model).ok()) GTEST_SKIP() << "Gemma 3 270M GGUF not installed";
+  const std::string png = temp_json("niah") + ".png", json = temp_json("niah");
+  const Result r = run_cli("eval niah --length 256 --depths 0,1 --trials 1 --threads 2 --png " + png + " --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string image = read_text(png);
+  fs::remove(png);
+  fs::remove(json);
+  ASSERT_GT(image.size(), 1000u);
+  EXPECT_EQ(image.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+}
+
+// Every command checks --threads while parsing: negative counts and counts past the cap
+// (attnkit/threads.h) fail with the value named, before a model is loaded or a case runs.
+TEST_F(CliBinary, EveryCommandRefusesBadThreadCounts) {
+  const std::vector<std::string> commands = {"bench --seq-q 8",   "sparse-bench --seq 256", "fidelity",
+                                             "run --prompt hi",   "eval perplexity",        "eval passkey",
+                                             "eval niah"};
+  const std::string too_many = std::to_string(attnkit::max_threads() + 1);
+  for (const std::string& cmd : commands) {
+    for (const std::string& bad : {std::string("-5"), too_many, std::string("100000")}) {
+      SCOPED_TRACE(cmd + " --threads " + bad);
+      expect_failure(run_cli(cmd + " --threads " + bad), {"threads " + bad, "1.." + std::to_string(attnkit::max_threads())});
+    }
+  }
 }
 
 TEST_F(CliBinary, HelpExitsZero) {

@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/memory.h"
 #include "attnkit/registry.h"
 #include "core/exact_mechanism.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit {
 namespace {

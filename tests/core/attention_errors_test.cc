@@ -98,6 +98,8 @@ std::vector<BadCase> bad_cases() {
       {"lse with sigmoid", [](VarlenCall* c) { c->p.normalization = Normalization::kSigmoid; }, {"lse", "sigmoid"}},
       {"lse with relu", [](VarlenCall* c) { c->p.normalization = Normalization::kRelu; }, {"lse", "relu"}},
       {"num_threads -1", [](VarlenCall* c) { c->p.num_threads = -1; }, {"num_threads -1"}},
+      // libgomp aborts or crashes when asked for this many threads; the cap refuses it first.
+      {"num_threads 100000", [](VarlenCall* c) { c->p.num_threads = 100000; }, {"num_threads 100000", "expected 0"}},
   };
   const std::vector<BadCase> varlen = {
       {"cu_seqlens_q not monotonic", [](VarlenCall* c) { c->cu_q = {0, 6, 4, 10}; c->p.maybe_cu_seqlens_q = c->cu_q.data(); },

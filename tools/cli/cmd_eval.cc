@@ -4,6 +4,7 @@
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
 // --seed S. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,11 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
+#include "attnkit/plot.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::cli {
 namespace {
@@ -179,7 +181,7 @@ Status do_niah(const EvalOptions& o) {
   nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
                       {"lengths", lengths}, {"depths", o.depths}, {"cells", cells},
-                      {"heatmap", o.png_path + " (rows: depths top to bottom; columns: lengths left to right; red 0 .. green 1)"},
+                      {"heatmap", o.png_path + " (rows: depths top to bottom; columns: lengths left to right; accuracy red 0 .. green 1)"},
                       {"trials", trials_json(trials)}};
   // Results first: a heatmap path that cannot be written must not throw away a long run.
   ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
@@ -188,7 +190,15 @@ Status do_niah(const EvalOptions& o) {
   const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
   std::error_code ec;
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-  return eval::write_heatmap_png(o.png_path, grid);
+  plot::Heatmap chart;
+  chart.values = grid;
+  for (double d : o.depths) chart.row_labels.push_back(std::to_string(static_cast<int>(std::lround(d * 100))) + "%");
+  for (int64_t l : lengths) chart.col_labels.push_back(std::to_string(l));
+  chart.title = "Needle in a haystack, attention " + o.attention;
+  chart.x_label = "context length (tokens)";
+  chart.y_label = "needle depth";
+  chart.colorbar_label = "retrieval accuracy";
+  return plot::heatmap(chart, o.png_path);
 }
 
 void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
@@ -196,7 +206,7 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--attention", o->attention, "exact | streaming:sinks=S,window=W | window:size=W")->capture_default_str();
   c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
   c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
-  c->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(c, &o->threads, "Threads (0 = all)");
   c->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();

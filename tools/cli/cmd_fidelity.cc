@@ -85,7 +85,6 @@ void run_fidelity(FidelityOptions o) {
     fail("heads_q " + std::to_string(o.heads_q) + " is not a multiple of heads_kv " + std::to_string(o.heads_kv));
   }
   if (o.data != "random" && o.data != "planted") fail("data '" + o.data + "' is not supported; expected random|planted");
-  if (o.threads < 0) fail("threads " + std::to_string(o.threads) + " is not supported; expected >= 0 (0 = all)");
   {
     std::unique_ptr<SparseMethod> probe;
     check(make_sparse_method(o.mechanism, &probe));  // fail on a bad spec before building inputs
@@ -160,7 +159,7 @@ void add_fidelity(CLI::App& root) {
   cmd->add_option("--head-dim", o->head_dim, "Head dimension")->capture_default_str();
   cmd->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none");
-  cmd->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads (0 = all)");
   cmd->add_option("--repeats", o->repeats, "Timed runs (best of)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the inputs")->capture_default_str();
   cmd->add_option("--data", o->data, "random|planted (planted: a few keys every query attends)")->capture_default_str();

@@ -131,7 +131,11 @@ Status do_run(const RunOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(m->generate(ids, go, nullptr, &st));
   std::string rest = stream.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
-  std::printf("\n");
+  // stdout carries the text alone; the statistics go to stderr on their own line. stdout is
+  // flushed first, so that when both streams share a pipe or terminal the text's final newline
+  // comes before the statistics instead of after them.
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
   std::fprintf(stderr, "[%lld prompt tokens in %.2f s (%.1f tok/s); %lld generated in %.2f s (%.1f tok/s)]\n",
                static_cast<long long>(st.prompt_tokens), st.prefill_seconds, st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
                static_cast<long long>(st.generated), st.decode_seconds,
@@ -149,7 +153,7 @@ void add_run(CLI::App& root) {
   cmd->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads (0 = all)");
   cmd->add_flag("--chat", o->chat, "Wrap the prompt in Gemma's chat template");
   cmd->add_flag("--bench", o->bench, "Measure prefill and decode speed at --length tokens of context");
   cmd->add_option("--length", o->length, "Context length for --bench")->capture_default_str();

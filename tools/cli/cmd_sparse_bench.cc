@@ -17,8 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "commands.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit::cli {
 namespace {
@@ -60,7 +60,7 @@ void run_sparse_bench(const SparseBenchOptions& o) {
   bench::TimingOptions timing{0, o.runs, 0.0, 0.0};
   bench::YardstickCache yardsticks(bench::yardstick_options_from_env());
   bench::Yardsticks y;
-  check(yardsticks.get(bench::resolve_threads(o.threads), &y));
+  check(yardsticks.get(o.threads, &y));
   std::printf("attnkit sparse-bench: seq %lld, heads %lld/%lld, head_dim %lld, causal, f32, SIMD %s\n%s\n%s\n",
               static_cast<long long>(o.seq), static_cast<long long>(o.heads_q), static_cast<long long>(o.heads_kv),
               static_cast<long long>(o.head_dim), simd_target_name().c_str(), bench::yardstick_line(y).c_str(),
@@ -126,7 +126,7 @@ void add_sparse_bench(CLI::App& root) {
   cmd->add_option("--heads-q", o->heads_q, "Query heads")->capture_default_str();
   cmd->add_option("--heads-kv", o->heads_kv, "Key/value heads")->capture_default_str();
   cmd->add_option("--head-dim", o->head_dim, "Head dimension")->capture_default_str();
-  cmd->add_option("--threads", o->threads, "Threads (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads (0 = all)");
   cmd->add_option("--runs", o->runs, "Timed runs per case (median)")->capture_default_str();
   cmd->add_option("--vertical-slash", o->vertical_slash, "vertical-slash spec to time")->capture_default_str();
   cmd->add_option("--block-topk", o->block_topk, "block top-k spec to time")->capture_default_str();

@@ -1,6 +1,7 @@
 // Pluggable subcommands of the `attnkit` executable.
 //
-// Every tools/cli/*.cc is compiled into the executable, so a new subcommand is one new file:
+// main.cc and every tools/cli/cmd_*.cc are compiled into the executable, so a new subcommand is
+// one new file cmd_<name>.cc:
 //
 //   #include "commands.h"
 //   namespace {
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "attnkit/registry.h"  // ATTNKIT_CONCAT
+#include "attnkit/enum_names.h"
 #include "attnkit/status.h"
 
 namespace attnkit::cli {
@@ -50,6 +52,23 @@ inline constexpr int kExitFailure = 1;
 [[noreturn]] void fail(const std::string& message, int exit_code = kExitFailure);
 // fail(status.message()) when the status is not ok.
 void check(const Status& status);
+
+// The --threads option every command has: 0 (the OpenMP default) or 1..attnkit::max_threads(),
+// checked while the command line is parsed, so a bad count fails before any work starts.
+CLI::Option* add_threads_option(CLI::App* cmd, int* threads, const std::string& help);
+
+// A check that an option's value is one of an enum's names (the table of attnkit/enum_names.h):
+// "dtype 'f64' is not supported; expected 'f32', 'f16' or 'bf16'".
+template <class E>
+CLI::Validator enum_validator(const char* param) {
+  return CLI::Validator(
+      [param](std::string& text) {
+        E value{};
+        const Status s = parse_enum_param(param, text, &value);
+        return s.ok() ? std::string() : s.message();
+      },
+      enum_choices<E>());
+}
 
 }  // namespace attnkit::cli
 

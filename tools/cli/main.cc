@@ -5,7 +5,9 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <string>
 
+#include "attnkit/threads.h"
 #include "commands.h"
 
 namespace attnkit::cli {
@@ -41,6 +43,24 @@ void fail(const std::string& message, int exit_code) {
 
 void check(const Status& status) {
   if (!status.ok()) fail(status.message());
+}
+
+CLI::Option* add_threads_option(CLI::App* cmd, int* threads, const std::string& help) {
+  const CLI::Validator thread_count(
+      [](std::string& text) -> std::string {
+        int value = 0, resolved = 0;
+        try {
+          size_t used = 0;
+          value = std::stoi(text, &used);
+          if (used != text.size()) return std::string();  // not a number: CLI11's conversion reports it
+        } catch (const std::exception&) {
+          return std::string();  // likewise (out of int range included)
+        }
+        const Status s = resolve_threads(value, "threads", &resolved);
+        return s.ok() ? std::string() : s.message();
+      },
+      "THREADS");
+  return cmd->add_option("--threads", *threads, help)->capture_default_str()->check(thread_count);
 }
 
 }  // namespace attnkit::cli

@@ -1,4 +1,5 @@
-// The benchmark harness shared by `attnkit bench` (tools/cli) and bench/ (Google Benchmark).
+// attnkit/bench.h: the benchmark harness shared by `attnkit bench` (tools/cli), bench/ (Google
+// Benchmark) and Python's bench_mechanism. Implemented in src/eval/bench_harness.cc.
 //
 // For every case it reports time, GFLOP/s from the mechanism's flops() (exact attention:
 // attention_flops), GB/s from its bytes() (attention_bytes), peak extra memory, and the ratio of
@@ -82,9 +83,6 @@ class YardstickCache {
   std::map<int, Yardsticks> by_threads_;
 };
 
-// 0 -> omp_get_max_threads(); anything else unchanged.
-int resolve_threads(int threads);
-
 // ---- timing ----
 
 struct TimingOptions {
@@ -142,6 +140,7 @@ struct Record {
   double seconds = 0;      // median of the timed runs
   double min_seconds = 0;
   int runs = 0;
+  std::vector<double> samples;  // seconds of each timed run, in order (not written to JSON)
   double flops = 0;        // per run
   double bytes = 0;        // per run
   double gflops = 0;       // flops / seconds / 1e9
@@ -176,7 +175,8 @@ nlohmann::json record_to_json(const Record& r);
 
 inline constexpr int kMaxPairedRuns = 15;
 
-// Parses the spec, prepares the case, times it and fills a record.
+// Parses the spec, prepares the case, times it and fills a record. With yardsticks null the case
+// runs without them: no yardstick is measured and the ratio fields stay 0.
 Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache* yardsticks, Record* out);
 
 // Human-readable table.

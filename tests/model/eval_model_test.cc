@@ -1,4 +1,4 @@
-// Model evaluations: prompt construction, the PNG heatmap writer, the KJV corpus, and a 1K-token
+// Model evaluations: prompt construction, the KJV corpus, and a 1K-token
 // passkey retrieval on the real model (asserted correct).
 #include <gtest/gtest.h>
 
@@ -8,41 +8,13 @@
 #include <fstream>
 #include <memory>
 
+#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "eval/model_eval.h"
 
 namespace attnkit::eval {
 namespace {
-
-uint32_t be32(const std::string& s, size_t at) {
-  return (static_cast<uint32_t>(static_cast<unsigned char>(s[at])) << 24) |
-         (static_cast<uint32_t>(static_cast<unsigned char>(s[at + 1])) << 16) |
-         (static_cast<uint32_t>(static_cast<unsigned char>(s[at + 2])) << 8) | static_cast<unsigned char>(s[at + 3]);
-}
-
-TEST(EvalHeatmap, WritesAValidPng) {
-  const std::string path = (std::filesystem::temp_directory_path() / "attnkit_heatmap_test.png").string();
-  std::vector<std::vector<double>> v = {{1.0, 0.0, 0.5}, {0.25, 1.0, std::nan("")}};
-  ASSERT_TRUE(write_heatmap_png(path, v, 10).ok());
-  std::ifstream f(path, std::ios::binary);
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  ASSERT_GT(s.size(), 33u);
-  EXPECT_EQ(s.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
-  EXPECT_EQ(s.substr(12, 4), "IHDR");
-  EXPECT_EQ(be32(s, 16), 3u * 10 + 10 + 16);  // 3 columns of 10 px, gap, colour bar
-  EXPECT_EQ(be32(s, 20), 2u * 10);
-  // Raw image bytes: each row is a filter byte + 3 bytes per pixel, stored uncompressed.
-  const size_t raw = 20 * (1 + 3 * 56);
-  EXPECT_GT(s.size(), raw);
-  EXPECT_EQ(s.substr(s.size() - 8, 4), "IEND");
-  std::filesystem::remove(path);
-  // Ragged input is rejected naming the row.
-  Status bad = write_heatmap_png(path, {{1.0, 0.5}, {1.0}});
-  EXPECT_FALSE(bad.ok());
-  EXPECT_NE(bad.message().find("row 1"), std::string::npos) << bad.message();
-}
 
 class EvalModelTest : public ::testing::Test {
  protected:

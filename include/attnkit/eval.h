@@ -1,5 +1,6 @@
-// Long-context evaluations of the Gemma model (src/eval/model_eval.cc, heatmap_png.cc):
-// perplexity (full-sequence and streaming), passkey retrieval, needle in a haystack.
+// attnkit/eval.h: long-context evaluations of a model (implemented in src/eval/): perplexity
+// (full-sequence and streaming), passkey retrieval, needle in a haystack. Used by `attnkit eval`,
+// the Python package and the tests.
 #pragma once
 
 #include <cstdint>
@@ -71,10 +72,5 @@ Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64
 Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
             const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
             std::vector<RetrievalTrial>* out, bool prompts_only = false);
-
-// Writes an RGB PNG heatmap: one cell per (row, col) coloured by value in [0, 1] (red 0 -> yellow
-// -> green 1; NaN grey), rows = depths top to bottom, cols = lengths left to right, with a colour
-// bar on the right. Uncompressed deflate ("stored" blocks), so it needs no zlib.
-Status write_heatmap_png(const std::string& path, const std::vector<std::vector<double>>& values, int cell_px = 40);
 
 }  // namespace attnkit::eval

@@ -1,5 +1,5 @@
 // `attnkit bench`: one case when any shape option is given, else the default suite, through the
-// shared harness (src/eval/bench_harness.h). Prints a table with the yardsticks and ratios and
+// shared harness (include/attnkit/bench.h). Prints a table with the yardsticks and ratios and
 // writes a JSON array with one record per case to --json FILE (rewritten after every case, so an
 // interrupted suite keeps the finished records).
 #include <cstdio>
@@ -12,9 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/attention.h"
+#include "attnkit/bench.h"
 #include "attnkit/registry.h"
+#include "attnkit/threads.h"
 #include "commands.h"
-#include "eval/bench_harness.h"
 
 namespace attnkit::cli {
 namespace {
@@ -56,14 +57,10 @@ Status single_case(const BenchOptions& o, bench::BenchCase* out) {
   if (o.shape_options[4]->count()) s.head_dim = o.head_dim;
   if (o.shape_options[5]->count()) s.batch = o.batch;
   s.causal = o.causal;
-  if (!o.dtype.empty() && !parse_dtype(o.dtype, &s.dtype)) {
-    return Status::invalid_argument("dtype '" + o.dtype + "' is not supported; expected f32|f16|bf16");
-  }
+  if (!o.dtype.empty()) ATTNKIT_RETURN_IF_ERROR(parse_enum_param("dtype", o.dtype, &s.dtype));
   s.threads = o.threads;
   if (!o.vs_dtype.empty()) {
-    if (!parse_dtype(o.vs_dtype, &c.vs_dtype)) {
-      return Status::invalid_argument("--vs-dtype '" + o.vs_dtype + "' is not supported; expected f32|f16|bf16");
-    }
+    ATTNKIT_RETURN_IF_ERROR(parse_enum_param("--vs-dtype", o.vs_dtype, &c.vs_dtype));
     c.compare_dtype = true;
   }
   ATTNKIT_RETURN_IF_ERROR(check_positive("seq_q", s.seq_q));
@@ -106,7 +103,6 @@ Status write_json(const std::string& path, const nlohmann::json& records) {
 }
 
 void run_bench(const BenchOptions& o) {
-  if (o.threads < 0) fail("threads " + std::to_string(o.threads) + " is not supported; expected >= 0 (0 = all)");
   // Check the mechanism spec before measuring anything.
   const Mechanism* mech = nullptr;
   MechanismParams params;
@@ -122,9 +118,7 @@ void run_bench(const BenchOptions& o) {
   } else {
     if (!o.vs_dtype.empty()) fail("--vs-dtype compares one case; give the case's shape options (e.g. --seq-q 1 --seq-kv N)");
     DType dt = DType::kF32;
-    if (!o.dtype.empty() && !parse_dtype(o.dtype, &dt)) {
-      fail("dtype '" + o.dtype + "' is not supported; expected f32|f16|bf16");
-    }
+    if (!o.dtype.empty()) check(parse_enum_param("dtype", o.dtype, &dt));
     cases = suite_cases(o, dt, !o.dtype.empty());
   }
 
@@ -143,7 +137,8 @@ void run_bench(const BenchOptions& o) {
               simd_target_name().c_str());
   bool header_printed = false;
   for (const bench::BenchCase& c : cases) {
-    const int threads = bench::resolve_threads(c.shape.threads);
+    int threads = 0;
+    check(resolve_threads(c.shape.threads, "threads", &threads));
     if (!announced.count(threads)) {
       bench::Yardsticks y;
       check(yardsticks.get(threads, &y));
@@ -185,12 +180,12 @@ void add_bench(CLI::App& root) {
   o->shape_options.push_back(cmd->add_option("--head-dim", o->head_dim, "Head dimension (default 128)"));
   o->shape_options.push_back(cmd->add_option("--batch", o->batch, "Batch size (default 1)"));
   o->shape_options.push_back(cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none; like the shape options, selects a single case"));
-  cmd->add_option("--dtype", o->dtype, "Q/K/V dtype f32|f16|bf16 (default f32; with the suite, overrides every case)")
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  cmd->add_option("--dtype", o->dtype, "Q/K/V dtype (default f32; with the suite, overrides every case)")
+      ->check(enum_validator<DType>("dtype"));
   cmd->add_option("--vs-dtype", o->vs_dtype,
                   "Also time the case with Q/K/V in this dtype, alternating one run of each, and record the time "
                   "ratio (one case only)");
-  cmd->add_option("--threads", o->threads, "Threads for the mechanism and the yardsticks (0 = all)")->capture_default_str();
+  add_threads_option(cmd, &o->threads, "Threads for the mechanism and the yardsticks (0 = all)");
   cmd->add_option("--json", o->json_path, "Write a JSON array with one record per case to FILE");
   cmd->add_flag("--quick", o->quick, "Small yardsticks and one timed run (smoke test; same as ATTNKIT_BENCH_QUICK=1)");
   cmd->callback([o] { run_bench(*o); });
