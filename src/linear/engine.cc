@@ -688,7 +688,6 @@ Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& 
   if (!p.tie_key_to_gate) ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
   ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
   ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
-  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   const int64_t d = q.head_dim(), dv = v.head_dim();
   if (d < 1 || d > 512) return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1..512");
   if (dv < 1 || dv > 1024) return Status::invalid_argument("head_dim_v " + std::to_string(dv) + " is not supported; expected 1..1024");
@@ -853,10 +852,11 @@ Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
 }
 
 // Validates a call and resolves its defaults into r. The checks run in this order, so a call with
-// several faults reports the first: tensors, chunk/eps, feature map, decay, update rule, sequences.
+// several faults reports the first: tensors, threads, chunk/eps, feature map, decay, update rule, sequences.
 Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const LinearAttentionParams& p, Resolved* r) {
   ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   const int64_t d = q.head_dim();
   r->p = p;
