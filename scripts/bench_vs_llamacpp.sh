@@ -9,7 +9,8 @@
 #
 # Cases (llama-bench's, -p 512,4096 -n 32 -d 512,4096): prefill of P tokens after D tokens of
 # context (pp P @ d D) and generation of 32 tokens after D tokens (tg 32 @ d D). attnkit runs the
-# same cases through `attnkit run --bench --depth D --length P --decode-tokens G`. Each round runs
+# same cases through `attnkit run --bench --depth D --length P --decode-tokens G` (pp: G = 1, its
+# rate ignored; tg: P = 1, decoding at depth D + 1, its prefill ignored). Each round runs
 # llama-bench once (all cases, its own warmup) and then attnkit once per case; the table gives the
 # median tokens/s of each side over the rounds, the spread (max/min - 1) and attnkit / llama.cpp.
 set -euo pipefail
@@ -65,10 +66,10 @@ for r in $(seq 1 "$rounds"); do
   echo "round $r / $rounds: attnkit"
   for d in 512 4096; do
     for p in 512 4096; do
-      "$cli" run --bench --threads "$threads" --depth "$d" --length "$p" --decode-tokens 0 --rounds 1 \
+      "$cli" run --bench --threads "$threads" --depth "$d" --length "$p" --decode-tokens 1 --rounds 1 \
         --json "$out/attnkit_pp${p}_d${d}_$r.json" > /dev/null
     done
-    "$cli" run --bench --threads "$threads" --depth "$d" --length 0 --decode-tokens 32 --rounds 1 \
+    "$cli" run --bench --threads "$threads" --depth "$d" --length 1 --decode-tokens 32 --rounds 1 \
       --json "$out/attnkit_tg32_d${d}_$r.json" > /dev/null
   done
 done
@@ -88,12 +89,16 @@ for path in sorted(glob.glob(os.path.join(out, "llama_*.jsonl"))):
         key = ("pp", j["n_prompt"], j["n_depth"]) if j["n_gen"] == 0 else ("tg", j["n_gen"], j["n_depth"])
         llama.setdefault(key, []).append(j["avg_ts"])
 ours = {}
-for path in sorted(glob.glob(os.path.join(out, "attnkit_*.json"))):
+for path in sorted(glob.glob(os.path.join(out, "attnkit_pp*.json"))):
     j = json.load(open(path))
-    if j["length"] > 0:
-        ours.setdefault(("pp", j["length"], j["depth"]), []).append(j["prefill_tokens_per_s_median"])
-    else:
-        ours.setdefault(("tg", j["decode_tokens"], j["depth"]), []).append(j["decode_tokens_per_s_median"])
+    ours.setdefault(("pp", j["length"], j["depth"]), []).append(j["prefill_tokens_per_s"])
+for path in sorted(glob.glob(os.path.join(out, "attnkit_tg*.json"))):
+    j = json.load(open(path))
+    ours.setdefault(("tg", j["decode_tokens"], j["depth"]), []).append(j["decode_tokens_per_s"])
+last = json.load(open(sorted(glob.glob(os.path.join(out, "attnkit_pp*.json")))[-1]))
+print(f"attnkit weights {last['weights']}: {last['weights_mapped_bytes'] / 2**20:.0f} MiB mapped, "
+      f"{last['weights_f32_bytes'] / 2**20:.1f} MiB f32; peak RSS {last['peak_rss_bytes'] / 2**20:.0f} MiB "
+      f"(pp{last['length']} @ d{last['depth']})")
 def spread(v):
     return max(v) / min(v) - 1 if v and min(v) > 0 else float("nan")
 print(f"\nllama.cpp build {commit}, {threads} threads, {rounds} rounds (median tok/s; spread = max/min - 1)")
