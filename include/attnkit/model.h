@@ -18,12 +18,13 @@
 //
 // Numerics: by default (WeightFormat::kQuantized) the projection weights stay in their GGUF block
 // formats inside the file's mapping (Q4_K, Q5_0, Q6_K, Q8_0 in the shipped file; never expanded to
-// f32). Their products quantize the activations to int16 per 32 values and sum int8 x int16
-// products exactly (AVX512-VNNI / AVX2 / portable; src/model/quant_matmul.h), for one token and
-// for many. WeightFormat::kF32 instead dequantizes them once at load and uses OpenBLAS sgemm /
-// an f32 matvec: the accuracy reference. The tied 262144 x 640 embedding is always read in place;
-// the logits of one token use a fused dequantize-and-dot matvec with f32 activations
-// (src/model/matvec.cc). Sums accumulate in f32; GELU, RMSNorm and RoPE are vectorized
+// f32). Decode quantizes the activations to int16 per 32 values and sums int8 x int16 products
+// exactly (AVX512-VNNI / AVX2 / portable; src/model/quant_matmul.h); prefill (8 tokens or more)
+// dequantizes tiles of rows per thread and uses sgemm (src/model/weights.h). WeightFormat::kF32
+// instead dequantizes them once at load and uses OpenBLAS sgemm / an f32 matvec: the accuracy
+// reference. The tied 262144 x 640 embedding is always read in place; the logits of one token use
+// a fused dequantize-and-dot matvec with f32 activations (src/model/matvec.cc), of many tokens
+// dequantized slices and sgemm. Sums accumulate in f32; GELU, RMSNorm and RoPE are vectorized
 // (src/model/model_ops.h states their accuracy).
 //
 // Attention always goes through an AttentionBackend; the default calls attnkit::attention()
