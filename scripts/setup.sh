@@ -9,7 +9,7 @@ cd "$root"
 
 debs=(build-essential cmake pkg-config libhwy-dev libopenblas-dev googletest libgtest-dev
       libbenchmark-dev libcli11-dev nlohmann-json3-dev libpng-dev bible-kjv bible-kjv-text
-      python3-venv clang libclang-rt-14-dev)
+      python3-venv clang libclang-rt-14-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
