@@ -22,7 +22,9 @@ ProgressFn stderr_progress(const std::string& label);
 // The King James Bible as one string: every verse printed by Debian's `bible` program
 // (`bible -f -l100000 Gen1:1-Rev22:21`), its reference ("Ge1:1 ") stripped, joined with '\n'.
 // scripts/golden_hf.py extracts the same text. When cache_path is non-empty the text is read from
-// there if present and written there otherwise.
+// there if present and written there otherwise. The cache starts with a header line holding the
+// text's hash; a file without it, whose text does not match it, or (when `bible` is installed)
+// that differs from the text `bible` gives, is refused with an error naming the path.
 Status kjv_text(const std::string& cache_path, std::string* out);
 
 struct PerplexityResult {
@@ -58,8 +60,10 @@ Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, dou
 Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,
                      int64_t answer_tokens, RetrievalTrial* trial);
 // Prompt and answer together stay within the model's trained context (config().context_length):
-// a requested length above context_length - answer tokens is lowered to that, so a 32K trial asks
-// for at most 32768 positions. prompts_only = true builds the same prompts (same seed, same keys)
+// a length above context_length fails naming it (unless Model::allow_past_context); a length
+// between context_length - answer tokens and context_length asks for a prompt that leaves room for
+// the answer. Each trial records the requested length and the prompt's real size (prompt_tokens).
+// prompts_only = true builds the same prompts (same seed, same keys)
 // without running the model, for dumping them to a reference implementation.
 Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t trials, uint64_t seed,
                const ProgressFn& progress, std::vector<RetrievalTrial>* out, bool prompts_only = false);

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -167,6 +168,9 @@ struct LoadOptions {
   int threads = 2;  // OpenMP and OpenBLAS threads
   int64_t prefill_chunk = 512;
   WeightFormat weights = WeightFormat::kQuantized;
+  // Positions at or past config().context_length (gemma3.context_length) were never trained:
+  // forward, decode and generate refuse them unless this is set, and then warn once on stderr.
+  bool allow_past_context = false;
 };
 
 // Outputs of Model::forward for n tokens. Any pointer may be null.
@@ -199,6 +203,11 @@ struct GenerateStats {
   double prefill_seconds = 0, decode_seconds = 0;
 };
 
+// Threads: one Model may be shared by several threads. Every method that reads or changes the
+// cache, the attention backends, the taps or the thread count holds the model's lock, so concurrent
+// calls on one Model run one after another; calls on different Models run in parallel. A caller
+// whose calls must not interleave with another thread's (reset, then forward) holds lock() around
+// them; the lock is recursive, so the methods still work inside it.
 class Model {
  public:
   static Status load(const std::string& path, const LoadOptions& options, std::unique_ptr<Model>* out);
@@ -207,6 +216,10 @@ class Model {
   const GemmaConfig& config() const;
   const Tokenizer& tokenizer() const;
 
+  // Running past config().context_length: see LoadOptions::allow_past_context.
+  void set_allow_past_context(bool allow);
+  bool allow_past_context() const;
+
   // Forgets the cache (position 0). Keeps the capacity.
   void reset();
   int64_t position() const;
@@ -214,7 +227,8 @@ class Model {
   Status reserve(int64_t n_positions);
 
   // Runs n tokens at positions position() .. position() + n - 1 (in prefill chunks), appends them
-  // to the cache and fills the requested outputs.
+  // to the cache and fills the requested outputs. Fails (kOutOfRange, naming context_length) when
+  // the last position is at or past the context, unless allow_past_context.
   Status forward(const int32_t* tokens, int64_t n, const ForwardOutputs& outputs);
   // One token through the cache (the decode path); logits [n_vocab].
   Status decode(int32_t token, float* logits);
@@ -222,7 +236,8 @@ class Model {
   // Logits of final hidden states ([n, n_embd] -> [n, n_vocab]).
   Status logits_from_hidden(const float* hidden, int64_t n, float* logits);
 
-  // Prefills `prompt` (after reset) and generates.
+  // Prefills `prompt` (after reset) and generates. Prompt plus max_tokens must fit in the context
+  // (or allow_past_context); that is checked before anything runs.
   Status generate(const std::vector<int32_t>& prompt, const GenerateOptions& options, std::vector<int32_t>* out,
                   GenerateStats* maybe_stats = nullptr);
 
@@ -237,10 +252,17 @@ class Model {
   WeightFormat weight_format() const;
   WeightBytes weight_bytes() const;
 
+  // Keeps other threads out of this model until the returned lock is released.
+  std::unique_lock<std::recursive_mutex> lock() const { return std::unique_lock<std::recursive_mutex>(mutex_); }
+
  private:
   Model();
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  mutable std::recursive_mutex mutex_;
+  bool allow_past_context_ = false;
+  bool warned_past_context_ = false;
+  Status check_context(int64_t end, const char* what);
 };
 
 // Chooses the next token from logits [n_vocab]: argmax when temperature <= 0, else softmax(logits

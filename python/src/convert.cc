@@ -6,7 +6,10 @@
 #include <numpy/arrayobject.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "core/checked_size.h"
 
 namespace attnkit::python {
 namespace {
@@ -194,6 +197,23 @@ TensorView to_view(const Array& a, const char* name, bool allow_3d) {
 }
 
 nb::object new_array(nb::handle like_obj, const Array& like, const int64_t* dims, int ndim, bool f32) {
+  // Inputs may be stride-0 (broadcast) views that hold little memory while the output they imply
+  // is huge: check the output's size before numpy or torch allocates it. Messages are built only
+  // on failure (this runs on every call).
+  {
+    int64_t n = 1;
+    bool fits = true;
+    for (int i = 0; i < ndim && fits; ++i)
+      fits = dims[i] >= 0 && dims[i] <= kMaxDim && checked_mul(n, dims[i], &n) && n <= kMaxElements;
+    const int64_t elem_bytes = f32 || like.elem == Elem::kF32 ? 4 : 2;
+    if (!fits || n > (int64_t{1} << 30) / elem_bytes) {  // physical memory is looked up above 1 GiB only
+      const std::string what = "the output array " + shape_string(dims, ndim) + " (input shape " + like.shape_string() + ")";
+      int64_t bytes = 0;
+      raise_if_error(fits ? checked_bytes(what, n, elem_bytes, &bytes)
+                          : Status::out_of_range(what + " has a dimension above " + std::to_string(kMaxDim) +
+                                                 " or more than 2^40 elements"));
+    }
+  }
   if (!like.is_numpy && is_torch(like_obj)) {
     nb::module_ torch = nb::module_::import_("torch");
     nb::list shape;

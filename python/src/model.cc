@@ -84,7 +84,8 @@ void check_id(const Tokenizer& t, int32_t id) {
 
 using model::Model;
 
-std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, const std::string& weights) {
+std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, bool allow_past_context,
+                                     const std::string& weights) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
   threads_arg(threads);
@@ -96,6 +97,7 @@ std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int thread
     nb::gil_scoped_release release;
     model::LoadOptions o;
     o.threads = threads;
+    o.allow_past_context = allow_past_context;
     o.weights = format;
     s = Model::load(p, o, &out);
   }
@@ -147,6 +149,7 @@ nb::ndarray<nb::numpy, float> last_logits_py(Model& m, nb::handle prompt) {
   Status s;
   {
     nb::gil_scoped_release release;
+    const auto hold = m.lock();  // reset and forward together, not interleaved with another thread
     m.reset();
     model::ForwardOutputs fo;
     fo.maybe_last_logits = buf->data();
@@ -206,11 +209,16 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
   std::unique_ptr<model::AttentionBackend> b;
   raise_if_error(model::make_attention_backend(spec, &b));
   std::shared_ptr<model::AttentionBackend> shared(std::move(b));
-  if (layer) {
-    raise_if_error(m.set_layer_attention(*layer, shared));
-  } else {
-    m.set_attention(shared);
+  Status s;
+  {
+    nb::gil_scoped_release release;  // waits for the model's lock while another thread runs it
+    if (layer) {
+      s = m.set_layer_attention(*layer, shared);
+    } else {
+      m.set_attention(shared);
+    }
   }
+  raise_if_error(s);
 }
 
 }  // namespace
@@ -218,9 +226,13 @@ void set_attention_py(Model& m, const std::string& spec, std::optional<int64_t> 
 void bind_model(nb::module_& m) {
   nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
       .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
-                  nb::arg("weights") = "quantized",
-                  "Loads a GGUF model (default: default_model_path()). weights: \"quantized\" (GGUF blocks read in "
-                  "place) or \"f32\" (dequantized copies, the accuracy reference).")
+                  nb::kw_only(), nb::arg("allow_past_context") = false, nb::arg("weights") = "quantized",
+                  "Loads a GGUF model (default: default_model_path()). Inputs past the model's context_length "
+                  "raise ValueError unless allow_past_context=True (then a warning is printed once). weights: "
+                  "\"quantized\" (GGUF blocks read in place) or \"f32\" (dequantized copies, the accuracy reference).")
+      .def_prop_rw("allow_past_context", &Model::allow_past_context, &Model::set_allow_past_context,
+                   "Whether positions past context_length are allowed (see load).")
+      .def_prop_ro("context_length", [](const Model& mm) { return mm.config().context_length; })
       .def_prop_ro("weights", [](const Model& m) { return std::string(model::weight_format_name(m.weight_format())); },
                    "\"quantized\" or \"f32\".")
       .def_prop_ro("weight_bytes",
@@ -243,7 +255,7 @@ void bind_model(nb::module_& m) {
       .def("set_attention", &set_attention_py, nb::arg("spec"), nb::kw_only(), nb::arg("layer").none() = nb::none(),
            "Swaps the attention of every layer (or one layer) for a named backend, e.g. 'exact', "
            "'streaming:sinks=4,window=256', 'a_shape:sinks=4,window=256'.")
-      .def("reset", &Model::reset, "Forgets the KV cache.")
+      .def("reset", &Model::reset, nb::call_guard<nb::gil_scoped_release>(), "Forgets the KV cache.")
       .def_prop_ro("n_layer", [](const Model& mm) { return mm.config().n_layer; })
       .def_prop_ro("n_vocab", [](const Model& mm) { return mm.config().n_vocab; })
       .def_prop_ro("tokenizer", [](const Model& mm) -> const Tokenizer& { return mm.tokenizer(); },

@@ -30,8 +30,14 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-Status check_cu(const int32_t* cu, int64_t n, int64_t total, const char* name) {
+// Query offsets must cover the packed rows exactly (cu[0] == 0, cu[n] == total): a row outside every
+// sequence would be left unwritten in the output. Key offsets may stop short of the packed keys
+// (unused keys change no output), as long as they stay inside them.
+Status check_cu(const int32_t* cu, int64_t n, int64_t total, const char* name, bool cover_all) {
   if (cu[0] < 0) return Status::invalid_argument(std::string(name) + "[0] = " + std::to_string(cu[0]) + " is negative");
+  if (cover_all && cu[0] != 0)
+    return Status::invalid_argument(std::string(name) + "[0] = " + std::to_string(cu[0]) +
+                                    " must be 0 (every packed row belongs to a sequence)");
   for (int64_t i = 0; i < n; ++i) {
     if (cu[i + 1] < cu[i])
       return Status::invalid_argument(std::string(name) + " is not non-decreasing: " + name + "[" +
@@ -41,6 +47,10 @@ Status check_cu(const int32_t* cu, int64_t n, int64_t total, const char* name) {
   if (cu[n] > total)
     return Status::invalid_argument(std::string(name) + "[" + std::to_string(n) + "] = " + std::to_string(cu[n]) +
                                     " exceeds the packed length " + std::to_string(total));
+  if (cover_all && cu[n] != total)
+    return Status::invalid_argument(std::string(name) + "[" + std::to_string(n) + "] = " + std::to_string(cu[n]) +
+                                    " must equal the packed length " + std::to_string(total) +
+                                    " (rows after it would belong to no sequence and stay unwritten)");
   return Status();
 }
 
@@ -191,8 +201,8 @@ Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, 
     if (p.n_seqs < 1) return Status::invalid_argument("n_seqs " + std::to_string(p.n_seqs) + " must be >= 1 with cu_seqlens");
     if (q.shape[0] != 1)
       return Status::invalid_argument("q.shape " + shape_str(q) + " must have batch 1 with cu_seqlens (packed layout)");
-    ATTNKIT_RETURN_IF_ERROR(check_cu(p.maybe_cu_seqlens_q, p.n_seqs, q.shape[1], "cu_seqlens_q"));
-    ATTNKIT_RETURN_IF_ERROR(check_cu(p.maybe_cu_seqlens_k, p.n_seqs, k.shape[1], "cu_seqlens_k"));
+    ATTNKIT_RETURN_IF_ERROR(check_cu(p.maybe_cu_seqlens_q, p.n_seqs, q.shape[1], "cu_seqlens_q", true));
+    ATTNKIT_RETURN_IF_ERROR(check_cu(p.maybe_cu_seqlens_k, p.n_seqs, k.shape[1], "cu_seqlens_k", false));
     c.cu_q = p.maybe_cu_seqlens_q;
     c.cu_k = p.maybe_cu_seqlens_k;
     c.n_seqs = p.n_seqs;

@@ -11,6 +11,7 @@
 
 #include "attnkit/attention.h"
 #include "attnkit/threads.h"
+#include "core/checked_size.h"
 
 namespace attnkit {
 namespace {
@@ -212,7 +213,8 @@ Status check_problem_shape(const ProblemShape& s) {
                                     std::to_string(s.heads_kv));
   }
   int threads = 0;
-  return resolve_threads(s.threads, "threads", &threads);
+  ATTNKIT_RETURN_IF_ERROR(resolve_threads(s.threads, "threads", &threads));
+  return check_problem_sizes(s);  // overflow, per-dimension and memory limits before any allocation
 }
 
 }  // namespace attnkit

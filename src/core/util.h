@@ -5,6 +5,7 @@
 
 #include "attnkit/status.h"
 #include "attnkit/tensor.h"
+#include "core/checked_size.h"
 
 namespace attnkit::core {
 
@@ -29,7 +30,16 @@ inline Status check_view(const TensorView& t, const char* name) {
     if (t.shape[i] < 0)
       return Status::invalid_argument(std::string(name) + ".shape " + shape_str(t) + " has a negative dimension");
   }
-  return Status::ok_status();
+  // Broadcast (stride-0) views can describe tensors far larger than their memory; the kernels'
+  // index arithmetic and scratch sizes assume the limits of checked_size.h. The common case
+  // builds no strings.
+  int64_t n = 1;
+  bool fits = true;
+  for (int i = 0; i < 4 && fits; ++i) fits = t.shape[i] <= kMaxDim && checked_mul(n, t.shape[i], &n) && n <= kMaxElements;
+  if (fits) return Status::ok_status();
+  return checked_elements(std::string(name) + " (shape " + shape_str(t) + ")",
+                          {{"batch", t.shape[0]}, {"seq", t.shape[1]}, {"heads", t.shape[2]}, {"head_dim", t.shape[3]}},
+                          &n);
 }
 
 }  // namespace attnkit::core

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "attnkit/attention.h"
+#include "core/checked_size.h"
 #include "attnkit/memory.h"
 #include "attnkit/threads.h"
 
@@ -364,6 +365,8 @@ Status run_case(const BenchCase& c, const TimingOptions& timing, YardstickCache*
   MechanismParams params;
   ATTNKIT_RETURN_IF_ERROR(parse_mechanism_spec(c.mechanism_spec, &mech, &params));
   ProblemShape shape = c.shape;
+  // Before the yardsticks: a shape too large to allocate fails at once, naming its sizes.
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(shape));
   ATTNKIT_RETURN_IF_ERROR(resolve_threads(shape.threads, "threads", &shape.threads));
   // Yardsticks first, so their buffers are freed before the case allocates its inputs.
   Yardsticks y;

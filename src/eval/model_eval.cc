@@ -5,12 +5,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
 #include <sstream>
 
 #include "attnkit/tokenizer.h"
+#include "core/output_file.h"
 
 namespace attnkit::eval {
 namespace {
@@ -38,7 +40,19 @@ int64_t count_tokens(const Tokenizer& tok, const std::string& text) {
 // we keep the plain bound prompt + answer <= context_length).
 int64_t context_limit(const model::Model& m, int64_t answer_tokens) {
   const int64_t ctx = m.config().context_length;
+  if (m.allow_past_context()) return std::numeric_limits<int64_t>::max();
   return ctx > answer_tokens ? ctx - answer_tokens : std::numeric_limits<int64_t>::max();
+}
+
+// A length past the context is refused, not cut down to fit: results would otherwise be reported
+// under a length that was never run. Up to context_length itself a trial is "the full context": its
+// prompt leaves room for the answer, and the trial records the prompt's real size (prompt_tokens).
+Status check_length(const model::Model& m, const char* eval, int64_t len) {
+  const int64_t ctx = m.config().context_length;
+  if (len <= ctx || m.allow_past_context()) return Status::ok_status();
+  return Status::out_of_range(std::string(eval) + ": length " + std::to_string(len) + " is past the model's context_length " +
+                              std::to_string(ctx) + " (gemma3.context_length); use lengths <= " + std::to_string(ctx) +
+                              ", or opt in with allow_past_context (CLI --allow-past-context)");
 }
 
 }  // namespace
@@ -57,18 +71,28 @@ ProgressFn stderr_progress(const std::string& label) {
   };
 }
 
-Status kjv_text(const std::string& cache_path, std::string* out) {
-  if (out == nullptr) return Status::invalid_argument("kjv_text: out is null");
-  if (!cache_path.empty()) {
-    std::ifstream f(cache_path, std::ios::binary);
-    if (f) {
-      std::stringstream ss;
-      ss << f.rdbuf();
-      *out = ss.str();
-      if (!out->empty()) return Status::ok_status();
-    }
-  }
-  FILE* p = popen("bible -f -l100000 Gen1:1-Rev22:21 2>/dev/null", "r");
+namespace {
+
+constexpr const char* kKjvCommand = "bible -f -l100000 Gen1:1-Rev22:21 2>/dev/null";
+constexpr const char* kKjvCacheTag = "attnkit-kjv-cache v1 fnv1a64=";
+
+// FNV-1a, 64 bit (Fowler, Noll, Vo): detects a cache that was edited, truncated or is some other
+// file; not meant against deliberate forgery.
+uint64_t fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// The text from Debian's `bible` program (fast: well under a second), or an error.
+Status extract_kjv(std::string* text) {
+  FILE* p = popen(kKjvCommand, "r");
   if (p == nullptr) return Status::io_error("kjv_text: cannot run `bible` (install Debian's bible-kjv)");
   std::string raw;
   char buf[65536];
@@ -78,8 +102,8 @@ Status kjv_text(const std::string& cache_path, std::string* out) {
   if (rc != 0 || raw.size() < 1000000)
     return Status::io_error("kjv_text: `bible -f -l100000 Gen1:1-Rev22:21` failed (exit " + std::to_string(rc) + ", " +
                             std::to_string(raw.size()) + " bytes); install Debian's bible-kjv");
-  std::string text;
-  text.reserve(raw.size());
+  text->clear();
+  text->reserve(raw.size());
   size_t start = 0;
   while (start < raw.size()) {
     size_t end = raw.find('\n', start);
@@ -88,14 +112,52 @@ Status kjv_text(const std::string& cache_path, std::string* out) {
     start = end + 1;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const size_t sp = line.find(' ');
-    if (!text.empty()) text += '\n';
-    text += sp == std::string::npos ? line : line.substr(sp + 1);
+    if (!text->empty()) *text += '\n';
+    *text += sp == std::string::npos ? line : line.substr(sp + 1);
   }
-  *out = text;
+  return Status::ok_status();
+}
+
+// Reads a cache written by kjv_text: a header line with the hash of the text, then the text. A
+// file without that header, or whose text does not hash to it, is refused; so is one that differs
+// from what `bible` gives now (when `bible` is there to compare with).
+Status read_kjv_cache(const std::string& path, const std::string* maybe_fresh, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string all = ss.str();
+  const std::string fix = " (delete it to rebuild, or pass another --corpus-cache)";
+  const size_t nl = all.find('\n');
+  if (all.rfind(kKjvCacheTag, 0) != 0 || nl == std::string::npos)
+    return Status::corrupt_data("corpus cache '" + path + "' is not an attnkit KJV cache (no '" + kKjvCacheTag + "' header)" + fix);
+  const std::string stored = all.substr(std::string(kKjvCacheTag).size(), nl - std::string(kKjvCacheTag).size());
+  std::string text = all.substr(nl + 1);
+  const std::string actual = hex64(fnv1a64(text));
+  if (stored != actual)
+    return Status::corrupt_data("corpus cache '" + path + "' was modified: its text hashes to " + actual +
+                                ", the header says " + stored + fix);
+  if (maybe_fresh != nullptr && *maybe_fresh != text)
+    return Status::corrupt_data("corpus cache '" + path + "' (" + std::to_string(text.size()) +
+                                " bytes) differs from the KJV text `bible` gives now (" + std::to_string(maybe_fresh->size()) +
+                                " bytes)" + fix);
+  *out = std::move(text);
+  return Status::ok_status();
+}
+
+}  // namespace
+
+Status kjv_text(const std::string& cache_path, std::string* out) {
+  if (out == nullptr) return Status::invalid_argument("kjv_text: out is null");
+  std::string fresh;
+  const Status extracted = extract_kjv(&fresh);
+  const bool cached = !cache_path.empty() && std::filesystem::exists(cache_path);
+  if (cached) return read_kjv_cache(cache_path, extracted.ok() ? &fresh : nullptr, out);
+  ATTNKIT_RETURN_IF_ERROR(extracted);
   if (!cache_path.empty()) {
-    std::ofstream f(cache_path, std::ios::binary);
-    if (f) f << text;  // a cache that cannot be written is not an error
+    const std::string header = kKjvCacheTag + hex64(fnv1a64(fresh)) + "\n";
+    (void)write_file_atomic(cache_path, {header, fresh}, "corpus cache");  // a cache that cannot be written is not an error
   }
+  *out = std::move(fresh);
   return Status::ok_status();
 }
 
@@ -104,6 +166,7 @@ Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streami
   if (m == nullptr || out == nullptr) return Status::invalid_argument("perplexity: model or out is null");
   const int64_t n = static_cast<int64_t>(ids.size());
   if (n < 2) return Status::invalid_argument("perplexity: " + std::to_string(n) + " tokens; need at least 2");
+  const auto hold = m->lock();  // the chunks share one cache: no other thread may reset it between them
   m->reset();
   ATTNKIT_RETURN_IF_ERROR(m->reserve(n));
   std::vector<float> lp(static_cast<size_t>(n - 1));
@@ -209,6 +272,7 @@ Status passkey(model::Model* m, const std::vector<int64_t>& lengths, int64_t tri
       constexpr int64_t kAnswerTokens = 8;
       std::vector<int32_t> ids;
       // passkey_prompt never exceeds the length it is given.
+      ATTNKIT_RETURN_IF_ERROR(check_length(*m, "passkey", len));
       ATTNKIT_RETURN_IF_ERROR(
           passkey_prompt(m->tokenizer(), std::min(len, context_limit(*m, kAnswerTokens)), key, depth, &ids));
       ATTNKIT_RETURN_IF_ERROR(
@@ -288,6 +352,7 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
         const uint64_t hay_seed = rng();
         // niah_prompt counts verse tokens one verse at a time, and the joined text can come out a
         // few tokens longer than asked; near the context limit, ask again for less by the excess.
+        ATTNKIT_RETURN_IF_ERROR(check_length(*m, "niah", len));
         const int64_t limit = context_limit(*m, kAnswerTokens);
         int64_t ask = std::min(len, limit);
         std::vector<int32_t> ids;

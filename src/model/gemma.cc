@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "attnkit/model.h"
 #include "attnkit/threads.h"
 #include "attnkit/tokenizer.h"
+#include "core/checked_size.h"
 #include "model/matvec.h"
 #include "model/model_ops.h"
 #include "model/weights.h"
@@ -35,6 +38,59 @@ Status req_i64(const gguf::GgufFile& f, const std::string& key, int64_t* out) {
 
 using internal::StackedWeights;
 using internal::WeightMode;
+
+// A float hyperparameter that must be a finite number above zero (or, with allow_zero, zero too).
+Status check_positive_f32(const std::string& key, float v, bool allow_zero = false) {
+  if (std::isfinite(v) && (v > 0 || (allow_zero && v == 0))) return Status::ok_status();
+  return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(v) + " is invalid; expected a finite value " +
+                              (allow_zero ? ">= 0" : "> 0"));
+}
+
+// block_count must name exactly the layers whose tensors the file holds: a smaller count would run
+// a truncated model without a word, a larger one would fail late (or allocate for layers that do
+// not exist). Checked before anything is allocated per layer.
+Status check_block_count(const gguf::GgufFile& f, const std::string& key, int64_t n_layer) {
+  std::set<int64_t> seen;
+  for (const gguf::TensorInfo& t : f.tensors()) {
+    if (t.name.substr(0, 4) != "blk.") continue;
+    int64_t l = 0;
+    size_t i = 4;
+    for (; i < t.name.size() && t.name[i] >= '0' && t.name[i] <= '9' && l < (int64_t{1} << 32); ++i) l = l * 10 + (t.name[i] - '0');
+    if (i == 4 || i >= t.name.size() || t.name[i] != '.')
+      return Status::corrupt_data("gemma: tensor '" + std::string(t.name) + "' has no layer number after 'blk.'");
+    if (l >= n_layer)
+      return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(n_layer) + " but the file has tensor '" +
+                                  std::string(t.name) + "' of layer " + std::to_string(l));
+    seen.insert(l);
+  }
+  const int64_t n_seen = static_cast<int64_t>(seen.size()), highest = seen.empty() ? -1 : *seen.rbegin();
+  if (n_seen != n_layer)
+    return Status::corrupt_data("gemma: metadata " + key + " = " + std::to_string(n_layer) + " but the file has tensors for " +
+                                std::to_string(n_seen) + " layers" +
+                                (n_seen > 0 ? " (highest blk." + std::to_string(highest) + ")" : std::string()));
+  return Status::ok_status();
+}
+
+// Norm weights are small F32 vectors in every GGUF converter; another type here means a damaged or
+// hand-edited file, and a NaN or Inf would silently poison every token.
+Status check_norm_weight(const std::string& name, const gguf::TensorInfo& t, const std::vector<float>& w) {
+  if (t.type != gguf::TensorType::kF32)
+    return Status::corrupt_data("gemma: tensor " + name + " has type " + gguf::tensor_type_name(t.type) +
+                                "; norm weights must be F32");
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (!std::isfinite(w[i]))
+      return Status::corrupt_data("gemma: tensor " + name + " holds a non-finite value (" + std::to_string(w[i]) +
+                                  ") at index " + std::to_string(i));
+  }
+  return Status::ok_status();
+}
+
+// Index of the first NaN or Inf in x[0..n), or -1.
+int64_t first_nonfinite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return i;
+  return -1;
+}
 
 struct LayerWeights {
   std::vector<float> attn_norm, q_norm, k_norm, post_attn_norm, ffn_norm, post_ffn_norm;
@@ -91,6 +147,8 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   ATTNKIT_RETURN_IF_ERROR(req_i64(f, p + "attention.sliding_window", &c.sliding_window));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.layer_norm_rms_epsilon", &c.rms_eps));
   ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base", &c.rope_base_global));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attention.layer_norm_rms_epsilon", c.rms_eps));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "rope.freq_base", c.rope_base_global));
   // RoPE scaling (linear, YaRN, ...) is not implemented: a file that asks for it would otherwise run
   // with unscaled positions and give wrong answers past the original context without any error.
   // Gemma 3 270M has none of these keys; factor 0 or 1 and type "none" mean no scaling.
@@ -110,14 +168,18 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
   }
   if (f.has(p + "final_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "final_logit_softcapping", &c.final_logit_softcap));
   if (f.has(p + "attn_logit_softcapping")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attn_logit_softcapping", &c.attn_logit_softcap));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "final_logit_softcapping", c.final_logit_softcap, true));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attn_logit_softcapping", c.attn_logit_softcap, true));
   // Not in the file: the local RoPE base (10000) and the 5 local : 1 global pattern are fixed for
   // Gemma 3 (llama.cpp: rope_freq_base_train_swa = 10000, set_swa_pattern(6); HF: rope_local_base_freq,
   // sliding_window_pattern = 6). A future file may store them; read them if present.
   if (f.has(p + "rope.freq_base_swa")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "rope.freq_base_swa", &c.rope_base_local));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "rope.freq_base_swa", c.rope_base_local));
   // query_pre_attn_scalar = head_dim for every Gemma 3 size except 27B (n_embd / n_head);
   // llama.cpp keys that on the model size, we key it on the only size whose head_dim differs.
   c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   if (f.has(p + "attention.scale")) ATTNKIT_RETURN_IF_ERROR(f.get_f32(p + "attention.scale", &c.attn_scale));
+  ATTNKIT_RETURN_IF_ERROR(check_positive_f32(p + "attention.scale", c.attn_scale));
   c.embed_scale = std::sqrt(static_cast<float>(c.n_embd));
   if (c.n_head % c.n_head_kv != 0)
     return Status::corrupt_data("gemma: head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
@@ -130,6 +192,7 @@ Status read_config(const gguf::GgufFile& f, GemmaConfig* out) {
     return Status::corrupt_data("gemma: token_embd.weight rows have " + std::to_string(emb->row_elems()) + " values, expected " +
                                 std::to_string(c.n_embd));
   c.n_vocab = emb->n_rows();
+  ATTNKIT_RETURN_IF_ERROR(check_block_count(f, p + "block_count", c.n_layer));
   *out = c;
   return Status::ok_status();
 }
@@ -172,7 +235,8 @@ struct Model::Impl {
                                   std::to_string(t->row_elems()) + ", expected " + std::to_string(rows) + " x " +
                                   std::to_string(cols));
     out->resize(static_cast<size_t>(rows * cols));
-    return file->dequantize_rows(*t, 0, rows, out->data());
+    ATTNKIT_RETURN_IF_ERROR(file->dequantize_rows(*t, 0, rows, out->data()));
+    return rows == 1 ? check_norm_weight(name, *t, *out) : Status::ok_status();  // one row: a norm weight
   }
   // A projection matrix in the load's weight mode; append_tensor stacks a tensor's rows under the
   // earlier ones (the fused QKV and gate/up matrices).
@@ -413,6 +477,12 @@ struct Model::Impl {
         float* xi = x.data() + i * E;
         for (int64_t e = 0; e < E; ++e) xi[e] += pi[e];
       }
+      // Large quantized weights are not scanned at load; a NaN or Inf in them shows up here, in
+      // the layer's output, and fails the run instead of giving meaningless tokens.
+      if (const int64_t bad = first_nonfinite(x.data(), n * E); bad >= 0)
+        return Status::corrupt_data("gemma: layer " + std::to_string(l) + " produced a non-finite value at position " +
+                                    std::to_string(pos + bad / E) + " (weights blk." + std::to_string(l) +
+                                    ".* may be corrupt)");
     }
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
     for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, output_norm.data(), E, c.rms_eps, hidden + i * E);
@@ -490,6 +560,7 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
     return Status::invalid_argument("Model::load: prefill_chunk " + std::to_string(options.prefill_chunk) + " must be > 0");
   std::unique_ptr<Model> m(new Model());
   Impl& I = *m->impl_;
+  m->allow_past_context_ = options.allow_past_context;
   I.threads = threads;
   I.chunk = options.prefill_chunk;
   I.weight_mode = options.weights == WeightFormat::kF32 ? WeightMode::kF32 : WeightMode::kQuantized;
@@ -504,19 +575,66 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
 
 const GemmaConfig& Model::config() const { return impl_->cfg; }
 const Tokenizer& Model::tokenizer() const { return *impl_->tok; }
-void Model::reset() { impl_->pos = 0; }
-int64_t Model::position() const { return impl_->pos; }
+void Model::reset() {
+  const auto hold = lock();
+  impl_->pos = 0;
+}
+int64_t Model::position() const {
+  const auto hold = lock();
+  return impl_->pos;
+}
+void Model::set_allow_past_context(bool allow) {
+  const auto hold = lock();
+  allow_past_context_ = allow;
+}
+bool Model::allow_past_context() const {
+  const auto hold = lock();
+  return allow_past_context_;
+}
+
+// `end` positions (0 .. end - 1) against the trained context; the caller holds the lock.
+Status Model::check_context(int64_t end, const char* what) {
+  const int64_t ctx = impl_->cfg.context_length;
+  if (end <= ctx) return Status::ok_status();
+  if (!allow_past_context_)
+    return Status::out_of_range(std::string(what) + ": " + std::to_string(end) + " positions go past the model's context_length " +
+                                std::to_string(ctx) + " (gemma3.context_length; later positions were never trained). " +
+                                "Use a shorter input, or opt in with allow_past_context (CLI --allow-past-context)");
+  if (!warned_past_context_) {
+    warned_past_context_ = true;
+    std::fprintf(stderr, "attnkit: warning: running past the model's context_length %lld (%lld positions); "
+                 "positions beyond it were never trained\n", static_cast<long long>(ctx), static_cast<long long>(end));
+  }
+  return Status::ok_status();
+}
+
 Status Model::reserve(int64_t n) {
+  const auto hold = lock();
   if (n < 0) return Status::invalid_argument("Model::reserve: n_positions " + std::to_string(n) + " must be >= 0");
+  ATTNKIT_RETURN_IF_ERROR(check_context(n, "Model::reserve"));
+  {
+    // K and V of every layer for n positions, in f32.
+    const GemmaConfig& c = impl_->cfg;
+    int64_t per_layer = 0, bytes = 0;
+    ATTNKIT_RETURN_IF_ERROR(checked_elements(
+        "the KV cache", {{"positions", n}, {"kv heads", c.n_head_kv}, {"head_dim + head_dim_v", c.head_dim + c.head_dim_v}},
+        &per_layer));
+    ATTNKIT_RETURN_IF_ERROR(checked_bytes("the KV cache for " + std::to_string(n) + " positions", per_layer,
+                                          c.n_layer * static_cast<int64_t>(sizeof(float)), &bytes));
+  }
   return impl_->reserve(n);
 }
 
 Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o) {
+  const auto hold = lock();
   Impl& I = *impl_;
   if (n <= 0) return Status::invalid_argument("Model::forward: n " + std::to_string(n) + " must be > 0");
   if (tokens == nullptr) return Status::invalid_argument("Model::forward: tokens is null");
   if ((o.maybe_targets == nullptr) != (o.maybe_target_logprobs == nullptr))
     return Status::invalid_argument("Model::forward: maybe_targets and maybe_target_logprobs must be given together");
+  if (n > kMaxDim) return Status::out_of_range("Model::forward: n " + std::to_string(n) + " is above the limit " + std::to_string(kMaxDim));
+  ATTNKIT_RETURN_IF_ERROR(check_context(I.pos + n, "Model::forward"));
+  ATTNKIT_RETURN_IF_ERROR(reserve(I.pos + n));  // checks the cache size before growing it
   I.apply_threads();
   const int64_t E = I.cfg.n_embd, V = I.cfg.n_vocab;
   ATTNKIT_RETURN_IF_ERROR(I.reserve(I.pos + n));
@@ -552,6 +670,7 @@ Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o)
 }
 
 Status Model::decode(int32_t token, float* logits) {
+  const auto hold = lock();
   ForwardOutputs o;
   o.maybe_last_logits = logits;
   return forward(&token, 1, o);
@@ -559,6 +678,7 @@ Status Model::decode(int32_t token, float* logits) {
 
 Status Model::logits_from_hidden(const float* hidden, int64_t n, float* logits) {
   if (hidden == nullptr || logits == nullptr || n <= 0) return Status::invalid_argument("Model::logits_from_hidden: bad arguments (n " + std::to_string(n) + ")");
+  const auto hold = lock();
   impl_->apply_threads();
   if (n == 1) return impl_->logits_one(hidden, logits);
   return impl_->logits_many(hidden, n, logits, nullptr, nullptr);
@@ -607,9 +727,16 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
                        GenerateStats* maybe_stats) {
   if (prompt.empty()) return Status::invalid_argument("Model::generate: the prompt is empty");
   if (options.max_tokens < 0) return Status::invalid_argument("Model::generate: max_tokens " + std::to_string(options.max_tokens) + " must be >= 0");
-  if (options.sample.top_p <= 0 || options.sample.top_p > 1)
+  if (!(options.sample.top_p > 0 && options.sample.top_p <= 1))  // written so that NaN fails too
     return Status::invalid_argument("Model::generate: top_p " + std::to_string(options.sample.top_p) + " must be in (0, 1]");
+  if (!(options.sample.temperature >= 0) || !std::isfinite(options.sample.temperature))
+    return Status::invalid_argument("Model::generate: temperature " + std::to_string(options.sample.temperature) +
+                                    " must be a finite value >= 0 (0 = greedy)");
+  const auto hold = lock();  // prefill and decode of one generation must not interleave with others
   Impl& I = *impl_;
+  // The last sampled token is never fed back: prompt + max_tokens - 1 positions at most.
+  ATTNKIT_RETURN_IF_ERROR(check_context(static_cast<int64_t>(prompt.size()) + std::max<int64_t>(options.max_tokens - 1, 0),
+                                        "Model::generate (prompt + max_tokens)"));
   reset();
   using clock = std::chrono::steady_clock;
   std::vector<float> logits(static_cast<size_t>(I.cfg.n_vocab));
@@ -640,8 +767,12 @@ Status Model::generate(const std::vector<int32_t>& prompt, const GenerateOptions
   return Status::ok_status();
 }
 
-void Model::set_attention(std::shared_ptr<AttentionBackend> backend) { impl_->all_layers = std::move(backend); }
+void Model::set_attention(std::shared_ptr<AttentionBackend> backend) {
+  const auto hold = lock();
+  impl_->all_layers = std::move(backend);
+}
 Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBackend> backend) {
+  const auto hold = lock();
   if (layer < 0 || layer >= impl_->cfg.n_layer)
     return Status::out_of_range("Model::set_layer_attention: layer " + std::to_string(layer) + " is outside [0, " +
                                 std::to_string(impl_->cfg.n_layer) + ")");
@@ -649,17 +780,30 @@ Status Model::set_layer_attention(int64_t layer, std::shared_ptr<AttentionBacken
   impl_->per_layer[static_cast<size_t>(layer)] = std::move(backend);
   return Status::ok_status();
 }
-void Model::set_taps(Taps taps) { impl_->taps = std::move(taps); }
-void Model::clear_taps() { impl_->taps = Taps(); }
+void Model::set_taps(Taps taps) {
+  const auto hold = lock();
+  impl_->taps = std::move(taps);
+}
+void Model::clear_taps() {
+  const auto hold = lock();
+  impl_->taps = Taps();
+}
 Status Model::set_threads(int threads) {
   int resolved = 0;
   ATTNKIT_RETURN_IF_ERROR(resolve_threads(threads, "Model::set_threads: threads", &resolved));
+  const auto hold = lock();
   impl_->threads = resolved;
   impl_->apply_threads();
   return Status::ok_status();
 }
-int Model::threads() const { return impl_->threads; }
-void Model::set_prefill_chunk(int64_t chunk) { impl_->chunk = chunk > 0 ? chunk : 512; }
+int Model::threads() const {
+  const auto hold = lock();
+  return impl_->threads;
+}
+void Model::set_prefill_chunk(int64_t chunk) {
+  const auto hold = lock();
+  impl_->chunk = chunk > 0 ? chunk : 512;
+}
 WeightFormat Model::weight_format() const {
   return impl_->weight_mode == WeightMode::kF32 ? WeightFormat::kF32 : WeightFormat::kQuantized;
 }

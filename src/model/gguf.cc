@@ -152,6 +152,9 @@ class Parser {
   uint64_t pos_ = 0;
   std::string context_;  // " in key 'x'" etc., appended to messages
   uint64_t nested_items_ = 0;
+  // Per tensor: where its info starts and where its data-offset field sits in the file, so that
+  // errors found after all infos are read point at the bytes that caused them.
+  std::vector<uint64_t> info_at_, offset_at_;
 };
 
 Status Parser::read_value(ValueType type, int depth, Value* v) {
@@ -295,8 +298,9 @@ Status Parser::read_tensor_info(uint64_t index) {
   }
   const uint64_t off_at = pos_;
   ATTNKIT_RETURN_IF_ERROR(read(&t.offset, "tensor data offset"));
-  (void)off_at;
   f_->tensors_.push_back(t);
+  info_at_.push_back(start);
+  offset_at_.push_back(off_at);
   context_.clear();
   return Status::ok_status();
 }
@@ -321,19 +325,19 @@ Status Parser::finish_tensors() {
     TensorInfo& t = f_->tensors_[i];
     context_ = " in tensor " + std::to_string(i) + " " + quoted(t.name);
     if (!names.emplace(t.name, i).second) {
-      return fail(0, "duplicate tensor name (first seen as tensor " + std::to_string(names[t.name]) + ")");
+      return fail(info_at_[i], "duplicate tensor name (first seen as tensor " + std::to_string(names[t.name]) + ")");
     }
     if (t.offset % align != 0) {
-      return fail(0, "data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+      return fail(offset_at_[i], "data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
                          std::to_string(align));
     }
     uint64_t end = 0;
     if (add_overflows(t.offset, t.n_bytes, &end) || add_overflows(data_offset, end, &end)) {
-      return fail(0, "data offset " + std::to_string(t.offset) + " + size " + std::to_string(t.n_bytes) + " overflows");
+      return fail(offset_at_[i], "data offset " + std::to_string(t.offset) + " + size " + std::to_string(t.n_bytes) + " overflows");
     }
     t.file_offset = data_offset + t.offset;
     if (!opt_.header_only && t.offset + t.n_bytes > data_size) {
-      return fail(0, "tensor data [" + std::to_string(t.file_offset) + ", " + std::to_string(end) +
+      return fail(offset_at_[i], "tensor data [" + std::to_string(t.file_offset) + ", " + std::to_string(end) +
                          ") extends past the end of the file (" + std::to_string(size_) + " bytes)");
     }
   }

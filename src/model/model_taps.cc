@@ -1,11 +1,12 @@
 // Capturing activations from the model's taps into .npy files (for the fidelity tools).
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "attnkit/model.h"
+#include "core/output_file.h"
 
 namespace attnkit::model {
 
@@ -25,17 +26,13 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
   size_t total = base + dict.size() + 1;
   const size_t pad = (64 - total % 64) % 64;
   dict += std::string(pad, ' ') + "\n";
-  std::ofstream f(path, std::ios::binary);
-  if (!f) return Status::io_error("write_npy: cannot open '" + path + "' for writing");
   const char magic[] = "\x93NUMPY\x01\x00";
-  f.write(magic, 8);
   const uint16_t hl = static_cast<uint16_t>(dict.size());
   const char hlb[2] = {static_cast<char>(hl & 0xff), static_cast<char>(hl >> 8)};
-  f.write(hlb, 2);
-  f.write(dict.data(), static_cast<std::streamsize>(dict.size()));
-  f.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(count * sizeof(float)));
-  if (!f) return Status::io_error("write_npy: writing '" + path + "' failed");
-  return Status::ok_status();
+  return write_file_atomic(path,
+                           {std::string_view(magic, 8), std::string_view(hlb, 2), dict,
+                            std::string_view(reinterpret_cast<const char*>(data), count * sizeof(float))},
+                           "write_npy");
 }
 
 Status capture_activations(Model* model, const std::vector<int32_t>& tokens, const std::vector<int64_t>& layers,
@@ -46,6 +43,10 @@ Status capture_activations(Model* model, const std::vector<int32_t>& tokens, con
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::io_error("capture_activations: cannot create '" + dir + "': " + ec.message());
   const GemmaConfig& c = model->config();
+  for (int64_t l : layers)
+    if (l < 0 || l >= c.n_layer)
+      return Status::out_of_range("capture_activations: layer " + std::to_string(l) + " is outside [0, " +
+                                  std::to_string(c.n_layer) + ")");
   const int64_t n = static_cast<int64_t>(tokens.size());
   struct Buf {
     std::vector<float> q_pre, q_post, k_pre, k_post, v;
@@ -62,6 +63,7 @@ Status capture_activations(Model* model, const std::vector<int32_t>& tokens, con
     append(&b.k_post, t.k_post, t.n * c.n_head_kv * c.head_dim);
     append(&b.v, t.v, t.n * c.n_head_kv * c.head_dim_v);
   };
+  const auto hold = model->lock();  // the taps and the cache belong to this capture until it ends
   model->set_taps(taps);
   model->reset();
   ForwardOutputs none;
@@ -80,13 +82,12 @@ Status capture_activations(Model* model, const std::vector<int32_t>& tokens, con
     ATTNKIT_RETURN_IF_ERROR(write_npy(p + "k_post.npy", b.k_post.data(), {n, c.n_head_kv, c.head_dim}));
     ATTNKIT_RETURN_IF_ERROR(write_npy(p + "v.npy", b.v.data(), {n, c.n_head_kv, c.head_dim_v}));
   }
-  std::ofstream f(dir + "/tokens.json");
-  if (!f) return Status::io_error("capture_activations: cannot write '" + dir + "/tokens.json'");
+  std::ostringstream f;
   f << "{\"n_tokens\": " << n << ", \"n_head\": " << c.n_head << ", \"n_head_kv\": " << c.n_head_kv
     << ", \"head_dim\": " << c.head_dim << ", \"tokens\": [";
   for (int64_t i = 0; i < n; ++i) f << (i ? "," : "") << tokens[static_cast<size_t>(i)];
   f << "]}\n";
-  return Status::ok_status();
+  return write_file_atomic(dir + "/tokens.json", f.str(), "capture_activations");
 }
 
 }  // namespace attnkit::model

@@ -1,11 +1,9 @@
 // Runs the built `attnkit` executable: the CLI contract (list --json, bench --json,
 // clear errors with a non-zero exit for bad options).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -20,44 +18,17 @@
 #include "attnkit/bench.h"
 #include "attnkit/gguf.h"
 #include "attnkit/threads.h"
+#include "testing/cli_runner.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-// The binary is <build>/tools/cli/attnkit and this test <build>/tests/attnkit_cli_tests;
-// ATTNKIT_CLI overrides.
-std::string cli_path() {
-  if (const char* p = std::getenv("ATTNKIT_CLI")) return p;
-  const fs::path self = fs::read_symlink("/proc/self/exe");
-  return (self.parent_path().parent_path() / "tools" / "cli" / "attnkit").string();
-}
-
-// The build tree's root: the CLI is build/tools/cli/attnkit.
-fs::path build_root() { return fs::path(cli_path()).parent_path().parent_path().parent_path(); }
-
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs a shell command and collects its output and exit code.
-Result run_command(const std::string& cmd) {
-  Result r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-  return r;
-}
-
-Result run_cli(const std::string& args) {
-  // Quick yardsticks and a single timed run keep each call well under a second.
-  return run_command("ATTNKIT_BENCH_QUICK=1 '" + cli_path() + "' " + args + " 2>&1");
-}
+using attnkit::testing::build_root;
+using attnkit::testing::cli_path;
+using attnkit::testing::run_cli;
+using attnkit::testing::run_command;
+using Result = attnkit::testing::CommandResult;
 
 class CliBinary : public ::testing::Test {
  protected:

@@ -112,6 +112,11 @@ std::vector<BadCase> bad_cases() {
        {"cu_seqlens_q", "-1"}, true},
       {"only cu_seqlens_q", [](VarlenCall* c) { c->p.maybe_cu_seqlens_k = nullptr; }, {"cu_seqlens"}, true},
       {"n_seqs 0", [](VarlenCall* c) { c->p.n_seqs = 0; }, {"n_seqs 0"}, true},
+      // Rows 9 (and 0) would belong to no sequence: their output would never be written.
+      {"cu_seqlens_q short of the packed rows", [](VarlenCall* c) { c->cu_q = {0, 3, 7, 9}; c->p.maybe_cu_seqlens_q = c->cu_q.data(); },
+       {"cu_seqlens_q[3] = 9", "10"}, true},
+      {"cu_seqlens_q starting after row 0", [](VarlenCall* c) { c->cu_q = {1, 3, 7, 10}; c->p.maybe_cu_seqlens_q = c->cu_q.data(); },
+       {"cu_seqlens_q[0] = 1"}, true},
   };
   b.insert(b.end(), varlen.begin(), varlen.end());
   return b;

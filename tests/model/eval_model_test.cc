@@ -63,18 +63,31 @@ TEST_F(EvalModelTest, RetrievalPromptsStayWithinTheTrainedContext) {
   const int64_t ctx = model_->config().context_length;
   ASSERT_GT(ctx, 1024);
   std::vector<RetrievalTrial> trials;
-  ASSERT_TRUE(passkey(model_.get(), {1024, ctx, ctx + 5000}, 1, 7, nullptr, &trials, /*prompts_only=*/true).ok());
-  ASSERT_EQ(trials.size(), 3u);
+  ASSERT_TRUE(passkey(model_.get(), {1024, ctx}, 1, 7, nullptr, &trials, /*prompts_only=*/true).ok());
+  ASSERT_EQ(trials.size(), 2u);
   EXPECT_EQ(trials[0].prompt_tokens, static_cast<int64_t>(trials[0].prompt.size()));
   EXPECT_LE(trials[0].prompt_tokens, 1024);  // below the limit: as asked
   EXPECT_GE(trials[0].prompt_tokens, 1024 - 40);
-  for (size_t i = 1; i < 3; ++i) {
-    EXPECT_EQ(trials[i].length, i == 1 ? ctx : ctx + 5000);
-    EXPECT_LE(trials[i].prompt_tokens + 8, ctx);
-    EXPECT_GE(trials[i].prompt_tokens + 8, ctx - 40);
-    EXPECT_TRUE(trials[i].generated.empty());  // the model did not run
-    EXPECT_EQ(trials[i].prompt[0], model_->tokenizer().bos_id());
-  }
+  // The full context: the prompt leaves room for the 8 answer tokens.
+  EXPECT_EQ(trials[1].length, ctx);
+  EXPECT_LE(trials[1].prompt_tokens + 8, ctx);
+  EXPECT_GE(trials[1].prompt_tokens + 8, ctx - 40);
+  EXPECT_TRUE(trials[1].generated.empty());  // the model did not run
+  EXPECT_EQ(trials[1].prompt[0], model_->tokenizer().bos_id());
+  // Past the context: refused, never cut down to a prompt the results would misreport.
+  std::vector<RetrievalTrial> past;
+  const Status refused = passkey(model_.get(), {ctx + 5000}, 1, 7, nullptr, &past, /*prompts_only=*/true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.message().find("context_length " + std::to_string(ctx)), std::string::npos) << refused.message();
+  EXPECT_TRUE(past.empty());
+  // With the opt-in, the prompt has the length asked for.
+  model_->set_allow_past_context(true);
+  const Status allowed = passkey(model_.get(), {ctx + 5000}, 1, 7, nullptr, &past, /*prompts_only=*/true);
+  model_->set_allow_past_context(false);
+  ASSERT_TRUE(allowed.ok()) << allowed.message();
+  ASSERT_EQ(past.size(), 1u);
+  EXPECT_LE(past[0].prompt_tokens, ctx + 5000);
+  EXPECT_GE(past[0].prompt_tokens, ctx + 5000 - 40);
   std::string text;
   Status s = kjv_text("", &text);
   if (!s.ok()) GTEST_SKIP() << s.message();

@@ -94,7 +94,8 @@ class GgufWriter {
       if (offsets[i] >= kFarOffset) continue;
       const size_t at = data_start + offsets[i];
       if (b.size() < at + tensors_[i].data.size()) b.resize(at + tensors_[i].data.size(), 0);
-      std::memcpy(b.data() + at, tensors_[i].data.data(), tensors_[i].data.size());
+      // An empty tensor's data() may be null, and memcpy's pointers must never be (even for 0 bytes).
+      if (!tensors_[i].data.empty()) std::memcpy(b.data() + at, tensors_[i].data.data(), tensors_[i].data.size());
     }
     b.resize(data_start + round_up(b.size() - data_start), 0);
     return b;

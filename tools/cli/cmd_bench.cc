@@ -3,7 +3,6 @@
 // writes a JSON array with one record per case to --json FILE (rewritten after every case, so an
 // interrupted suite keeps the finished records).
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <set>
@@ -16,6 +15,8 @@
 #include "attnkit/registry.h"
 #include "attnkit/threads.h"
 #include "commands.h"
+#include "core/checked_size.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -73,6 +74,7 @@ Status single_case(const BenchOptions& o, bench::BenchCase* out) {
     return Status::invalid_argument("heads_q " + std::to_string(s.heads_q) + " is not a multiple of heads_kv " +
                                     std::to_string(s.heads_kv));
   }
+  ATTNKIT_RETURN_IF_ERROR(check_problem_shape(s));  // before the yardsticks take their time
   *out = c;
   return Status::ok_status();
 }
@@ -93,14 +95,6 @@ std::vector<bench::BenchCase> suite_cases(const BenchOptions& o, DType dtype, bo
   return out;
 }
 
-Status write_json(const std::string& path, const nlohmann::json& records) {
-  std::ofstream f(path, std::ios::trunc);
-  if (!f) return Status::io_error("cannot open --json file '" + path + "' for writing");
-  f << records.dump(2) << "\n";
-  f.close();
-  if (!f) return Status::io_error("cannot write --json file '" + path + "'");
-  return Status::ok_status();
-}
 
 void run_bench(const BenchOptions& o) {
   // Check the mechanism spec before measuring anything.
@@ -123,7 +117,8 @@ void run_bench(const BenchOptions& o) {
   }
 
   nlohmann::json records = nlohmann::json::array();
-  if (!o.json_path.empty()) check(write_json(o.json_path, records));  // fail early on a bad path
+  // Fail early on a path that cannot be written; the file itself is only replaced once a case is done.
+  if (!o.json_path.empty()) check(check_output_path(o.json_path, "--json"));
 
   bench::YardstickOptions yopt = bench::yardstick_options_from_env();
   bench::TimingOptions topt = bench::timing_options_from_env();
@@ -160,7 +155,7 @@ void run_bench(const BenchOptions& o) {
     }
     std::fflush(stdout);
     records.push_back(bench::record_to_json(r));
-    if (!o.json_path.empty()) check(write_json(o.json_path, records));
+    if (!o.json_path.empty()) check(write_file_atomic(o.json_path, records.dump(2) + "\n", "--json"));
   }
   if (!o.json_path.empty()) std::printf("wrote %zu record%s to %s\n", records.size(), records.size() == 1 ? "" : "s", o.json_path.c_str());
 }

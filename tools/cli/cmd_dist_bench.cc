@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -29,6 +28,7 @@
 #include "attnkit/distributed.h"
 #include "attnkit/linear.h"
 #include "commands.h"
+#include "core/output_file.h"
 #include "attnkit/bench.h"
 
 namespace attnkit::cli {
@@ -69,21 +69,6 @@ struct Tensor {
     for (int64_t i = 0; i < view.numel(); ++i) store_from_f32(bytes.data(), dt, i, u(rng));
   }
 };
-
-// Writes to FILE.tmp and renames it into place, so a reader never sees a partial file.
-Status write_json_atomic(const std::string& path, const nlohmann::json& records) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    if (!f) return Status::io_error("cannot open --json file '" + tmp + "' for writing");
-    f << records.dump(2) << "\n";
-    if (!f.flush()) return Status::io_error("cannot write --json file '" + tmp + "'");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Status::io_error("cannot rename '" + tmp + "' to --json file '" + path + "': " + ec.message());
-  return Status::ok_status();
-}
 
 // One distributed run (collective) and its statistics.
 using DistRun = std::function<Status(dist::CommStats*)>;
@@ -162,7 +147,7 @@ void run_dist_bench(const DistBenchOptions& o) {
   else if (o.baseline && o.mechanism != "ring")
     st = Status::invalid_argument("--baseline is supported with --mechanism ring only");
   if (st.ok() && o.layout == "contiguous") layout = dist::BlockLayout::kContiguous;
-  if (st.ok() && rank == 0 && !o.json_path.empty()) st = write_json_atomic(o.json_path, nlohmann::json::array());
+  if (st.ok() && rank == 0 && !o.json_path.empty()) st = check_output_path(o.json_path, "--json");  // before the run
   check(dist::agree(st, comm));
   if (o.quick) setenv("ATTNKIT_BENCH_QUICK", "1", 1);
   const bench::TimingOptions timing = bench::timing_options_from_env();
@@ -356,7 +341,7 @@ void run_dist_bench(const DistBenchOptions& o) {
   }
   std::printf("%s\n", bench::yardstick_line(y).c_str());
   if (!o.json_path.empty()) {
-    check(write_json_atomic(o.json_path, nlohmann::json::array({j})));
+    check(write_file_atomic(o.json_path, nlohmann::json::array({j}).dump(2) + "\n", "--json"));
     std::printf("wrote 1 record to %s\n", o.json_path.c_str());
   }
 }

@@ -4,10 +4,10 @@
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
 // --seed S. JSON results carry `perplexity` or `accuracy` fields; a progress bar goes to stderr.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,6 +22,7 @@
 #include "attnkit/plot.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -41,6 +42,7 @@ struct EvalOptions {
   std::string corpus_cache;
   std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
   bool prompts_only = false;  // build and dump the prompts without running the model
+  bool allow_past_context = false;
 };
 
 Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
@@ -48,6 +50,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
@@ -60,25 +63,40 @@ std::string cache_path(const EvalOptions& o) {
   if (!o.corpus_cache.empty()) return o.corpus_cache;
   std::error_code ec;
   std::filesystem::create_directories("out", ec);
-  return ec ? std::string() : std::string("out/kjv.txt");
+  return ec ? std::string() : std::string("out/kjv.cache");
 }
 
 Status write_json(const std::string& path, const nlohmann::json& j) {
   std::cout << j.dump(2) << std::endl;
   if (path.empty()) return Status::ok_status();
-  std::ofstream f(path);
-  if (!f) return Status::io_error("eval: cannot write --json " + path);
-  f << j.dump(2) << "\n";
+  return write_file_atomic(path, j.dump(2) + "\n", "eval: --json");
+}
+
+// Every output of the command is checked before the model is loaded, so that a long evaluation
+// never ends on a path it cannot write. The heatmap's default folder (out/) is made here.
+Status check_outputs(const EvalOptions& o, bool png) {
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.json_path, "eval: --json"));
+  if (!o.dump_prompts.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.dump_prompts, "eval: --dump-prompts"));
+  if (png && !o.png_path.empty()) {
+    const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    ATTNKIT_RETURN_IF_ERROR(check_output_path(o.png_path, "eval niah: --png"));
+  }
   return Status::ok_status();
 }
 
 Status do_perplexity(const EvalOptions& o) {
+  if (o.lengths.size() > 1)
+    return Status::invalid_argument("eval perplexity: --length takes one length (got " + std::to_string(o.lengths.size()) +
+                                    "); run once per length");
+  const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
+  if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
   ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
-  const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
-  if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
   // Tokenize a prefix long enough for n tokens (KJV averages ~4 characters per token).
   std::vector<int32_t> ids = m->tokenizer().encode(text.substr(0, static_cast<size_t>(std::min<int64_t>(
                                                        static_cast<int64_t>(text.size()), n * 8 + 1000))));
@@ -103,6 +121,18 @@ nlohmann::json trials_json(const std::vector<eval::RetrievalTrial>& trials) {
   return arr;
 }
 
+// [min, max] prompt tokens really run for the trials of one requested length (prompts are built
+// close to the length, and within the context they leave room for the answer).
+nlohmann::json prompt_token_range(const std::vector<eval::RetrievalTrial>& trials, int64_t len) {
+  int64_t lo = -1, hi = -1;
+  for (const auto& t : trials) {
+    if (t.length != len) continue;
+    lo = lo < 0 ? t.prompt_tokens : std::min(lo, t.prompt_tokens);
+    hi = std::max(hi, t.prompt_tokens);
+  }
+  return nlohmann::json::array({lo, hi});
+}
+
 // The prompts of a passkey/niah run, for scripts/retrieval_hf.py: per trial the length, depth,
 // expected answer, attnkit's token ids and the decoded text (which the reference re-tokenizes, so
 // the two tokenizers can be compared id by id).
@@ -118,14 +148,16 @@ Status dump_prompts(const EvalOptions& o, const std::string& eval_name, const To
     arr.push_back({{"length", t.length}, {"depth", t.depth}, {"expected", t.expected}, {"prompt_tokens", t.prompt_tokens},
                    {"generated", t.generated}, {"correct", t.correct}, {"ids", t.prompt}, {"text", text}});
   }
-  std::ofstream f(o.dump_prompts);
-  if (!f) return Status::io_error("eval: cannot write --dump-prompts " + o.dump_prompts);
-  f << nlohmann::json({{"eval", eval_name}, {"seed", o.seed}, {"prompts_only", o.prompts_only}, {"trials", arr}}).dump() << "\n";
+  ATTNKIT_RETURN_IF_ERROR(write_file_atomic(
+      o.dump_prompts,
+      nlohmann::json({{"eval", eval_name}, {"seed", o.seed}, {"prompts_only", o.prompts_only}, {"trials", arr}}).dump() + "\n",
+      "eval: --dump-prompts"));
   std::cerr << "wrote " << trials.size() << " prompts to " << o.dump_prompts << "\n";
   return Status::ok_status();
 }
 
 Status do_passkey(const EvalOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096, 8192, 16384, 32768} : o.lengths;
@@ -144,7 +176,8 @@ Status do_passkey(const EvalOptions& o) {
         ok += t.correct;
       }
     ok_all += ok;
-    per.push_back({{"length", len}, {"trials", n}, {"accuracy", n ? static_cast<double>(ok) / n : 0.0}});
+    per.push_back({{"length", len}, {"trials", n}, {"accuracy", n ? static_cast<double>(ok) / n : 0.0},
+                   {"prompt_tokens", prompt_token_range(trials, len)}});
   }
   nlohmann::json j = {{"eval", "passkey"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
@@ -153,6 +186,7 @@ Status do_passkey(const EvalOptions& o) {
 }
 
 Status do_niah(const EvalOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_outputs(o, true));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
@@ -176,7 +210,8 @@ Status do_niah(const EvalOptions& o) {
         }
       ok_all += ok;
       grid[di][li] = n ? static_cast<double>(ok) / n : 0.0;
-      cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]}});
+      cells.push_back({{"length", lengths[li]}, {"depth", o.depths[di]}, {"accuracy", grid[di][li]},
+                       {"prompt_tokens", prompt_token_range(trials, lengths[li])}});
     }
   nlohmann::json j = {{"eval", "niah"}, {"attention", o.attention},
                       {"accuracy", trials.empty() ? 0.0 : static_cast<double>(ok_all) / static_cast<double>(trials.size())},
@@ -186,10 +221,6 @@ Status do_niah(const EvalOptions& o) {
   // Results first: a heatmap path that cannot be written must not throw away a long run.
   ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
   if (o.png_path.empty()) return Status::ok_status();
-  // The default lives under out/ (git-ignored) like the corpus cache; make its folder.
-  const std::filesystem::path dir = std::filesystem::path(o.png_path).parent_path();
-  std::error_code ec;
-  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   plot::Heatmap chart;
   chart.values = grid;
   for (double d : o.depths) chart.row_labels.push_back(std::to_string(static_cast<int>(std::lround(d * 100))) + "%");
@@ -211,7 +242,9 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
-  c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.txt)");
+  c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.cache; verified when read)");
+  c->add_flag("--allow-past-context", o->allow_past_context,
+              "Allow lengths past the model's trained context_length (warns; quality there is untested)");
 }
 
 void retrieval_options(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {

@@ -5,7 +5,6 @@
 //   attnkit fidelity --mechanism vertical_slash:vertical=500,slash=1000 --seq-q 8192 --json out.json
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +14,8 @@
 #include "attnkit/fidelity.h"
 #include "attnkit/memory.h"
 #include "attnkit/sparse.h"
+#include "core/checked_size.h"
+#include "core/output_file.h"
 #include "commands.h"
 
 namespace attnkit::cli {
@@ -85,6 +86,15 @@ void run_fidelity(FidelityOptions o) {
     fail("heads_q " + std::to_string(o.heads_q) + " is not a multiple of heads_kv " + std::to_string(o.heads_kv));
   }
   if (o.data != "random" && o.data != "planted") fail("data '" + o.data + "' is not supported; expected random|planted");
+  ProblemShape shape;
+  shape.batch = o.batch;
+  shape.seq_q = o.seq_q;
+  shape.seq_kv = o.seq_kv;
+  shape.heads_q = o.heads_q;
+  shape.heads_kv = o.heads_kv;
+  shape.head_dim = o.head_dim;
+  check(check_problem_shape(shape));  // before make_inputs multiplies the sizes out
+  if (!o.json_path.empty()) check(check_output_path(o.json_path, "--json"));
   {
     std::unique_ptr<SparseMethod> probe;
     check(make_sparse_method(o.mechanism, &probe));  // fail on a bad spec before building inputs
@@ -138,10 +148,7 @@ void run_fidelity(FidelityOptions o) {
       j["recall_mean"] = nullptr;
       j["recall_worst"] = nullptr;
     }
-    std::ofstream f(o.json_path, std::ios::trunc);
-    if (!f) fail("cannot open --json file '" + o.json_path + "' for writing");
-    f << j.dump(2) << "\n";
-    if (!f) fail("cannot write --json file '" + o.json_path + "'");
+    check(write_file_atomic(o.json_path, j.dump(2) + "\n", "--json"));
     std::printf("wrote %s\n", o.json_path.c_str());
   }
 }

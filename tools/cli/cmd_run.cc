@@ -6,8 +6,10 @@
 //               median and spread over rounds, weight bytes and resident memory (JSON).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -21,6 +23,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "commands.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -45,6 +48,7 @@ struct RunOptions {
   std::string json_path;
   std::string capture_dir;
   std::vector<int64_t> capture_layers;
+  bool allow_past_context = false;
 };
 
 Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
@@ -52,6 +56,7 @@ Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
   if (p.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&p));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
@@ -92,10 +97,8 @@ RateStats rate_stats(std::vector<double> v) {
 // Each round: reset, --depth tokens of context (untimed), then --length tokens of prefill and
 // --decode-tokens greedy decode steps, each timed. --warmup rounds run first and are not counted.
 Status do_bench(const RunOptions& o) {
-  if (o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
+  // --length and --decode-tokens are checked with the other options before the model loads.
   if (o.depth < 0) return Status::invalid_argument("run --bench: --depth " + std::to_string(o.depth) + " must be >= 0");
-  if (o.decode_tokens < 1)
-    return Status::invalid_argument("run --bench: --decode-tokens " + std::to_string(o.decode_tokens) + " must be >= 1");
   if (o.rounds < 1) return Status::invalid_argument("run --bench: --rounds " + std::to_string(o.rounds) + " must be >= 1");
   if (o.warmup < 0) return Status::invalid_argument("run --bench: --warmup " + std::to_string(o.warmup) + " must be >= 0");
   std::unique_ptr<model::Model> m;
@@ -152,16 +155,34 @@ Status do_bench(const RunOptions& o) {
                       {"decode_tokens_per_s_max", dc.max},
                       {"decode_spread", dc.spread}};
   std::cout << j.dump(2) << std::endl;
-  if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path);
-    if (!f) return Status::io_error("run: cannot write --json " + o.json_path);
-    f << j.dump(2) << "\n";
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "run: --json"));
+  return Status::ok_status();
+}
+
+// Values checked before the model is loaded (NaN fails every comparison, so each test is written
+// to pass only for good values).
+Status check_options(const RunOptions& o) {
+  if (!(o.temperature >= 0) || !std::isfinite(o.temperature))
+    return Status::invalid_argument("run: --temperature " + std::to_string(o.temperature) + " must be a finite value >= 0 (0 = greedy)");
+  if (!(o.top_p > 0 && o.top_p <= 1))
+    return Status::invalid_argument("run: --top-p " + std::to_string(o.top_p) + " must be in (0, 1]");
+  if (o.max_tokens < 0) return Status::invalid_argument("run: --max-tokens " + std::to_string(o.max_tokens) + " must be >= 0");
+  if (o.bench && o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
+  if (o.bench && o.decode_tokens < 1)
+    return Status::invalid_argument("run --bench: --decode-tokens " + std::to_string(o.decode_tokens) + " must be >= 1");
+  if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.json_path, "run: --json"));
+  if (!o.capture_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.capture_dir, ec);
+    if (ec) return Status::io_error("run: --capture folder '" + o.capture_dir + "' cannot be created: " + ec.message());
+    ATTNKIT_RETURN_IF_ERROR(check_output_path(o.capture_dir + "/tokens.json", "run: --capture"));
   }
   return Status::ok_status();
 }
 
 
 Status do_run(const RunOptions& o) {
+  ATTNKIT_RETURN_IF_ERROR(check_options(o));
   if (o.bench) return do_bench(o);
   if (o.prompt.empty()) return Status::invalid_argument("run: --prompt is empty");
   std::unique_ptr<model::Model> m;
@@ -235,6 +256,8 @@ void add_run(CLI::App& root) {
   cmd->add_option("--json", o->json_path, "Write the --bench result to FILE");
   cmd->add_option("--capture", o->capture_dir, "Write the prompt's per-layer Q/K (pre/post RoPE) and V as .npy into DIR instead of generating");
   cmd->add_option("--capture-layers", o->capture_layers, "Layers to capture (default all)")->delimiter(',');
+  cmd->add_flag("--allow-past-context", o->allow_past_context,
+                "Allow running past the model's trained context_length (warns; quality there is untested)");
   cmd->callback([o] { check(do_run(*o)); });
 }
 

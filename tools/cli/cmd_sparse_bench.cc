@@ -9,7 +9,6 @@
 //   attnkit sparse-bench --seq 32768 --head-dim 128 --heads-q 1 --heads-kv 1 --json sparse.json
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +18,8 @@
 #include "attnkit/attention.h"
 #include "attnkit/bench.h"
 #include "commands.h"
+#include "core/checked_size.h"
+#include "core/output_file.h"
 
 namespace attnkit::cli {
 namespace {
@@ -33,7 +34,8 @@ struct SparseBenchOptions {
 };
 
 void run_sparse_bench(const SparseBenchOptions& o) {
-  if (o.seq < 64) fail("seq " + std::to_string(o.seq) + " is not supported; expected >= 64");
+  if (o.seq < 64 || o.seq > kMaxDim)
+    fail("seq " + std::to_string(o.seq) + " is not supported; expected 64.." + std::to_string(kMaxDim));
   if (o.runs < 1) fail("runs " + std::to_string(o.runs) + " is not supported; expected >= 1");
   if (o.heads_q < 1 || o.heads_kv < 1 || o.heads_q % o.heads_kv != 0 || o.head_dim < 1) {
     fail("heads_q " + std::to_string(o.heads_q) + " / heads_kv " + std::to_string(o.heads_kv) + " / head_dim " +
@@ -46,6 +48,8 @@ void run_sparse_bench(const SparseBenchOptions& o) {
   shape.head_dim = o.head_dim;
   shape.causal = true;
   shape.threads = o.threads;
+  check(check_problem_shape(shape));  // before the yardsticks and the first case
+  if (!o.json_path.empty()) check(check_output_path(o.json_path, "--json"));
   const std::vector<double> densities = {0.05, 0.10, 0.25, 0.50};
   std::vector<std::string> specs = {"exact"};
   for (double d : densities) {
@@ -110,10 +114,7 @@ void run_sparse_bench(const SparseBenchOptions& o) {
   out["estimate_share_vertical_slash"] = vs;
   out["estimate_share_block_topk"] = bt;
   if (!o.json_path.empty()) {
-    std::ofstream f(o.json_path, std::ios::trunc);
-    if (!f) fail("cannot open --json file '" + o.json_path + "' for writing");
-    f << out.dump(2) << "\n";
-    if (!f) fail("cannot write --json file '" + o.json_path + "'");
+    check(write_file_atomic(o.json_path, out.dump(2) + "\n", "--json"));
     std::printf("wrote %s\n", o.json_path.c_str());
   }
 }
