@@ -16,11 +16,16 @@
 //     x = x + rmsnorm((gelu_tanh(h Wgate) * (h Wup)) Wdown) * post_ffw_norm
 //   logits = (rmsnorm(x) * output_norm) embed^T        (tied output embedding)
 //
-// Numerics: transformer weights are dequantized once at load to f32; batched tokens (prefill) use
-// OpenBLAS sgemm, a single token uses sgemv. The tied 262144 x 640 embedding stays quantized
-// (Q8_0 in the shipped file) and logits are computed by a fused dequantize-and-dot matvec
-// (src/model/matvec.cc), or, for many rows at once, by dequantizing vocabulary slices and sgemm.
-// Everything accumulates in f32 (RMSNorm sums in f64).
+// Numerics: by default (WeightFormat::kQuantized) the projection weights stay in their GGUF block
+// formats inside the file's mapping (Q4_K, Q5_0, Q6_K, Q8_0 in the shipped file; never expanded to
+// f32). Decode quantizes the activations to int16 per 32 values and sums int8 x int16 products
+// exactly (AVX512-VNNI / AVX2 / portable; src/model/quant_matmul.h); prefill (8 tokens or more)
+// dequantizes tiles of rows per thread and uses sgemm (src/model/weights.h). WeightFormat::kF32
+// instead dequantizes them once at load and uses OpenBLAS sgemm / an f32 matvec: the accuracy
+// reference. The tied 262144 x 640 embedding is always read in place; the logits of one token use
+// a fused dequantize-and-dot matvec with f32 activations (src/model/matvec.cc), of many tokens
+// dequantized slices and sgemm. Sums accumulate in f32; GELU, RMSNorm and RoPE are vectorized
+// (src/model/model_ops.h states their accuracy).
 //
 // KV cache (attnkit/kv_cache.h): one paged cache per layer, bf16 by default (LoadOptions::kv_storage).
 // The 15 sliding-window layers keep only what a later query can still see (window + one prefill
@@ -175,9 +180,25 @@ struct Taps {
 Status write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 
 // ---- the model ----
+// How the projection weights are held and multiplied (see Numerics above).
+enum class WeightFormat { kQuantized, kF32 };
+
+// Bytes of weights the forward pass reads: GGUF blocks read in place from the file's mapping
+// (the embedding always; the projections with kQuantized) and f32 copies made at load (norm
+// weights; the projections with kF32).
+// "quantized" | "f32" (CLI --weights, Python weights=); anything else fails naming the value.
+Status parse_weight_format(const std::string& name, WeightFormat* out);
+const char* weight_format_name(WeightFormat format);
+
+struct WeightBytes {
+  uint64_t mapped = 0;
+  uint64_t f32 = 0;
+};
+
 struct LoadOptions {
   int threads = 2;  // OpenMP and OpenBLAS threads
   int64_t prefill_chunk = 512;
+  WeightFormat weights = WeightFormat::kQuantized;
   // Positions at or past config().context_length (gemma3.context_length) were never trained:
   // forward, decode and generate refuse them unless this is set, and then warn once on stderr.
   bool allow_past_context = false;
@@ -260,6 +281,8 @@ class Model {
   Status set_threads(int threads);  // 0 or 1..max_threads() (attnkit/threads.h)
   int threads() const;
   void set_prefill_chunk(int64_t chunk);
+  WeightFormat weight_format() const;
+  WeightBytes weight_bytes() const;
 
   // Keeps other threads out of this model until the returned lock is released.
   std::unique_lock<std::recursive_mutex> lock() const { return std::unique_lock<std::recursive_mutex>(mutex_); }

@@ -219,7 +219,17 @@ class Tokenizer:
 class Model:
     """Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention."""
     @staticmethod
-    def load(path: Optional[str] = None, threads: int = 2, *, allow_past_context: bool = False, kv_dtype: str = "bf16") -> Model: ...
+    def load(
+        path: Optional[str] = None, threads: int = 2, *, allow_past_context: bool = False, kv_dtype: str = "bf16",
+        weights: str = "quantized"
+    ) -> Model:
+        """kv_dtype: the KV cache's element type; weights: "quantized" (GGUF blocks read in place) or "f32"
+        (dequantized copies, the reference)."""
+    @property
+    def weights(self) -> str: ...
+    @property
+    def weight_bytes(self) -> tuple[int, int]:
+        """(bytes of GGUF blocks read in place, bytes of f32 copies made at load)."""
     def generate(
         self, prompt: Union[str, Sequence[int]], *, max_tokens: int = 64, temperature: float = 0.0,
         top_p: float = 1.0, seed: int = 0

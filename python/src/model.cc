@@ -8,6 +8,7 @@
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
@@ -84,19 +85,22 @@ void check_id(const Tokenizer& t, int32_t id) {
 using model::Model;
 
 std::unique_ptr<Model> model_load_py(std::optional<std::string> path, int threads, bool allow_past_context,
-                                     const std::string& kv_dtype) {
+                                     const std::string& kv_dtype, const std::string& weights) {
   const std::string p = path ? *path : model_path_py();
   if (threads < 1) throw nb::value_error(("threads " + std::to_string(threads) + " must be >= 1").c_str());
   threads_arg(threads);
   model::LoadOptions o;
   if (!kv::parse_kv_storage(kv_dtype, &o.kv_storage))
     throw nb::value_error(("kv_dtype '" + kv_dtype + "' is not one of 'f32', 'bf16', 'int8'").c_str());
+  model::WeightFormat format = model::WeightFormat::kQuantized;
+  raise_if_error(model::parse_weight_format(weights, &format));
   std::unique_ptr<Model> out;
   Status s;
   {
     nb::gil_scoped_release release;
     o.threads = threads;
     o.allow_past_context = allow_past_context;
+    o.weights = format;
     s = Model::load(p, o, &out);
   }
   raise_if_error(s);
@@ -244,12 +248,22 @@ void bind_model(nb::module_& m) {
   nb::class_<Model>(m, "Model", "Gemma 3 (e.g. the installed 270M GGUF) running on attnkit's attention.")
       .def_static("load", &model_load_py, nb::arg("path").none() = nb::none(), nb::arg("threads") = 2,
                   nb::kw_only(), nb::arg("allow_past_context") = false, nb::arg("kv_dtype") = "bf16",
+                  nb::arg("weights") = "quantized",
                   "Loads a GGUF model (default: default_model_path()). Inputs past the model's context_length "
                   "raise ValueError unless allow_past_context=True (then a warning is printed once); kv_dtype is "
-                  "the KV cache's element type ('f32', 'bf16' or 'int8').")
+                  "the KV cache's element type ('f32', 'bf16' or 'int8'); weights: \"quantized\" (GGUF blocks "
+                  "read in place) or \"f32\" (dequantized copies, the accuracy reference).")
       .def_prop_rw("allow_past_context", &Model::allow_past_context, &Model::set_allow_past_context,
                    "Whether positions past context_length are allowed (see load).")
       .def_prop_ro("context_length", [](const Model& mm) { return mm.config().context_length; })
+      .def_prop_ro("weights", [](const Model& m) { return std::string(model::weight_format_name(m.weight_format())); },
+                   "\"quantized\" or \"f32\".")
+      .def_prop_ro("weight_bytes",
+                   [](const Model& m) {
+                     const model::WeightBytes b = m.weight_bytes();
+                     return std::make_pair(b.mapped, b.f32);
+                   },
+                   "(bytes of GGUF blocks read in place, bytes of f32 copies made at load).")
       .def("generate", &generate_py, nb::arg("prompt"), nb::kw_only(), nb::arg("max_tokens") = 64,
            nb::arg("temperature") = 0.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = 0,
            "prompt (str, BOS added, or a list of token ids) -> generated text; temperature 0 is greedy.")

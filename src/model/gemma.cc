@@ -17,6 +17,8 @@
 #include "attnkit/tokenizer.h"
 #include "core/checked_size.h"
 #include "model/matvec.h"
+#include "model/model_ops.h"
+#include "model/weights.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -33,6 +35,9 @@ Status req_i64(const gguf::GgufFile& f, const std::string& key, int64_t* out) {
   *out = static_cast<int64_t>(v);
   return Status::ok_status();
 }
+
+using internal::StackedWeights;
+using internal::WeightMode;
 
 // A float hyperparameter that must be a finite number above zero (or, with allow_zero, zero too).
 Status check_positive_f32(const std::string& key, float v, bool allow_zero = false) {
@@ -89,52 +94,25 @@ int64_t first_nonfinite(const float* x, int64_t n) {
 
 struct LayerWeights {
   std::vector<float> attn_norm, q_norm, k_norm, post_attn_norm, ffn_norm, post_ffn_norm;
-  std::vector<float> wqkv;  // [(n_head + 2 n_head_kv) * head_dim, n_embd]: Q rows, then K, then V
-  std::vector<float> wo;    // [n_embd, n_head * head_dim_v]
-  std::vector<float> wgu;   // [2 n_ff, n_embd]: gate rows, then up rows
-  std::vector<float> wdown; // [n_embd, n_ff]
+  StackedWeights wqkv;   // [(n_head + 2 n_head_kv) * head_dim, n_embd]: Q rows, then K, then V
+  StackedWeights wo;     // [n_embd, n_head * head_dim_v]
+  StackedWeights wgu;    // [2 n_ff, n_embd]: gate rows, then up rows
+  StackedWeights wdown;  // [n_embd, n_ff]
 };
 
-// Y[n, out] (row stride ldc) = X[n, in] W^T with W row-major [out, in]. All parallelism is
-// OpenMP: OpenBLAS runs single-threaded inside each thread's slice of W's rows. Mixing OpenBLAS's
-// own pthreads with OpenMP's spinning workers on 2 cores made decode 3x slower than this.
-void parallel_sgemm_nt(const float* x, int64_t n, int64_t in, const float* w, int64_t out, float* y, int64_t ldc,
-                       int threads) {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, out / 64));
-#pragma omp parallel for num_threads(static_cast<int>(parts)) schedule(static)
-  for (int64_t t = 0; t < parts; ++t) {
-    const int64_t r0 = out * t / parts / 16 * 16;
-    const int64_t r1 = t + 1 == parts ? out : out * (t + 1) / parts / 16 * 16;
-    if (r1 <= r0) continue;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(r1 - r0),
-                static_cast<int>(in), 1.0f, x, static_cast<int>(in), w + r0 * in, static_cast<int>(in), 0.0f, y + r0,
-                static_cast<int>(ldc));
-  }
-}
+using internal::parallel_sgemm_nt;
 
-void linear(const float* x, int64_t n, int64_t in, const std::vector<float>& w, int64_t out, float* y, int threads) {
-  if (n == 1) {
-    // Decode: a bandwidth-bound matvec, rows split over OpenMP threads (AVX2 dot per row).
-    (void)internal::quantized_matvec(gguf::TensorType::kF32, reinterpret_cast<const uint8_t*>(w.data()),
-                                     static_cast<uint64_t>(in) * sizeof(float), out, in, x, y, threads);
-    return;
-  }
-  parallel_sgemm_nt(x, n, in, w.data(), out, y, out, threads);
+// y[n, out] = x[n, in] W^T through the weights' own format (see model/weights.h). Shapes were
+// checked when the weights were loaded, so a failure here is a broken invariant.
+void linear(const float* x, int64_t n, int64_t in, const StackedWeights& w, int64_t out, float* y, int threads) {
+  ATTNKIT_ASSERT(w.cols() == in && w.rows() == out);
+  const Status s = w.apply(x, n, y, out, threads);
+  ATTNKIT_ASSERT(s.ok());
 }
 
 // Gemma RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, w already holding 1 + w_hf (llama.cpp's
-// converter adds the 1). The sum of squares is taken in f64 so the normalizer is exact to f32.
-void rmsnorm(const float* x, const float* w, int64_t d, float eps, float* y) {
-  double ss = 0;
-  for (int64_t i = 0; i < d; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-  for (int64_t i = 0; i < d; ++i) y[i] = x[i] * r * w[i];
-}
-
-float gelu_tanh(float x) {
-  constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
-  return 0.5f * x * (1.0f + std::tanh(kC * (x + 0.044715f * x * x * x)));
-}
+// converter adds the 1); vectorized, with the accuracy model_ops.h states.
+void rmsnorm(const float* x, const float* w, int64_t d, float eps, float* y) { internal::rms_norm(x, w, d, eps, y); }
 
 class ExactBackend final : public AttentionBackend {
  public:
@@ -234,6 +212,12 @@ struct Model::Impl {
   const gguf::TensorInfo* embd = nullptr;
   const uint8_t* embd_data = nullptr;
   std::vector<double> inv_freq_local, inv_freq_global;  // [head_dim / 2]
+  WeightMode weight_mode = WeightMode::kQuantized;
+  // cos / sin of the current chunk's positions [n, head_dim / 2] for each RoPE base.
+  struct RopeTable {
+    int64_t pos0 = 0;
+    std::vector<float> cos, sin;
+  } rope_local, rope_global;
 
   int threads = 2;
   int64_t chunk = 512;
@@ -266,12 +250,14 @@ struct Model::Impl {
     ATTNKIT_RETURN_IF_ERROR(file->dequantize_rows(*t, 0, rows, out->data()));
     return rows == 1 ? check_norm_weight(name, *t, *out) : Status::ok_status();  // one row: a norm weight
   }
-  // Appends a tensor's rows to `out` (for the fused QKV and gate/up matrices).
-  Status append_tensor(const std::string& name, int64_t rows, int64_t cols, std::vector<float>* out) {
-    std::vector<float> tmp;
-    ATTNKIT_RETURN_IF_ERROR(load_tensor(name, rows, cols, &tmp));
-    out->insert(out->end(), tmp.begin(), tmp.end());
-    return Status::ok_status();
+  // A projection matrix in the load's weight mode; append_tensor stacks a tensor's rows under the
+  // earlier ones (the fused QKV and gate/up matrices).
+  Status load_tensor(const std::string& name, int64_t rows, int64_t cols, StackedWeights* out) {
+    *out = StackedWeights();
+    return out->add(*file, name, rows, cols, weight_mode);
+  }
+  Status append_tensor(const std::string& name, int64_t rows, int64_t cols, StackedWeights* out) {
+    return out->add(*file, name, rows, cols, weight_mode);
   }
 
   Status load_weights() {
@@ -356,20 +342,22 @@ struct Model::Impl {
   }
 
   // NeoX-style rotation of the two halves of each head vector (Gemma / HF rotate_half):
-  // (x_i, x_{i+D/2}) -> (x_i cos - x_{i+D/2} sin, x_i sin + x_{i+D/2} cos), angle = pos * base^(-2i/D).
-  // Angles are formed in f64 so positions up to 32K keep their phase to ~1e-12 rad.
-  void rope(float* v, int64_t n_heads, int64_t pos, const std::vector<double>& inv_freq) const {
-    const int64_t d = cfg.head_dim, half = d / 2;
-    for (int64_t i = 0; i < half; ++i) {
-      const double a = static_cast<double>(pos) * inv_freq[static_cast<size_t>(i)];
-      const float cs = static_cast<float>(std::cos(a)), sn = static_cast<float>(std::sin(a));
-      for (int64_t hh = 0; hh < n_heads; ++hh) {
-        float* p = v + hh * d;
-        const float x0 = p[i], x1 = p[i + half];
-        p[i] = x0 * cs - x1 * sn;
-        p[i + half] = x0 * sn + x1 * cs;
-      }
+  // (x_i, x_{i+D/2}) -> (x_i cos - x_{i+D/2} sin, x_i sin + x_{i+D/2} cos), angle = pos * base^(-2i/D),
+  // from the chunk's tables (model_ops.h: f64 angles, each entry the nearest f32 at any position).
+  void fill_rope_tables(int64_t pos0, int64_t n) {
+    const int64_t half = cfg.head_dim / 2;
+    for (auto [t, inv] : {std::pair{&rope_local, &inv_freq_local}, std::pair{&rope_global, &inv_freq_global}}) {
+      t->pos0 = pos0;
+      t->cos.resize(static_cast<size_t>(n * half));
+      t->sin.resize(static_cast<size_t>(n * half));
+      internal::rope_table(inv->data(), half, pos0, n, t->cos.data(), t->sin.data());
     }
+  }
+  void rope(float* v, int64_t n_heads, int64_t pos, const std::vector<double>& inv_freq) const {
+    const RopeTable& t = &inv_freq == &inv_freq_global ? rope_global : rope_local;
+    const int64_t half = cfg.head_dim / 2, row = (pos - t.pos0) * half;
+    ATTNKIT_ASSERT(row >= 0 && row + half <= static_cast<int64_t>(t.cos.size()));
+    internal::rope_apply(v, n_heads, half, t.cos.data() + row, t.sin.data() + row);
   }
 
   AttentionBackend* backend_for(int64_t layer) {
@@ -450,8 +438,10 @@ struct Model::Impl {
     for (int64_t i = 0; i < n; ++i) chunk_pos[static_cast<size_t>(i)] = pos + i;
     kstage.resize(static_cast<size_t>(n * nk));
     vstage.resize(static_cast<size_t>(n * nv));
+    fill_rope_tables(pos, n);
     for (int64_t l = 0; l < c.n_layer; ++l) {
       const LayerWeights& w = layers[static_cast<size_t>(l)];
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, w.attn_norm.data(), E, c.rms_eps, h.data() + i * E);
       linear(h.data(), n, E, w.wqkv, nqkv, qkv.data(), threads);
       const bool tap = taps.wants(l);
@@ -545,6 +535,7 @@ struct Model::Impl {
       }
 
       linear(attn.data(), n, H * DV, w.wo, E, proj.data(), threads);
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         float* pi = proj.data() + i * E;
         rmsnorm(pi, w.post_attn_norm.data(), E, c.rms_eps, pi);
@@ -558,9 +549,10 @@ struct Model::Impl {
       for (int64_t i = 0; i < n; ++i) {
         const float* g = gu.data() + i * 2 * F;
         float* a = act.data() + i * F;
-        for (int64_t f = 0; f < F; ++f) a[f] = gelu_tanh(g[f]) * g[F + f];
+        internal::gelu_tanh_mul(g, g + F, a, F);
       }
       linear(act.data(), n, F, w.wdown, E, proj.data(), threads);
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         float* pi = proj.data() + i * E;
         rmsnorm(pi, w.post_ffn_norm.data(), E, c.rms_eps, pi);
@@ -575,6 +567,7 @@ struct Model::Impl {
                                     ".* may be corrupt)");
       if (taps.wants_residual(l)) taps.on_residual(l, pos, n, x.data());
     }
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
     for (int64_t i = 0; i < n; ++i) rmsnorm(x.data() + i * E, output_norm.data(), E, c.rms_eps, hidden + i * E);
     pos += n;
     return Status::ok_status();
@@ -605,6 +598,8 @@ struct Model::Impl {
     std::vector<float> target_logit(static_cast<size_t>(n), 0.f);
     for (int64_t v0 = 0; v0 < V; v0 += kSlice) {
       const int64_t vs = std::min(kSlice, V - v0);
+      float* dst = all ? all + v0 : out.data();
+      const int64_t ldc = all ? V : kSlice;
       bool failed = false;
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (int64_t r = 0; r < vs; r += 256) {
@@ -612,8 +607,6 @@ struct Model::Impl {
         if (!file->dequantize_rows(*embd, v0 + r, cnt, wslice.data() + r * E).ok()) failed = true;
       }
       if (failed) return Status::corrupt_data("gemma: token_embd.weight could not be dequantized");
-      float* dst = all ? all + v0 : out.data();
-      const int64_t ldc = all ? V : kSlice;
       parallel_sgemm_nt(hidden, n, E, wslice.data(), vs, dst, ldc, threads);
       if (cfg.final_logit_softcap > 0)
         for (int64_t i = 0; i < n; ++i) softcap_logits(dst + i * ldc, vs);
@@ -654,6 +647,7 @@ Status Model::load(const std::string& path, const LoadOptions& options, std::uni
   I.threads = threads;
   I.chunk = options.prefill_chunk;
   I.kv_storage = options.kv_storage;
+  I.weight_mode = options.weights == WeightFormat::kF32 ? WeightMode::kF32 : WeightMode::kQuantized;
   I.apply_threads();
   ATTNKIT_RETURN_IF_ERROR(gguf::GgufFile::open(path, &I.file));
   ATTNKIT_RETURN_IF_ERROR(read_config(*I.file, &I.cfg));
@@ -891,6 +885,26 @@ int Model::threads() const {
 void Model::set_prefill_chunk(int64_t chunk) {
   const auto hold = lock();
   impl_->chunk = chunk > 0 ? chunk : 512;
+}
+WeightFormat Model::weight_format() const {
+  const auto hold = lock();
+  return impl_->weight_mode == WeightMode::kF32 ? WeightFormat::kF32 : WeightFormat::kQuantized;
+}
+WeightBytes Model::weight_bytes() const {
+  const auto hold = lock();
+  const Impl& I = *impl_;
+  WeightBytes b;
+  b.mapped = I.embd->row_bytes() * static_cast<uint64_t>(I.cfg.n_vocab);
+  b.f32 = I.output_norm.size() * sizeof(float);
+  for (const LayerWeights& w : I.layers) {
+    for (const StackedWeights* m : {&w.wqkv, &w.wo, &w.wgu, &w.wdown}) {
+      b.mapped += m->mapped_bytes();
+      b.f32 += m->f32_bytes();
+    }
+    for (const std::vector<float>* v : {&w.attn_norm, &w.q_norm, &w.k_norm, &w.post_attn_norm, &w.ffn_norm, &w.post_ffn_norm})
+      b.f32 += v->size() * sizeof(float);
+  }
+  return b;
 }
 
 Status Model::set_kv_storage(kv::KvStorage storage) {

@@ -36,6 +36,9 @@ class GemmaTest : public ::testing::Test {
     lo.threads = 2;
     // f32 KV: the golden comparison's tolerance is set by f32 rounding (tests/kv/ checks bf16 KV).
     lo.kv_storage = kv::KvStorage::kF32;
+    // f32 weights: the reference path, whose only difference from Hugging Face is f32 rounding
+    // (tests/model/gemma_quant_test.cc checks the quantized default against it).
+    lo.weights = WeightFormat::kF32;
     Status s = Model::load(path, lo, &model_);
     if (!s.ok()) {
       load_error_ = s.message();

@@ -82,3 +82,19 @@ def test_errors(model):
         model.set_attention("exact", layer=999)
     with pytest.raises(ValueError):
         attnkit.Model.load("/nonexistent/model.gguf")
+
+
+def test_weights_f32_reference_and_quantized_default(model):
+    assert model.weights == "quantized"
+    ref = attnkit.Model.load(MODEL, threads=2, weights="f32")
+    assert ref.weights == "f32"
+    mapped_q, f32_q = model.weight_bytes
+    mapped_r, f32_r = ref.weight_bytes
+    # The projections: blocks in the mapping for the default, f32 copies (over 4x larger) for the reference.
+    assert f32_q < 2**20 and f32_r - f32_q > 4 * (mapped_q - mapped_r) > 0
+    prompt = GOLDEN["prompts"][1]["ids"]
+    a, b = model.last_logits(prompt), ref.last_logits(prompt)
+    assert int(np.argmax(a)) == int(np.argmax(b))
+    np.testing.assert_allclose(a, b, atol=1e-2)
+    with pytest.raises(ValueError, match="weights 'int4'"):
+        attnkit.Model.load(MODEL, threads=2, weights="int4")

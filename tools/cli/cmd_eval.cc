@@ -34,6 +34,7 @@ struct EvalOptions {
   std::string attention = "exact";
   std::string kv;  // KV policy spec, "" = none
   std::string kv_dtype = "bf16";
+  std::string weights = "quantized";
   std::vector<int64_t> lengths;
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials = 5;
@@ -55,6 +56,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   lo.threads = o.threads;
   lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
+  ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
   ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
@@ -246,6 +248,8 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--length", o->lengths, "Length(s) in tokens, comma-separated")->delimiter(',');
   c->add_option("--trials", o->trials, "Trials per length (per cell for niah)")->capture_default_str();
   add_threads_option(c, &o->threads, "Threads (0 = all)");
+  c->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
+      ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.cache; verified when read)");

@@ -1,13 +1,17 @@
 // `attnkit run`: generate text with Gemma 3 270M on attnkit, streaming tokens to stdout.
 //   attnkit run --prompt "The capital of France is" [--max-tokens N] [--temperature T] [--top-p P]
 //               [--seed S] [--attention NAME[:params]] [--kv POLICY[:params]] [--kv-dtype bf16]
-//               [--model PATH] [--threads T] [--chat]
-//   attnkit run --bench [--length 4096] : prefill and decode speed at a context length, and the
-//               KV cache's bytes (JSON).
+//               [--weights quantized|f32] [--model PATH] [--threads T] [--chat]
+//   attnkit run --bench [--length 4096] [--depth 0] [--decode-tokens 32] [--rounds 1] [--warmup 0]
+//               [--weights quantized|f32] : prefill and decode speed after --depth tokens of context,
+//               median and spread over rounds, weight bytes, KV cache bytes and resident memory (JSON).
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -32,6 +36,7 @@ struct RunOptions {
   std::string attention = "exact";
   std::string kv;  // KV policy spec, "" = none
   std::string kv_dtype = "bf16";
+  std::string weights = "quantized";
   int64_t max_tokens = 64;
   float temperature = 0.0f;
   float top_p = 1.0f;
@@ -41,6 +46,9 @@ struct RunOptions {
   bool bench = false;
   int64_t length = 4096;
   int64_t decode_tokens = 32;
+  int64_t depth = 0;
+  int64_t rounds = 1;
+  int64_t warmup = 0;
   std::string json_path;
   std::string capture_dir;
   std::vector<int64_t> capture_layers;
@@ -54,6 +62,7 @@ Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
   lo.threads = o.threads;
   lo.allow_past_context = o.allow_past_context;
   ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
+  ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
   std::unique_ptr<model::AttentionBackend> be;
   ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(o.attention, &be));
@@ -61,38 +70,95 @@ Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
   return (*m)->set_kv_policy(o.kv);
 }
 
+// Resident and peak resident set of this process (VmRSS / VmHWM of /proc/self/status), in bytes;
+// 0 where the file is absent.
+void read_rss(uint64_t* rss, uint64_t* peak) {
+  *rss = *peak = 0;
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    const bool is_rss = line.rfind("VmRSS:", 0) == 0, is_hwm = line.rfind("VmHWM:", 0) == 0;
+    if (!is_rss && !is_hwm) continue;
+    const uint64_t kb = std::strtoull(line.c_str() + 6, nullptr, 10);
+    (is_rss ? *rss : *peak) = kb * 1024;
+  }
+}
+
+// Median, min, max and spread (max / min - 1) of the samples of a rate.
+struct RateStats {
+  double median = 0, min = 0, max = 0, spread = 0;
+};
+RateStats rate_stats(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  RateStats r;
+  r.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  r.min = v.front();
+  r.max = v.back();
+  r.spread = r.min > 0 ? r.max / r.min - 1 : 0.0;
+  return r;
+}
+
+// Each round: reset, --depth tokens of context (untimed), then --length tokens of prefill and
+// --decode-tokens greedy decode steps, each timed. --warmup rounds run first and are not counted.
 Status do_bench(const RunOptions& o) {
+  // --length and --decode-tokens are checked with the other options before the model loads.
+  if (o.depth < 0) return Status::invalid_argument("run --bench: --depth " + std::to_string(o.depth) + " must be >= 0");
+  if (o.rounds < 1) return Status::invalid_argument("run --bench: --rounds " + std::to_string(o.rounds) + " must be >= 1");
+  if (o.warmup < 0) return Status::invalid_argument("run --bench: --warmup " + std::to_string(o.warmup) + " must be >= 0");
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load_model(o, &m));
-  if (o.length < 1) return Status::invalid_argument("run --bench: --length " + std::to_string(o.length) + " must be >= 1");
   std::mt19937_64 rng(1234);
-  std::vector<int32_t> toks(static_cast<size_t>(o.length));
+  const int64_t total = o.depth + o.length;
+  std::vector<int32_t> toks(static_cast<size_t>(total));
   // Token ids from the ordinary vocabulary range; speed does not depend on the text.
   for (auto& t : toks) t = static_cast<int32_t>(1000 + rng() % 200000);
   toks[0] = m->tokenizer().bos_id();
   std::vector<float> logits(static_cast<size_t>(m->config().n_vocab));
-  ATTNKIT_RETURN_IF_ERROR(m->reserve(o.length + o.decode_tokens));
-  model::ForwardOutputs fo;
-  fo.maybe_last_logits = logits.data();
+  ATTNKIT_RETURN_IF_ERROR(m->reserve(total + o.decode_tokens));
   using clock = std::chrono::steady_clock;
-  auto t0 = clock::now();
-  ATTNKIT_RETURN_IF_ERROR(m->forward(toks.data(), o.length, fo));
-  auto t1 = clock::now();
-  for (int64_t i = 0; i < o.decode_tokens; ++i) {
-    const int32_t t = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    ATTNKIT_RETURN_IF_ERROR(m->decode(t, logits.data()));
+  std::vector<double> prefill_tps, decode_tps;
+  for (int64_t r = 0; r < o.warmup + o.rounds; ++r) {
+    m->reset();
+    if (o.depth > 0) ATTNKIT_RETURN_IF_ERROR(m->forward(toks.data(), o.depth, model::ForwardOutputs{}));
+    model::ForwardOutputs fo;
+    fo.maybe_last_logits = logits.data();
+    const auto t0 = clock::now();
+    ATTNKIT_RETURN_IF_ERROR(m->forward(toks.data() + o.depth, o.length, fo));
+    const auto t1 = clock::now();
+    for (int64_t i = 0; i < o.decode_tokens; ++i) {
+      const int32_t t = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      ATTNKIT_RETURN_IF_ERROR(m->decode(t, logits.data()));
+    }
+    const auto t2 = clock::now();
+    if (r < o.warmup) continue;
+    prefill_tps.push_back(static_cast<double>(o.length) / std::chrono::duration<double>(t1 - t0).count());
+    decode_tps.push_back(static_cast<double>(o.decode_tokens) / std::chrono::duration<double>(t2 - t1).count());
   }
-  auto t2 = clock::now();
-  const double pf = std::chrono::duration<double>(t1 - t0).count();
-  const double dc = std::chrono::duration<double>(t2 - t1).count();
+  const RateStats pf = rate_stats(prefill_tps), dc = rate_stats(decode_tps);
+  const model::WeightBytes wb = m->weight_bytes();
+  uint64_t rss = 0, peak = 0;
+  read_rss(&rss, &peak);
   nlohmann::json j = {{"length", o.length},
+                      {"depth", o.depth},
+                      {"decode_tokens", o.decode_tokens},
+                      {"rounds", o.rounds},
+                      {"warmup", o.warmup},
                       {"threads", m->threads()},
                       {"attention", o.attention},
-                      {"prefill_seconds", pf},
-                      {"prefill_tokens_per_s", static_cast<double>(o.length) / pf},
-                      {"decode_tokens", o.decode_tokens},
-                      {"decode_seconds", dc},
-                      {"decode_tokens_per_s", static_cast<double>(o.decode_tokens) / dc}};
+                      {"weights", model::weight_format_name(m->weight_format())},
+                      {"weights_mapped_bytes", wb.mapped},
+                      {"weights_f32_bytes", wb.f32},
+                      {"rss_bytes", rss},
+                      {"peak_rss_bytes", peak},
+                      {"prefill_tokens_per_s", pf.median},
+                      {"prefill_tokens_per_s_min", pf.min},
+                      {"prefill_tokens_per_s_max", pf.max},
+                      {"prefill_spread", pf.spread},
+                      {"decode_tokens_per_s", dc.median},
+                      {"decode_tokens_per_s_min", dc.min},
+                      {"decode_tokens_per_s_max", dc.max},
+                      {"decode_spread", dc.spread}};
   j.update(eval::kv_report(*m));
   std::cout << j.dump(2) << std::endl;
   if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "run: --json"));
@@ -119,6 +185,7 @@ Status check_options(const RunOptions& o) {
   }
   return Status::ok_status();
 }
+
 
 Status do_run(const RunOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(check_options(o));
@@ -193,6 +260,11 @@ void add_run(CLI::App& root) {
   cmd->add_flag("--bench", o->bench, "Measure prefill and decode speed at --length tokens of context");
   cmd->add_option("--length", o->length, "Context length for --bench")->capture_default_str();
   cmd->add_option("--decode-tokens", o->decode_tokens, "Decode steps timed by --bench")->capture_default_str();
+  cmd->add_option("--depth", o->depth, "Tokens of context before the timed prefill of --bench (untimed)")->capture_default_str();
+  cmd->add_option("--rounds", o->rounds, "Timed rounds of --bench (median and spread reported)")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup, "Untimed rounds of --bench before the timed ones")->capture_default_str();
+  cmd->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
+      ->capture_default_str();
   cmd->add_option("--json", o->json_path, "Write the --bench result to FILE");
   cmd->add_option("--capture", o->capture_dir, "Write the prompt's per-layer Q/K (pre/post RoPE) and V as .npy into DIR instead of generating");
   cmd->add_option("--capture-layers", o->capture_layers, "Layers to capture (default all)")->delimiter(',');

@@ -1,0 +1,61 @@
+// Internal: matrix products that read GGUF weight blocks directly (src/model/quant_matmul.cc).
+//
+//   y[t, r] = sum_i W[r, i] x[t, i]      W: [rows, cols] in a GGUF block format, row r at
+//                                        w + r * row_bytes; x: [n, cols] f32; y: [n, ldy] f32
+//
+// Integer formats (Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) never go through f32 weights. Each row is
+// unpacked, one 32-value group at a time, into int8 values s with a float scale per 16 values and,
+// for the k-quants with a minimum, a float offset per 32 values (W = a * s - b). The activations
+// are quantized once per call to int16 in blocks of 32 with their own f32 scale
+// (d = max|x| / 32767, q = round(x / d)), so each group's dot product is an exact integer sum of
+// 32 int8 x int16 products, scaled once.
+//
+// Why int16 and not int8 activations (llama.cpp's Q8_0 / Q8_K): Gemma's activations have large
+// outliers, and with int8 blocks of 32 the model's perplexity on KJV text rose 1.1% over the
+// f32-weight path (more than the 0.5% we allow); int16 blocks make the activation error about 258
+// times smaller, and the product of a group still costs one vpdpwssd per token on AVX512-VNNI
+// (32 int16 lanes), the same count as vpdpbusd on 256-bit int8 vectors.
+//
+// Error: apart from f32 rounding of the scaled partial sums, the result is exactly the dot product
+// of the dequantized weights with the quantized activations x^, so
+//   |y - W x| <= sum_i |W[r, i]| |x[t, i] - x^[t, i]|  (+ f32 rounding),  |x - x^| <= d / 2 per block.
+// quant_activation_error() gives the per-element |x - x^| so tests can assert that bound.
+//
+// F32, F16 and BF16 weights are converted row by row to f32 and dotted in f32 (no activation
+// quantization).
+//
+// The integer dot runs on AVX512-VNNI (vpdpwssd on 512-bit vectors), AVX2 (vpmaddwd) or portable
+// C++, chosen at run time from the CPU. Highway 1.0.3 (Debian 12) has no widening int16 dot with
+// accumulation into int32 lanes of a chosen grouping, so, like core/bf16_dot, the SIMD bodies use
+// target attributes and are reached only when the CPU reports the instructions; the unpacking of
+// Q5_0 / Q4_K / Q6_K blocks has AVX2 versions, the other formats use the portable one.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attnkit/gguf.h"
+#include "attnkit/status.h"
+
+namespace attnkit::model::internal {
+
+enum class QuantIsa { kScalar = 0, kAvx2 = 1, kAvx512Vnni = 2 };
+
+// The best integer-dot path this CPU supports, or the one a test selected.
+QuantIsa quant_isa();
+// Selects a path for tests (clamped to what the CPU supports); returns the previous one.
+QuantIsa set_quant_isa(QuantIsa isa);
+const char* quant_isa_name(QuantIsa isa);
+
+// Whether quant_matmul reads this type directly.
+bool quant_matmul_supports(gguf::TensorType type);
+
+// y[t * ldy + r] = dot(row r, x[t * cols ...]) for t < n, r < rows; threads over rows.
+// cols must be a multiple of the type's block size; ldy >= rows.
+Status quant_matmul(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols,
+                    const float* x, int64_t n, float* y, int64_t ldy, int threads);
+
+// |x - x^| of the activation quantization quant_matmul applies to integer formats ([n, cols]).
+void quant_activation_error(const float* x, int64_t n, int64_t cols, float* err);
+
+}  // namespace attnkit::model::internal

@@ -1,0 +1,63 @@
+// Internal: the model's projection matrices as they are stored (src/model/weights.cc).
+//
+// A StackedWeights is one or more GGUF tensors of the same width stacked by rows (Q, K and V make
+// one QKV projection; gate and up one FFN input projection), applied as y = x W^T.
+//   kQuantized (default): each tensor stays in its GGUF block format inside the file's mapping.
+//     A few tokens (decode) are multiplied by quant_matmul (int16 activations, integer dots; see
+//     quant_matmul.h); many tokens (prefill) by tiles dequantized on the fly and sgemm. A type
+//     quant_matmul does not read (Q2_K, Q3_K, ...) is dequantized to f32 at load instead.
+//   kF32: every tensor is dequantized once to an f32 copy and applied with OpenBLAS sgemm (several
+//     tokens) or an f32 matvec (one token): the accuracy reference for the quantized path.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "attnkit/gguf.h"
+#include "attnkit/status.h"
+
+namespace attnkit::model::internal {
+
+enum class WeightMode { kQuantized, kF32 };
+
+// From this many tokens on, quantized rows are dequantized tile by tile and multiplied with sgemm
+// (f32 activations, OpenBLAS's compute rate); below it quant_matmul reads the blocks directly. On
+// 8192 KJV tokens (prefill plus logits) the integer kernel ran at half the f32-weight path's rate,
+// while one token is bound by the bytes of weights read, 6x fewer as blocks than as f32.
+constexpr int64_t kTiledSgemmMinTokens = 8;
+
+class StackedWeights {
+ public:
+  // Appends tensor `name`, which must be [rows, cols] (cols equal to earlier parts').
+  Status add(const gguf::GgufFile& file, const std::string& name, int64_t rows, int64_t cols, WeightMode mode);
+
+  // y[t * ldy + r] = sum_i W[r, i] x[t * cols + i] for t < n, r < rows(); ldy >= rows().
+  Status apply(const float* x, int64_t n, float* y, int64_t ldy, int threads) const;
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  // Bytes this matrix occupies: the mapped GGUF blocks it reads plus any f32 copies.
+  uint64_t mapped_bytes() const { return mapped_bytes_; }
+  uint64_t f32_bytes() const;
+
+ private:
+  struct Part {
+    gguf::TensorType type = gguf::TensorType::kF32;
+    const uint8_t* data = nullptr;  // GGUF blocks (quantized parts), else null
+    uint64_t row_bytes = 0;
+    int64_t rows = 0;
+    std::vector<float> f32;  // dequantized rows (f32 mode, or a type quant_matmul does not read)
+  };
+  std::vector<Part> parts_;
+  int64_t rows_ = 0, cols_ = 0;
+  uint64_t mapped_bytes_ = 0;
+};
+
+// Y[n, out] (row stride ldc) = X[n, in] W^T with W row-major [out, in] in f32, split over `threads`
+// OpenMP threads by rows of W, OpenBLAS single-threaded inside each slice (mixing OpenBLAS's own
+// pthreads with OpenMP's spinning workers on 2 cores made decode 3x slower).
+void parallel_sgemm_nt(const float* x, int64_t n, int64_t in, const float* w, int64_t out, float* y, int64_t ldc,
+                       int threads);
+
+}  // namespace attnkit::model::internal
