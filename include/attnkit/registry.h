@@ -9,8 +9,9 @@
 //           hip.cc), hyper_attention and routing (hyper_routing.cc)
 //   linear  src/linear/: the engine's named configurations (mechanisms.cc) and the mechanisms
 //           with their own entry points (aaren.cc, infini.cc, titans.cc, based.cc)
-//   kv      KV-cache policies (eviction and selection over a paged cache): planned, not yet
-//           registered.
+//   kv      src/kv/: KV-cache eviction policies over the paged cache, one file each (streaming.cc,
+//           knorm.cc, tova.cc, h2o.cc, snapkv.cc, pyramidkv.cc, razor.cc, duo.cc); make_kv_policy
+//           (attnkit/kv_cache.h) builds them by name
 #pragma once
 
 #include <algorithm>
@@ -62,7 +63,7 @@ class PreparedRun {
 
 struct Mechanism {
   std::string name;
-  std::string family;  // "exact", "sparse", "linear" ("kv" is planned)
+  std::string family;  // "exact", "sparse", "linear", "kv"
   std::string description;
   std::vector<ParamSpec> params;
   // Validates params (unknown keys are an error) and prepares a run on random inputs.
