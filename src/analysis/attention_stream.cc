@@ -72,19 +72,22 @@ Status stream_attention(model::Model* m, const std::vector<int32_t>& tokens, con
   const int threads = m->threads();
   taps.on_layer = [&](const model::TapData& td) {
     if (!failed.ok()) return;
+    // Every key from position 0 on, gathered from the taps chunk by chunk: the model's own cache
+    // holds only a window on sliding-window layers (and what a KV policy kept).
+    const int64_t n_kv = td.pos0 + td.n;
     std::vector<float>& kl = keys[static_cast<size_t>(td.layer)];
-    kl.resize(static_cast<size_t>(td.n_kv * HK * D));
+    kl.resize(static_cast<size_t>(n_kv * HK * D));
     std::memcpy(kl.data() + td.pos0 * HK * D, td.k_post, static_cast<size_t>(td.n * HK * D) * sizeof(float));
-    probs.resize(static_cast<size_t>(c.n_head * td.n * td.n_kv));
+    probs.resize(static_cast<size_t>(c.n_head * td.n * n_kv));
     const int64_t wl = c.window_left(td.layer);
-    failed = attention_probs(td.q_post, td.n, c.n_head, kl.data(), td.n_kv, HK, D, td.pos0, c.attn_scale,
+    failed = attention_probs(td.q_post, td.n, c.n_head, kl.data(), n_kv, HK, D, td.pos0, c.attn_scale,
                              c.attn_logit_softcap, wl, probs.data(), threads);
     if (!failed.ok()) return;
     AttentionBlock b;
     b.layer = td.layer;
     b.pos0 = td.pos0;
     b.n = td.n;
-    b.n_kv = td.n_kv;
+    b.n_kv = n_kv;
     b.n_head = c.n_head;
     b.n_head_kv = HK;
     b.head_dim = D;

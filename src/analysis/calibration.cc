@@ -140,6 +140,10 @@ float call_scale(const model::AttentionCall& c) {
   return c.params.scale.has_value() ? *c.params.scale : 1.0f / std::sqrt(static_cast<float>(c.q.head_dim()));
 }
 
+// Absolute position of the call's key slot 0. The model's sliding-window layers drop keys that no
+// later query can see, so slot 0 is the sequence's first token only when this is 0.
+int64_t first_slot_position(const model::AttentionCall& c) { return c.q_pos0 + c.q.seq() - c.k.seq(); }
+
 // First key visible to the row at position p.
 int64_t first_visible(const model::AttentionCall& c, int64_t p) {
   return c.params.window_left < 0 ? 0 : std::max<int64_t>(0, p - c.params.window_left);
@@ -150,7 +154,9 @@ class ZeroTuningBackend final : public model::AttentionBackend {
   ZeroTuningBackend(std::string spec, double gamma, HeadSet heads) : spec_(std::move(spec)), log_gamma_(std::log(gamma)), heads_(std::move(heads)) {}
   std::string name() const override { return spec_; }
   Status attend(const model::AttentionCall& c) override {
-    if (!heads_.any_in_layer(c.layer)) return attention(c.q, c.k, c.v, c.out, nullptr, c.params);
+    // Without the first token in the cache there is no logit to shift: plain exact attention.
+    if (!heads_.any_in_layer(c.layer) || first_slot_position(c) != 0)
+      return attention(c.q, c.k, c.v, c.out, nullptr, c.params);
     ATTNKIT_RETURN_IF_ERROR(check_f32(c));
     const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), DV = c.v.head_dim();
     if (c.params.n_sink_tokens != 0 || c.params.mask.kind != MaskKind::kNone || c.params.maybe_cu_seqlens_q != nullptr)
@@ -199,6 +205,7 @@ class ActBackend final : public model::AttentionBackend {
     if (c.params.n_sink_tokens != 0 || c.params.mask.kind != MaskKind::kNone || c.params.maybe_cu_seqlens_q != nullptr)
       return Status::unsupported("act: sink tokens, custom masks and packed batches are not supported");
     const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), DV = c.v.head_dim(), group = H / HK;
+    const int64_t base = first_slot_position(c);
     lse_.assign(static_cast<size_t>(H * n), 0.0f);
     ATTNKIT_RETURN_IF_ERROR(attention(c.q, c.k, c.v, c.out, lse_.data(), c.params));
     const float scale = call_scale(c);
@@ -222,10 +229,13 @@ class ActBackend final : public model::AttentionBackend {
             cnt[static_cast<size_t>(j)]++;
           }
         }
+        // Sinks are kept as absolute positions (slots move when a sliding-window layer drops
+        // keys); the sequence's first token is never one of them.
         sinks[static_cast<size_t>(h)].clear();
-        for (int64_t j = 1; j < n_kv; ++j)
-          if (cnt[static_cast<size_t>(j)] >= kMinRows && col[static_cast<size_t>(j)] / static_cast<double>(cnt[static_cast<size_t>(j)]) > threshold_)
-            sinks[static_cast<size_t>(h)].push_back(j);
+        for (int64_t j = 0; j < n_kv; ++j)
+          if (base + j > 0 && cnt[static_cast<size_t>(j)] >= kMinRows &&
+              col[static_cast<size_t>(j)] / static_cast<double>(cnt[static_cast<size_t>(j)]) > threshold_)
+            sinks[static_cast<size_t>(h)].push_back(base + j);
       }
       const std::vector<int64_t>& S = sinks[static_cast<size_t>(h)];
       if (S.empty()) continue;
@@ -235,7 +245,8 @@ class ActBackend final : public model::AttentionBackend {
         const double lse = lse_[static_cast<size_t>(h * n + s)];
         double m = 0;
         std::fill(o_s.begin(), o_s.end(), 0.0);
-        for (int64_t j : S) {
+        for (int64_t pos : S) {
+          const int64_t j = pos - base;
           if (j < lo || j > p) continue;
           const double a = std::exp(logit(c, scale, s, h, j) - lse);
           m += a;

