@@ -26,7 +26,8 @@ TEXT = ("In the beginning God created the heaven and the earth. And the earth wa
 
 @pytest.fixture(scope="module")
 def model():
-    return attnkit.Model.load(MODEL, threads=2)
+    # f32 KV: the logit comparisons are set by f32 rounding (the KV tests cover the bf16 default).
+    return attnkit.Model.load(MODEL, threads=2, kv_dtype="f32")
 
 
 def test_last_logits_match_transformers(model):
@@ -86,7 +87,7 @@ def test_errors(model):
 
 def test_weights_f32_reference_and_quantized_default(model):
     assert model.weights == "quantized"
-    ref = attnkit.Model.load(MODEL, threads=2, weights="f32")
+    ref = attnkit.Model.load(MODEL, threads=2, weights="f32", kv_dtype="f32")
     assert ref.weights == "f32"
     mapped_q, f32_q = model.weight_bytes
     mapped_r, f32_r = ref.weight_bytes
