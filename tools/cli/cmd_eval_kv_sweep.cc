@@ -19,6 +19,7 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "commands.h"
+#include "core/output_file.h"
 #include "attnkit/eval.h"
 #include "eval/ruler.h"
 
@@ -150,13 +151,7 @@ Status do_sweep(const SweepOptions& o) {
                               {"exact", exact},
                               {"points", points}};
     const std::string file = o.out_dir + "/kv_sweep_" + task + ".json";
-    {
-      std::ofstream f(file + ".tmp");
-      if (!f) return Status::io_error("eval kv-sweep: cannot write " + file);
-      f << j.dump(2) << "\n";
-    }
-    std::filesystem::rename(file + ".tmp", file, ec);
-    if (ec) return Status::io_error("eval kv-sweep: cannot write " + file + ": " + ec.message());
+    ATTNKIT_RETURN_IF_ERROR(write_file_atomic(file, j.dump(2) + "\n", "eval kv-sweep: --out"));
     std::cout << "wrote " << file << " (render: python3 scripts/plot_kv_sweep.py " << file << ")" << std::endl;
   }
   return Status::ok_status();

@@ -15,6 +15,7 @@
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "commands.h"
+#include "core/output_file.h"
 #include "attnkit/eval.h"
 #include "eval/ruler.h"
 
@@ -91,16 +92,7 @@ Status do_ruler(const RulerCliOptions& o) {
                       {"samples", samples}};
   std::cout << j.dump(2) << std::endl;
   if (o.json_path.empty()) return Status::ok_status();
-  // Written whole to a temporary file, then renamed into place.
-  const std::string tmp = o.json_path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) return Status::io_error("eval ruler: cannot write --json " + o.json_path);
-    f << j.dump(2) << "\n";
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, o.json_path, ec);
-  if (ec) return Status::io_error("eval ruler: cannot write --json " + o.json_path + ": " + ec.message());
+  ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "eval ruler: --json"));
   return Status::ok_status();
 }
 
