@@ -44,6 +44,13 @@ if bf.get("vs_dtype") == "f32":
           f"(f32 median {bf['vs_dtype_seconds'] * 1e3:.1f} ms)", ">= 1.6", v >= 1.6)
 check("bf16 vs f32 decode kv 131072: bytes ratio", f"{bf['gbps'] * bf['seconds'] / (f32['gbps'] * f32['seconds']):.3f}",
       "0.5", True)
+i8 = rec("decode_131072_int8")
+# int8 K/V against bf16 K/V, one run of each per round (attnkit bench --dtype int8 --vs-dtype bf16).
+v = i8["speedup_vs_dtype"]
+check("int8 vs bf16 decode kv 131072: per round, alternating", f"median of {i8['vs_dtype_rounds']} = {v:.2f}x "
+      f"(bf16 median {i8['vs_dtype_seconds'] * 1e3:.1f} ms)", ">= 1.5", v >= 1.5)
+check("int8 vs bf16 decode kv 131072: bytes ratio (int8 rows + scales)",
+      f"{i8['gbps'] * i8['seconds'] / (bf['gbps'] * bf['seconds']):.3f}", "0.52 at d 128", True)
 m = rec("memory_131072")
 mib = m["peak_extra_bytes"] / 2**20
 check("causal seq 131072 extra memory (MiB)", f"{mib:.2f}", "< 64", mib < 64)

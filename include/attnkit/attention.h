@@ -1,11 +1,18 @@
 // attnkit/attention.h: exact (dense) attention on the CPU.
 //
 //   q:   [batch, seq_q,  heads_q,  head_dim]     any strides, f32 | f16 | bf16
-//   k:   [batch, seq_kv, heads_kv, head_dim]     same dtype as q
-//   v:   [batch, seq_kv, heads_kv, head_dim_v]   same dtype as q (head_dim_v may differ)
+//   k:   [batch, seq_kv, heads_kv, head_dim]     same dtype as q, or int8 (with k_scales)
+//   v:   [batch, seq_kv, heads_kv, head_dim_v]   same dtype as k (head_dim_v may differ)
 //   out: [batch, seq_q,  heads_q,  head_dim_v]   any dtype; written, never read
 //   lse: [batch, heads_q, seq_q] f32 contiguous (optional; natural log)
 //   broadcast: heads_q % heads_kv == 0; query head h reads kv head h / (heads_q / heads_kv)
+//
+// int8 K and V (symmetric quantization, one f32 scale per (token, kv head)): key j of kv head h is
+// k_scales(b, j, h) * k[b, j, h, :], value j likewise with v_scales; q may be any float dtype. The
+// kernel reads the int8 rows in place: the key scale multiplies the score (before the logit hooks),
+// the value scale multiplies the softmax weight (after normalization). Both scale tensors are
+// required and every scale must be finite and >= 0 (checked: the scan reads 8 bytes per key and
+// kv head). The paged KV cache (kv_cache.h) quantizes with scale = max|x| / 127, round to nearest.
 //
 // Packed variable-length batches (FlashAttention convention): pass cu_seqlens_q / cu_seqlens_k
 // (int32, n_seqs + 1 offsets), give q/k/v/out with batch = 1 and seq = total tokens; lse is then
@@ -85,6 +92,18 @@ struct EnumNames<ExecPath> {
       {ExecPath::kAuto, "auto"}, {ExecPath::kPrefill, "prefill"}, {ExecPath::kDecode, "decode"}};
 };
 
+// Scales of int8 K or V: element (b, j, h) at data[b * stride_batch + j * stride_seq + h * stride_head]
+// (elements, not bytes), for batch b (or 0 with cu_seqlens), key row j, kv head h.
+struct KvScales {
+  const float* data = nullptr;
+  int64_t stride_batch = 0, stride_seq = 0, stride_head = 1;
+  // Dense [batch, seq_kv, heads_kv].
+  static KvScales contiguous(const float* data, int64_t seq_kv, int64_t heads_kv) {
+    return KvScales{data, seq_kv * heads_kv, heads_kv, 1};
+  }
+  float at(int64_t b, int64_t j, int64_t h) const { return data[b * stride_batch + j * stride_seq + h * stride_head]; }
+};
+
 struct AttentionParams {
   // ---- masks ----
   bool causal = false;
@@ -101,6 +120,9 @@ struct AttentionParams {
   const float* maybe_alibi_slopes = nullptr;             // [heads_q]
   float ssmax_s = 0.0f;                                  // 0 = off; Scalable-Softmax s
   const float* maybe_head_temperature = nullptr;         // [heads_q] multiplier on the logits
+
+  // ---- int8 K / V (required when k / v are int8, must be unset otherwise) ----
+  KvScales k_scales, v_scales;
 
   // ---- normalization variant ----
   Normalization normalization = Normalization::kSoftmax;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -15,16 +16,20 @@
 
 namespace attnkit {
 
-enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// kI8 is a storage type for keys and values only (symmetric int8 with a per-(token, head) f32
+// scale, see AttentionParams::k_scales); queries and outputs are always floating point.
+enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kI8 = 3 };
 
 template <>
 struct EnumNames<DType> {
-  static constexpr EnumName<DType> kTable[] = {{DType::kF32, "f32"}, {DType::kF16, "f16"}, {DType::kBF16, "bf16"}};
+  static constexpr EnumName<DType> kTable[] = {
+      {DType::kF32, "f32"}, {DType::kF16, "f16"}, {DType::kBF16, "bf16"}, {DType::kI8, "int8"}};
 };
 
-inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 2; }
+inline size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : t == DType::kI8 ? 1 : 2; }
+inline bool dtype_is_float(DType t) { return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16; }
 inline const char* dtype_name(DType t) { return enum_name(t); }
-// Parses "f32" / "f16" / "bf16"; returns false for anything else.
+// Parses "f32" / "f16" / "bf16" / "int8"; returns false for anything else.
 inline bool parse_dtype(const std::string& s, DType* out) { return parse_enum(s, out); }
 
 // ---- scalar conversions (round to nearest even; NaN stays NaN) ----
@@ -85,12 +90,14 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | ((r - 0x38000000u) >> 13));
 }
 
-// Reads element i (a flat element offset) of a buffer of the given dtype as f32.
+// Reads element i (a flat element offset) of a buffer of the given dtype as f32 (int8: the stored
+// integer, without its scale).
 inline float load_as_f32(const void* base, DType t, int64_t i) {
   switch (t) {
     case DType::kF32: return static_cast<const float*>(base)[i];
     case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
     case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+    case DType::kI8: return static_cast<float>(static_cast<const int8_t*>(base)[i]);
   }
   return 0.0f;
 }
@@ -99,6 +106,11 @@ inline void store_from_f32(void* base, DType t, int64_t i, float v) {
     case DType::kF32: static_cast<float*>(base)[i] = v; break;
     case DType::kF16: static_cast<uint16_t*>(base)[i] = f32_to_f16(v); break;
     case DType::kBF16: static_cast<uint16_t*>(base)[i] = f32_to_bf16(v); break;
+    case DType::kI8: {  // round to nearest, saturated to the symmetric range [-127, 127]
+      const float r = std::nearbyint(v != v ? 0.0f : v < -127.0f ? -127.0f : v > 127.0f ? 127.0f : v);
+      static_cast<int8_t*>(base)[i] = static_cast<int8_t>(r);
+      break;
+    }
   }
 }
 

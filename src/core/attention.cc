@@ -110,12 +110,18 @@ float Call::sigmoid_bias(const SeqRange& r) const {
 Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                  float* maybe_lse, const AttentionParams& params, Call* call) {
   ATTNKIT_RETURN_IF_ERROR(check_view(q, "q"));
-  ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
-  ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
+  ATTNKIT_RETURN_IF_ERROR(check_view(k, "k", /*allow_int8=*/true));
+  ATTNKIT_RETURN_IF_ERROR(check_view(v, "v", /*allow_int8=*/true));
   ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
-  if (k.dtype != q.dtype || v.dtype != q.dtype)
+  const bool int8_kv = k.dtype == DType::kI8 || v.dtype == DType::kI8;
+  if (int8_kv ? k.dtype != v.dtype : (k.dtype != q.dtype || v.dtype != q.dtype))
     return Status::invalid_argument(std::string("dtype mismatch: q is ") + dtype_name(q.dtype) + ", k is " +
-                                    dtype_name(k.dtype) + ", v is " + dtype_name(v.dtype) + "; they must match");
+                                    dtype_name(k.dtype) + ", v is " + dtype_name(v.dtype) +
+                                    "; they must match (or k and v both int8 with q f32, f16 or bf16)");
+  if (int8_kv != (params.k_scales.data != nullptr) || int8_kv != (params.v_scales.data != nullptr))
+    return Status::invalid_argument(std::string("k_scales.data / v_scales.data are ") +
+                                    (params.k_scales.data ? "set" : "null") + " / " + (params.v_scales.data ? "set" : "null") +
+                                    " with k and v " + dtype_name(k.dtype) + "; int8 k and v need both, other dtypes neither");
   const int64_t d = q.shape[3], dv = v.shape[3];
   if (d < 1 || d > kMaxHeadDim)
     return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1.." +
@@ -389,16 +395,38 @@ bool use_decode_path(const Call& c) {
 }  // namespace
 }  // namespace core
 
+namespace {
+// Every scale of int8 K and V is finite and >= 0 (the shapes were checked by make_call).
+Status check_kv_scales(const core::Call& c) {
+  if (c.k.dtype != DType::kI8) return Status::ok_status();
+  for (int which = 0; which < 2; ++which) {
+    const KvScales& sc = which == 0 ? c.p.k_scales : c.p.v_scales;
+    for (int64_t b = 0; b < c.k.shape[0]; ++b)
+      for (int64_t j = 0; j < c.k.shape[1]; ++j)
+        for (int64_t h = 0; h < c.heads_kv; ++h) {
+          const float x = sc.at(b, j, h);
+          if (!(x >= 0.0f && x <= std::numeric_limits<float>::max()))
+            return Status::invalid_argument(std::string(which == 0 ? "k_scales" : "v_scales") + "[" + std::to_string(b) + ", " +
+                                            std::to_string(j) + ", " + std::to_string(h) + "] = " + std::to_string(x) +
+                                            " is invalid; expected a finite scale >= 0");
+        }
+  }
+  return Status::ok_status();
+}
+}  // namespace
+
 Status validate_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                           float* maybe_lse, const AttentionParams& params) {
   core::Call c;
-  return core::make_call(q, k, v, out, maybe_lse, params, &c);
+  ATTNKIT_RETURN_IF_ERROR(core::make_call(q, k, v, out, maybe_lse, params, &c));
+  return check_kv_scales(c);
 }
 
 Status attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                  float* maybe_lse, const AttentionParams& params) {
   core::Call c;
   ATTNKIT_RETURN_IF_ERROR(core::make_call(q, k, v, out, maybe_lse, params, &c));
+  ATTNKIT_RETURN_IF_ERROR(check_kv_scales(c));
   if (core::use_decode_path(c)) {
     core::run_decode(c, c.threads);
   } else {

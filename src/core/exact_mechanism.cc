@@ -1,5 +1,5 @@
-// Registers the "exact" mechanism: random inputs of the problem's dtype, an f32 output, and a
-// run() that is one attnkit::attention call. FLOP and byte counts come from the shared formulas
+// Registers the "exact" mechanism: random inputs of the problem's dtype (int8: int8 K/V with
+// scales, f32 queries), an f32 output, and a run() that is one attnkit::attention call. FLOP and byte counts come from the shared formulas
 // of attention.h so that `attnkit bench` and bench/ agree on every GFLOP/s and GB/s figure.
 #include "core/exact_mechanism.h"
 
@@ -69,7 +69,7 @@ Status allocate(int64_t bytes, const char* what, Buffer* out) {
 
 // Fills n elements with uniform values in [-1, 1) from a counter-based hash (SplitMix64 finalizer),
 // so the result does not depend on the thread count and large K/V caches fill in parallel.
-void fill_random(void* data, DType dtype, int64_t n, uint64_t seed) {
+void fill_random(void* data, DType dtype, int64_t n, uint64_t seed, float amplitude = 1.0f) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     uint64_t z = seed + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull;
@@ -77,7 +77,7 @@ void fill_random(void* data, DType dtype, int64_t n, uint64_t seed) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     z ^= z >> 31;
     const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // 24 bits -> [0, 1)
-    store_from_f32(data, dtype, i, 2.0f * u - 1.0f);
+    store_from_f32(data, dtype, i, amplitude * (2.0f * u - 1.0f));
   }
 }
 
@@ -86,27 +86,41 @@ class ExactRun final : public PreparedRun {
   ExactRun(const ProblemShape& shape, const AttentionParams& params, bool want_lse)
       : shape_(shape), params_(params), want_lse_(want_lse) {}
 
+  // dtype int8: K and V int8 with one f32 scale per (token, kv head), queries f32 (as the paged
+  // KV cache calls the kernel).
   Status init() {
     const DType dt = shape_.dtype;
+    const DType qdt = dt == DType::kI8 ? DType::kF32 : dt;
     const int64_t d = shape_.head_dim;
     const int64_t nq = shape_.batch * shape_.seq_q * shape_.heads_q * d;
     const int64_t nkv = shape_.batch * shape_.seq_kv * shape_.heads_kv * d;
-    ATTNKIT_RETURN_IF_ERROR(allocate(nq * static_cast<int64_t>(dtype_size(dt)), "q", &q_buf_));
+    ATTNKIT_RETURN_IF_ERROR(allocate(nq * static_cast<int64_t>(dtype_size(qdt)), "q", &q_buf_));
     ATTNKIT_RETURN_IF_ERROR(allocate(nkv * static_cast<int64_t>(dtype_size(dt)), "k", &k_buf_));
     ATTNKIT_RETURN_IF_ERROR(allocate(nkv * static_cast<int64_t>(dtype_size(dt)), "v", &v_buf_));
+    if (dt == DType::kI8) {
+      const int64_t ns = shape_.batch * shape_.seq_kv * shape_.heads_kv;
+      ATTNKIT_RETURN_IF_ERROR(allocate(2 * ns * 4, "k/v scales", &scale_buf_));
+      float* sc = static_cast<float*>(scale_buf_.get());
+      // Positive scales in [1, 2) / 254, so the dequantized rows are within [-1, 1] like the float cases.
+      fill_random(sc, DType::kF32, 2 * ns, 4);
+      for (int64_t i = 0; i < 2 * ns; ++i) sc[i] = (1.5f + 0.5f * sc[i]) / 254.0f;
+      params_.k_scales = KvScales::contiguous(sc, shape_.seq_kv, shape_.heads_kv);
+      params_.v_scales = KvScales::contiguous(sc + ns, shape_.seq_kv, shape_.heads_kv);
+    }
     ATTNKIT_RETURN_IF_ERROR(allocate(nq * 4, "out", &o_buf_));
     if (want_lse_) {
       ATTNKIT_RETURN_IF_ERROR(
           allocate(shape_.batch * shape_.heads_q * shape_.seq_q * 4, "lse", &lse_buf_));
     }
-    q_ = TensorView::contiguous(q_buf_.get(), dt, shape_.batch, shape_.seq_q, shape_.heads_q, d);
+    q_ = TensorView::contiguous(q_buf_.get(), qdt, shape_.batch, shape_.seq_q, shape_.heads_q, d);
     k_ = TensorView::contiguous(k_buf_.get(), dt, shape_.batch, shape_.seq_kv, shape_.heads_kv, d);
     v_ = TensorView::contiguous(v_buf_.get(), dt, shape_.batch, shape_.seq_kv, shape_.heads_kv, d);
     o_ = TensorView::contiguous(o_buf_.get(), DType::kF32, shape_.batch, shape_.seq_q, shape_.heads_q, d);
     ATTNKIT_RETURN_IF_ERROR(validate_attention(q_, k_, v_, o_, lse(), params_));
-    fill_random(q_buf_.get(), dt, nq, 1);
-    fill_random(k_buf_.get(), dt, nkv, 2);
-    fill_random(v_buf_.get(), dt, nkv, 3);
+    const float amplitude = dt == DType::kI8 ? 127.0f : 1.0f;  // int8: the whole symmetric range
+    fill_random(q_buf_.get(), qdt, nq, 1);
+    fill_random(k_buf_.get(), dt, nkv, 2, amplitude);
+    fill_random(v_buf_.get(), dt, nkv, 3, amplitude);
     return Status::ok_status();
   }
 
@@ -125,8 +139,13 @@ class ExactRun final : public PreparedRun {
   }
   double bytes() const override {
     const int64_t d = shape_.head_dim;
-    return attention_bytes(shape_.batch, shape_.seq_q, shape_.seq_kv, shape_.heads_q, shape_.heads_kv, d, d,
-                           dtype_size(shape_.dtype), 4);
+    const double bytes = attention_bytes(shape_.batch, shape_.seq_q, shape_.seq_kv, shape_.heads_q, shape_.heads_kv, d,
+                                         d, dtype_size(shape_.dtype), 4);
+    if (shape_.dtype != DType::kI8) return bytes;
+    // int8: Q is f32 (3 more bytes per element than counted) and each (token, kv head) adds a K and
+    // a V scale.
+    return bytes + 3.0 * static_cast<double>(shape_.batch * shape_.seq_q * shape_.heads_q * d) +
+           8.0 * static_cast<double>(shape_.batch * shape_.seq_kv * shape_.heads_kv);
   }
   int64_t extra_bytes() const override { return extra_bytes_; }
 
@@ -136,7 +155,7 @@ class ExactRun final : public PreparedRun {
   ProblemShape shape_;
   AttentionParams params_;
   bool want_lse_;
-  Buffer q_buf_, k_buf_, v_buf_, o_buf_, lse_buf_;
+  Buffer q_buf_, k_buf_, v_buf_, o_buf_, lse_buf_, scale_buf_;
   TensorView q_, k_, v_, o_;
   int64_t extra_bytes_ = 0;
 };

@@ -83,7 +83,7 @@ HWY_INLINE void make_decode_group(const SeqCtx& s, RowBlock* blocks, int nb, con
 template <typename T>
 HWY_INLINE bool use_bf16_dot(const SeqCtx& s) {
 #if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
-  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) return s.d % 32 == 0 && s.c->q.stride[3] == 1 && bf16_dot_enabled();
+  if constexpr (std::is_same_v<T, hwy::bfloat16_t>) return s.d % 32 == 0 && s.c->q.dtype == DType::kBF16 && s.c->q.stride[3] == 1 && bf16_dot_enabled();
 #endif
   (void)s;
   return false;

@@ -176,8 +176,9 @@ HWY_INLINE void accumulate_pv(const SeqCtx& s, RowBlock* b, const float* st, int
   });
 }
 
-// The rest of a tile once its scores st are in (key c's scores at st + c * ss): the variant's
-// logit hooks and masks, the normalization, then O += P V. Shared by the prefill and decode tiles.
+// The rest of a tile once its scores st are in (key c's scores at st + c * ss): the int8 key
+// scales, the variant's logit hooks and masks, the normalization, the int8 value scales, then
+// O += P V. Shared by the prefill and decode tiles.
 template <typename TV, class Variant>
 void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, const TV* const* vrow,
                  bool need_mask, const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch()) {
@@ -187,9 +188,11 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int
   // Packed scores (ss == kPackedStride) hold the M rows only; others hold whole query vectors.
   const bool packed = ss == kPackedStride;
   ATTNKIT_ASSERT(packed ? packed_softmax_rows<Variant>(M) : ss >= n_groups * static_cast<int64_t>(kLanes));
+  if (s.int8_kv) apply_kv_scales(s, b->hk, t, 0, st, ss, M);  // key scales: before any hook sees a logit
   var.LogitsTransform(s, *b, t, st, ss);
   if (need_mask) var.LogitsMask(s, *b, t, st, ss, packed ? M : static_cast<int>(n_groups * kLanes));
   normalize_tile(s, b, st, ss, kc, var);
+  if (s.int8_kv) apply_kv_scales(s, b->hk, t, 1, st, ss, M);  // value scales: into the weights
   accumulate_pv(s, b, st, ss, vrow, kc, bf16_pairs, pf);
 }
 

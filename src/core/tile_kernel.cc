@@ -22,7 +22,8 @@
 //   tile_mass-inl.h          mass_job(), a second pass of scores giving each key's attention mass
 //                            from the rows' final LSE (for KV-cache policies).
 //   tile_microkernels-inl.h  the SIMD pieces: score and P V microkernels, exp, lane reductions.
-// This file instantiates them per element type and exports the per-target entry points.
+// This file instantiates them per K/V element type (f32, bf16, f16, int8; queries of any float
+// dtype are widened when a row block is set up) and exports the per-target entry points.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "core/tile_kernel.cc"
@@ -48,10 +49,11 @@ void attend_block_t(const Call& c, const BlockJob& job, Workspace* ws) {
 }
 
 void AttendBlock(const Call& c, const BlockJob& job, Workspace* ws) {
-  switch (c.q.dtype) {
+  switch (c.k.dtype) {
     case DType::kF32: attend_block_t<float>(c, job, ws); break;
     case DType::kBF16: attend_block_t<hwy::bfloat16_t>(c, job, ws); break;
     case DType::kF16: attend_block_t<hwy::float16_t>(c, job, ws); break;
+    case DType::kI8: attend_block_t<int8_t>(c, job, ws); break;
   }
 }
 
@@ -62,18 +64,20 @@ void decode_t(const Call& c, int64_t seq, int64_t kb, int64_t ke, PartialOut out
 }
 
 void AttendKeysAllHeads(const Call& c, int64_t seq, int64_t kb, int64_t ke, PartialOut out, Workspace* ws) {
-  switch (c.q.dtype) {
+  switch (c.k.dtype) {
     case DType::kF32: decode_t<float>(c, seq, kb, ke, out, ws); break;
     case DType::kBF16: decode_t<hwy::bfloat16_t>(c, seq, kb, ke, out, ws); break;
     case DType::kF16: decode_t<hwy::float16_t>(c, seq, kb, ke, out, ws); break;
+    case DType::kI8: decode_t<int8_t>(c, seq, kb, ke, out, ws); break;
   }
 }
 
 void AttendMass(const Call& c, const BlockJob& job, const float* row_lse, float* mass, Workspace* ws) {
-  switch (c.q.dtype) {
+  switch (c.k.dtype) {
     case DType::kF32: mass_job<float>(make_seq_ctx<float>(c, job.seq), job, row_lse, mass, ws); break;
     case DType::kBF16: mass_job<hwy::bfloat16_t>(make_seq_ctx<hwy::bfloat16_t>(c, job.seq), job, row_lse, mass, ws); break;
     case DType::kF16: mass_job<hwy::float16_t>(make_seq_ctx<hwy::float16_t>(c, job.seq), job, row_lse, mass, ws); break;
+    case DType::kI8: mass_job<int8_t>(make_seq_ctx<int8_t>(c, job.seq), job, row_lse, mass, ws); break;
   }
 }
 

@@ -34,37 +34,30 @@ void mass_job(const SeqCtx& s, const BlockJob& job, const float* row_lse, float*
   const SoftmaxVariant var;
   const Scratch sc = carve(ws, s.dp, s.dvp, 1);
   const int64_t nrows_q = job.row_end - job.row_begin;
-  const int64_t q_per_block = std::max<int64_t>(1, kTileQ / job.n_heads);
-  const int64_t heads_per_block = job.n_heads <= kTileQ ? job.n_heads : kTileQ;
   TileKeys t;
   float lse[kTileQ];
-  for (int64_t h0 = job.head_q; h0 < job.head_q + job.n_heads; h0 += heads_per_block) {
-    const int64_t nh = std::min(heads_per_block, job.head_q + job.n_heads - h0);
-    for (int64_t i0 = job.row_begin; i0 < job.row_end; i0 += q_per_block) {
-      const int64_t i1 = std::min(job.row_end, i0 + q_per_block);
-      RowBlock b;
-      init_rows<T>(s, &b, sc.rows, h0, nh, i0, i1);
-      for (int r = 0; r < b.M; ++r) lse[r] = row_lse[(b.head[r] - job.head_q) * nrows_q + (b.pos[r] - job.row_begin)];
-      for_each_job_tile(job, &t, [&](const TileKeys& tile) {
-        bool need_mask;
-        if (!tile_visible(s, b, tile, &need_mask)) return;
-        const float* krow[kTileK];
-        const float* vrow[kTileK];
-        tile_rows_f32<T>(s, b.hk, tile, sc, krow, vrow);
-        (void)score_block_tile<T>(s, b, tile, krow, sc.s);
-        const int64_t n_groups = (b.M + kLanes - 1) / kLanes;
-        var.LogitsTransform(s, b, tile, sc.s, kTileQ);
-        if (need_mask) var.LogitsMask(s, b, tile, sc.s, kTileQ, static_cast<int>(n_groups * kLanes));
-        for (int64_t cidx = 0; cidx < tile.kc; ++cidx) {
-          const float* col = sc.s + cidx * kTileQ;
-          float acc = 0.0f;
-          for (int r = 0; r < b.M; ++r)
-            if (lse[r] != kNegInf && col[r] != kNegInf) acc += std::exp(col[r] - lse[r]);
-          mass[tile.pos[cidx]] += acc;
-        }
-      });
-    }
-  }
+  for_each_row_block<T>(s, job, sc, [&](RowBlock& b) {
+    for (int r = 0; r < b.M; ++r) lse[r] = row_lse[(b.head[r] - job.head_q) * nrows_q + (b.pos[r] - job.row_begin)];
+    for_each_job_tile(job, &t, [&](const TileKeys& tile) {
+      bool need_mask;
+      if (!tile_visible(s, b, tile, &need_mask)) return;
+      const float* krow[kTileK];
+      const float* vrow[kTileK];
+      tile_rows_f32<T>(s, b.hk, tile, sc, krow, vrow);
+      (void)score_block_tile<T>(s, b, tile, krow, sc.s);
+      const int64_t n_groups = (b.M + kLanes - 1) / kLanes;
+      if (s.int8_kv) apply_kv_scales(s, b.hk, tile, 0, sc.s, kTileQ, b.M);
+      var.LogitsTransform(s, b, tile, sc.s, kTileQ);
+      if (need_mask) var.LogitsMask(s, b, tile, sc.s, kTileQ, static_cast<int>(n_groups * kLanes));
+      for (int64_t cidx = 0; cidx < tile.kc; ++cidx) {
+        const float* col = sc.s + cidx * kTileQ;
+        float acc = 0.0f;
+        for (int r = 0; r < b.M; ++r)
+          if (lse[r] != kNegInf && col[r] != kNegInf) acc += std::exp(col[r] - lse[r]);
+        mass[tile.pos[cidx]] += acc;
+      }
+    });
+  });
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

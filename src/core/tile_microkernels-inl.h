@@ -56,6 +56,24 @@ inline float to_f32<hwy::float16_t>(hwy::float16_t x) {
   std::memcpy(&b, &x, 2);
   return f16_to_f32(b);
 }
+// int8 K/V rows widen to their stored integers; the per-row scale is applied to the score (K) or
+// the softmax weight (V) by the tile, not here (see apply_kv_scales).
+template <>
+inline float to_f32<int8_t>(int8_t x) { return static_cast<float>(x); }
+
+// One vector of f32 from kLanes elements of T at p (bf16/f16 widened in registers; int8 sign-
+// extended to int32 and converted, exact).
+template <typename T>
+HWY_INLINE VF load_f32(DF df, const T* HWY_RESTRICT p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return hn::LoadU(df, p);
+  } else if constexpr (std::is_same_v<T, int8_t>) {
+    const hn::RebindToSigned<DF> di;
+    return hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(hn::Rebind<int8_t, DF>(), p)));
+  } else {
+    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<T, DF>(), p));
+  }
+}
 
 // Loads n elements with element stride `stride` as f32 into dst, zero-padding to n_pad.
 template <typename T>
@@ -63,29 +81,11 @@ inline void load_row_f32(const T* src, int64_t stride, int64_t n, int64_t n_pad,
   const DF df;
   int64_t i = 0;
   if (stride == 1) {
-    const hn::Rebind<T, DF> dt;
-    for (; i + static_cast<int64_t>(kLanes) <= n; i += kLanes) {
-      VF v;
-      if constexpr (std::is_same_v<T, float>) {
-        v = hn::LoadU(df, src + i);
-      } else {
-        v = hn::PromoteTo(df, hn::LoadU(dt, src + i));
-      }
-      hn::StoreU(hn::Mul(v, hn::Set(df, mul)), df, dst + i);
-    }
+    for (; i + static_cast<int64_t>(kLanes) <= n; i += kLanes)
+      hn::StoreU(hn::Mul(load_f32(df, src + i), hn::Set(df, mul)), df, dst + i);
   }
   for (; i < n; ++i) dst[i] = to_f32(src[i * stride]) * mul;
   for (; i < n_pad; ++i) dst[i] = 0.0f;
-}
-
-// One vector of f32 from kLanes elements of T at p (bf16/f16 widened in registers).
-template <typename T>
-HWY_INLINE VF load_f32(DF df, const T* HWY_RESTRICT p) {
-  if constexpr (std::is_same_v<T, float>) {
-    return hn::LoadU(df, p);
-  } else {
-    return hn::PromoteTo(df, hn::LoadU(hn::Rebind<T, DF>(), p));
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

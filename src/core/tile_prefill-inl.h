@@ -143,27 +143,35 @@ HWY_INLINE void write_job_rows(const SeqCtx& s, const BlockJob& job, const RowBl
   }
 }
 
-// One BlockJob: its rows in blocks of at most kTileQ (queries split, heads kept together when they
-// fit), each block attending to every tile of the job's spans.
-template <typename T, class Variant>
-void run_job(const SeqCtx& s, const BlockJob& job, Workspace* ws, const Variant& var) {
-  if (job.row_end <= job.row_begin) return;
-  const Scratch sc = carve(ws, s.dp, s.dvp, 1);
+// Calls visit(b) for each row block of the job: its rows in blocks of at most kTileQ (queries
+// split, heads kept together when they fit), each set up in the scratch's first row block.
+template <typename T, class Visit>
+HWY_INLINE void for_each_row_block(const SeqCtx& s, const BlockJob& job, const Scratch& sc, Visit&& visit) {
   const int64_t q_per_block = std::max<int64_t>(1, kTileQ / job.n_heads);
   const int64_t heads_per_block = job.n_heads <= kTileQ ? job.n_heads : kTileQ;
-  TileKeys t;
   for (int64_t h0 = job.head_q; h0 < job.head_q + job.n_heads; h0 += heads_per_block) {
     const int64_t nh = std::min(heads_per_block, job.head_q + job.n_heads - h0);
     for (int64_t i0 = job.row_begin; i0 < job.row_end; i0 += q_per_block) {
       const int64_t i1 = std::min(job.row_end, i0 + q_per_block);
       RowBlock b;
       init_rows<T>(s, &b, sc.rows, h0, nh, i0, i1);
-      for_each_job_tile(job, &t, [&](const TileKeys& tile) __attribute__((always_inline)) {
-        process_tile<T>(s, &b, tile, sc, var);
-      });
-      write_job_rows(s, job, b, var);
+      visit(b);
     }
   }
+}
+
+// One BlockJob: each row block attends to every tile of the job's spans.
+template <typename T, class Variant>
+void run_job(const SeqCtx& s, const BlockJob& job, Workspace* ws, const Variant& var) {
+  if (job.row_end <= job.row_begin) return;
+  const Scratch sc = carve(ws, s.dp, s.dvp, 1);
+  TileKeys t;
+  for_each_row_block<T>(s, job, sc, [&](RowBlock& b) __attribute__((always_inline)) {
+    for_each_job_tile(job, &t, [&](const TileKeys& tile) __attribute__((always_inline)) {
+      process_tile<T>(s, &b, tile, sc, var);
+    });
+    write_job_rows(s, job, b, var);
+  });
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

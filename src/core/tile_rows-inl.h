@@ -44,6 +44,7 @@ struct SeqCtx {
   int64_t d, dv, dp, dvp;  // head dims and their padded sizes
   bool direct_k, direct_v;  // K/V rows usable in place as f32
   bool inline_k, inline_v;  // K/V rows readable in place by whole vectors (any dtype, widened in registers)
+  bool int8_kv;              // K/V rows are int8: their scales apply to scores and weights (apply_kv_scales)
   bool has_hooks;            // softcap, ALiBi or additive mask
   bool has_custom;           // any custom mask
 };
@@ -75,6 +76,7 @@ SeqCtx make_seq_ctx(const Call& c, int64_t seq) {
   s.inline_v = c.v.stride[3] == 1 && s.dv == s.dvp;
   s.direct_k = f32 && s.inline_k;
   s.direct_v = f32 && s.inline_v;
+  s.int8_kv = std::is_same_v<T, int8_t>;
   s.has_custom = c.p.mask.kind != MaskKind::kNone;
   s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive;
   return s;
@@ -127,6 +129,25 @@ inline Scratch carve(Workspace* ws, int64_t dp, int64_t dvp, int64_t n_row_block
   return sc;
 }
 
+// Query row at element offset `off` of q, times mul, as f32 into dst (padded to dp); *qraw: the
+// row in place when it is bf16 with unit stride (the bf16 dot-product scores read it raw). The
+// query's dtype is read at run time: the kernel is instantiated per K/V element type, and int8
+// K/V take queries of any float dtype.
+inline void load_query_row(const TensorView& q, int64_t off, int64_t d, int64_t dp, float mul, float* dst,
+                           const uint16_t** qraw) {
+  switch (q.dtype) {
+    case DType::kF32: load_row_f32(static_cast<const float*>(q.data) + off, q.stride[3], d, dp, mul, dst); break;
+    case DType::kBF16: {
+      const auto* src = static_cast<const hwy::bfloat16_t*>(q.data) + off;
+      if (q.stride[3] == 1) *qraw = reinterpret_cast<const uint16_t*>(src);
+      load_row_f32(src, q.stride[3], d, dp, mul, dst);
+      break;
+    }
+    case DType::kF16: load_row_f32(static_cast<const hwy::float16_t*>(q.data) + off, q.stride[3], d, dp, mul, dst); break;
+    case DType::kI8: ATTNKIT_ASSERT(false && "make_call rejects int8 queries"); break;
+  }
+}
+
 // Sets up rows (head-major over heads [h0, h0+nh), queries [i0, i1)) of a row block.
 template <typename T>
 void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh, int64_t i0, int64_t i1) {
@@ -173,13 +194,9 @@ void init_rows(const SeqCtx& s, RowBlock* b, float* mem, int64_t h0, int64_t nh,
         if (n > 1) mul *= c.p.ssmax_s * std::log(static_cast<float>(n));
         else if (n == 1) mul = 0.0f;  // ln 1 = 0: the single visible key gets weight 1 anyway
       }
-      const T* src = static_cast<const T*>(q.data) + q.offset(s.r.batch, s.r.q_begin + i, h, 0);
       b->mul[r] = mul;
       b->qraw[r] = nullptr;
-      if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
-        if (q.stride[3] == 1) b->qraw[r] = reinterpret_cast<const uint16_t*>(src);
-      }
-      load_row_f32<T>(src, q.stride[3], s.d, s.dp, mul, b->q + r * s.dp);
+      load_query_row(q, q.offset(s.r.batch, s.r.q_begin + i, h, 0), s.d, s.dp, mul, b->q + r * s.dp, &b->qraw[r]);
       std::memset(b->o + r * s.dvp, 0, sizeof(float) * s.dvp);
     }
   }
@@ -255,6 +272,42 @@ inline bool use_bf16_pairs(const SeqCtx& s) {
   (void)s;
   return false;
 #endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8 K/V: key j's row is scale_j * (stored integers). The tile widens the integers exactly, so
+// q . k_j = scale_j * (q . int8 row): the key scale multiplies score column j before any logit
+// hook, and sum_j p_j v_j = sum_j (p_j scale_j) * int8 row: the value scale multiplies weight
+// column j after normalization (the denominator sums the unscaled weights).
+
+// Column c of the tile's scores (rows [0, nrows), key c at st + c * ss) times scale[c].
+HWY_INLINE void scale_columns(float* st, int64_t ss, int64_t kc, int nrows, const float* scale) {
+#if HWY_TARGET != HWY_SCALAR
+  if (ss == kPackedStride) {  // rows <= 4: one 128-bit vector per key
+    const hn::Full128<float> d4;
+    for (int64_t c = 0; c < kc; ++c) hn::StoreU(hn::Mul(hn::LoadU(d4, st + c * ss), hn::Set(d4, scale[c])), d4, st + c * ss);
+    return;
+  }
+  const DF df;
+  const int64_t n = round_up(nrows, kLanes);  // unpacked tiles hold whole query vectors
+  for (int64_t c = 0; c < kc; ++c) {
+    const VF f = hn::Set(df, scale[c]);
+    for (int64_t r = 0; r < n; r += kLanes) hn::Store(hn::Mul(hn::Load(df, st + c * ss + r), f), df, st + c * ss + r);
+  }
+#else
+  for (int64_t c = 0; c < kc; ++c)
+    for (int r = 0; r < nrows; ++r) st[c * ss + r] *= scale[c];
+#endif
+}
+
+// Multiplies the tile's columns by the K (which = 0) or V (which = 1) scales of kv head hk.
+HWY_INLINE void apply_kv_scales(const SeqCtx& s, int64_t hk, const TileKeys& t, int which, float* st, int64_t ss,
+                                int nrows) {
+  const KvScales& sc = which == 0 ? s.c->p.k_scales : s.c->p.v_scales;
+  const float* base = sc.data + s.r.batch * sc.stride_batch + s.r.k_begin * sc.stride_seq + hk * sc.stride_head;
+  float scale[kTileK];
+  for (int64_t c = 0; c < t.kc; ++c) scale[c] = base[t.pos[c] * sc.stride_seq];
+  scale_columns(st, ss, t.kc, nrows, scale);
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

@@ -21,11 +21,16 @@ inline std::string shape_str(const TensorView& t) {
 
 // What every entry point checks of an input or output view before looking at shapes: a data
 // pointer, a dtype of the table, no negative extent. `name` is the argument ("q", "out").
-inline Status check_view(const TensorView& t, const char* name) {
+// int8 is a key/value storage type that only exact attention's K and V take (allow_int8).
+inline Status check_view(const TensorView& t, const char* name, bool allow_int8 = false) {
   if (t.data == nullptr) return Status::invalid_argument(std::string(name) + ".data is null");
   if (!enum_known(t.dtype))
     return Status::unsupported(std::string(name) + ".dtype " + std::to_string(static_cast<int>(t.dtype)) +
                                " is not supported; expected " + enum_choices<DType>(", ", true));
+  if (t.dtype == DType::kI8 && !allow_int8)
+    return Status::unsupported(std::string(name) +
+                               ".dtype int8 is not supported here; int8 is a storage type for exact attention's k and v "
+                               "(with k_scales / v_scales); expected f32, f16 or bf16");
   for (int i = 0; i < 4; ++i) {
     if (t.shape[i] < 0)
       return Status::invalid_argument(std::string(name) + ".shape " + shape_str(t) + " has a negative dimension");

@@ -169,8 +169,6 @@ Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q,
       return Status::invalid_argument("attend_cache: slot_ranges[" + std::to_string(r) + "] = [" + std::to_string(sr.begin) +
                                       ", " + std::to_string(sr.end) + ") is empty-negative or overlaps the previous range");
   }
-  if (o.storage == KvStorage::kInt8)
-    return Status::unsupported("attend_cache: storage int8 is not readable by the attention kernel yet");
 
   const std::vector<int64_t>& pos = cache.positions(seq);
   cc->pages = &cache.page_table(seq);
@@ -184,8 +182,9 @@ Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q,
   cc->empty = cache.pages_capacity() == 0 || pos.empty();
   if (cc->empty) return Status::ok_status();
 
-  // The kernel reads q in the cache's element type (f32 x f32 or bf16 x bf16 products).
-  const DType kd = o.storage == KvStorage::kF32 ? DType::kF32 : DType::kBF16;
+  // The kernel reads q in the cache's element type for f32 and bf16 (f32 x f32 or bf16 x bf16
+  // products); int8 rows are widened exactly, so q stays f32 against them.
+  const DType kd = o.storage == KvStorage::kF32 ? DType::kF32 : o.storage == KvStorage::kBF16 ? DType::kBF16 : DType::kI8;
   TensorView qk = q;
   if (kd == DType::kBF16) {
     cc->qb.ensure(static_cast<size_t>(n * H * D));
@@ -201,6 +200,10 @@ Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q,
   ap.scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
   ap.softcap = params.softcap;
   ap.num_threads = params.num_threads;
+  if (kd == DType::kI8) {  // the pool's scales, [capacity * P, kv_heads] like its rows
+    ap.k_scales = KvScales::contiguous(cache.maybe_k_scales(), cc->cap_rows, HK);
+    ap.v_scales = KvScales::contiguous(cache.maybe_v_scales(), cc->cap_rows, HK);
+  }
   ATTNKIT_RETURN_IF_ERROR(core::make_call(qk, kview, vview, out, lse, ap, &cc->call));
   cc->slot_base.assign(static_cast<size_t>(cache.pages_capacity()), -1);
   for (size_t lp = 0; lp < cc->pages->size(); ++lp) cc->slot_base[static_cast<size_t>((*cc->pages)[lp])] = static_cast<int64_t>(lp) * cc->P;

@@ -35,8 +35,8 @@ class KvBenchRun final : public PreparedRun {
     o.kv_heads = s.heads_kv;
     o.head_dim = s.head_dim;
     o.head_dim_v = s.head_dim;
-    o.storage = s.dtype == DType::kF32 ? KvStorage::kF32 : KvStorage::kBF16;
-    if (s.dtype == DType::kF16) return Status::unsupported("kv policy benchmark: dtype f16 is not a KV storage type (f32 or bf16)");
+    o.storage = s.dtype == DType::kF32 ? KvStorage::kF32 : s.dtype == DType::kI8 ? KvStorage::kInt8 : KvStorage::kBF16;
+    if (s.dtype == DType::kF16) return Status::unsupported("kv policy benchmark: dtype f16 is not a KV storage type (f32, bf16 or int8)");
     ATTNKIT_RETURN_IF_ERROR(PagedKvCache::create(o, &cache_));
     if (s.seq_kv > 0) ATTNKIT_RETURN_IF_ERROR(step(s.seq_kv));
     return Status::ok_status();

@@ -34,6 +34,14 @@ std::vector<testing::AttnCase> target_cases() {
   testing::AttnCase f = c;
   f.normalization = Normalization::kSigmoid; f.causal = false; f.dtype = DType::kF16;
   cs.push_back(f);  // non-softmax variant
+  testing::AttnCase g = d;
+  g.dtype = DType::kF32;
+  g.int8_kv = true;
+  cs.push_back(g);  // split-KV decode on int8 K/V
+  testing::AttnCase h = c;
+  h.int8_kv = true;
+  h.softcap = 5.0f;
+  cs.push_back(h);  // int8 K/V prefill, rows converted (odd head dim)
   return cs;
 }
 

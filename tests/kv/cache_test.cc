@@ -199,9 +199,11 @@ std::vector<float> dense(const TensorView& t) {
 
 // Loads a case's K/V into a cache whose pages are scattered: another sequence takes every other
 // page, so the case's pages are not adjacent and attention must follow the page table.
+// int8_kv cases hand the cache their unquantized K/V: it quantizes them by the same rule as the
+// case generator, so it stores the case's integers and scales.
 void load_scattered(const testing::CaseData& d, PagedKvCache* c, int64_t page) {
   const int64_t sk = d.c.seq_kv, H = d.c.heads_kv, D = d.c.head_dim, DV = d.c.head_dim_v;
-  const std::vector<float> k = dense(d.k.view()), v = dense(d.v.view());
+  const std::vector<float> k = d.c.int8_kv ? d.k_f32 : dense(d.k.view()), v = d.c.int8_kv ? d.v_f32 : dense(d.v.view());
   const int64_t other = c->add_sequence();
   std::vector<float> zk(static_cast<size_t>(page * H * D)), zv(static_cast<size_t>(page * H * DV));
   std::vector<int64_t> zpos(static_cast<size_t>(page));
@@ -219,12 +221,15 @@ void load_scattered(const testing::CaseData& d, PagedKvCache* c, int64_t page) {
 struct PageCase {
   testing::AttnCase c;
   int64_t page;
+  KvStorage storage() const { return c.int8_kv ? KvStorage::kInt8 : c.dtype == DType::kF32 ? KvStorage::kF32 : KvStorage::kBF16; }
 };
 
 std::vector<PageCase> page_cases() {
   std::vector<PageCase> out;
-  auto add = [&](int64_t sq, int64_t sk, int64_t hq, int64_t hk, int64_t d, int64_t wl, DType dt, int64_t page) {
+  auto add = [&](int64_t sq, int64_t sk, int64_t hq, int64_t hk, int64_t d, int64_t wl, KvStorage st, int64_t page) {
     testing::AttnCase c;
+    c.dtype = st == KvStorage::kBF16 ? DType::kBF16 : DType::kF32;
+    c.int8_kv = st == KvStorage::kInt8;
     c.seq_q = sq;
     c.seq_kv = sk;
     c.heads_q = hq;
@@ -232,11 +237,10 @@ std::vector<PageCase> page_cases() {
     c.head_dim = c.head_dim_v = d;
     c.causal = true;
     c.window_left = wl;
-    c.dtype = dt;
     c.seed = static_cast<uint64_t>(sq * 7 + sk * 13 + d);
     out.push_back({c, page});
   };
-  for (DType dt : {DType::kF32, DType::kBF16}) {
+  for (KvStorage dt : {KvStorage::kF32, KvStorage::kBF16, KvStorage::kInt8}) {
     add(1, 1, 1, 1, 64, -1, dt, 16);        // one key
     add(1, 501, 4, 1, 256, -1, dt, 16);     // decode, Gemma's shape
     add(1, 1023, 8, 2, 64, 100, dt, 16);    // decode with a window
@@ -253,7 +257,7 @@ TEST(AttendCache, MatchesContiguousAttentionOverScatteredPages) {
   for (const PageCase& pc : page_cases()) {
     auto d = testing::make_case_data(pc.c);
     const testing::CaseExpectation e = testing::expect_case(*d);
-    auto c = make_cache(pc.c.heads_kv, pc.c.head_dim, pc.c.dtype == DType::kF32 ? KvStorage::kF32 : KvStorage::kBF16, pc.page);
+    auto c = make_cache(pc.c.heads_kv, pc.c.head_dim, pc.storage(), pc.page);
     load_scattered(*d, c.get(), pc.page);
     if (pc.c.seq_kv > pc.page) ASSERT_NE(c->page_table(0)[1], c->page_table(0)[0] + 1) << "pages are adjacent";
     std::vector<float> q = dense(d->q.view());
@@ -273,6 +277,10 @@ TEST(AttendCache, MatchesContiguousAttentionOverScatteredPages) {
           d->out.view().set(0, i, h, t, out[static_cast<size_t>((i * pc.c.heads_q + h) * pc.c.head_dim_v + t)]);
     const testing::AttentionCheck r = testing::check_case(*d, e);
     EXPECT_TRUE(r.ok) << "page " << pc.page << ": " << r.message;
+    if (pc.c.int8_kv) {
+      const testing::AttentionCheck b = testing::check_int8_kv_bound(*d, r);
+      EXPECT_TRUE(b.ok) << "page " << pc.page << ": " << b.message;
+    }
   }
 }
 
@@ -328,7 +336,7 @@ TEST(AttendCache, AfterEvictionEqualsAttentionOverKeptKeys) {
 
 // The kernel's mass pass against probabilities computed in double from the same (rounded) inputs.
 TEST(AttendCache, AttentionMassMatchesDoubleProbabilities) {
-  for (KvStorage st : {KvStorage::kF32, KvStorage::kBF16}) {
+  for (KvStorage st : {KvStorage::kF32, KvStorage::kBF16, KvStorage::kInt8}) {
     for (const auto& [n, wl, row_begin] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, -1, 0}, {70, -1, 0}, {70, 40, 60}, {5, 100, 2}}) {
       const int64_t H = 4, HK = 2, D = 40, sk = 333;
       testing::AttnCase ac;
@@ -338,11 +346,13 @@ TEST(AttendCache, AttentionMassMatchesDoubleProbabilities) {
       ac.heads_kv = HK;
       ac.head_dim = ac.head_dim_v = D;
       ac.seed = static_cast<uint64_t>(n + sk);
+      ac.int8_kv = st == KvStorage::kInt8;
       auto d = testing::make_case_data(ac);
-      std::vector<float> q = dense(d->q.view()), k = dense(d->k.view()), v = dense(d->v.view());
+      std::vector<float> q = dense(d->q.view()), k = ac.int8_kv ? d->k_deq : dense(d->k.view());
       auto c = make_cache(HK, D, st, 16);
       load_scattered(*d, c.get(), 16);
-      // The reference sees what the kernel multiplies: storage-rounded K and (for bf16) q.
+      // The reference sees what the kernel multiplies: storage-rounded K (int8: dequantized) and
+      // (for bf16) q.
       if (st == KvStorage::kBF16) {
         for (auto& x : q) x = bf16_to_f32(f32_to_bf16(x));
         for (auto& x : k) x = bf16_to_f32(f32_to_bf16(x));

@@ -1,5 +1,6 @@
 #include "testing/attn_case.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -57,6 +58,7 @@ std::string AttnCase::name() const {
                   std::to_string(heads_q) + "x" + std::to_string(heads_kv) + "_d" + std::to_string(head_dim);
   if (head_dim_v != head_dim) n += "v" + std::to_string(head_dim_v);
   n += std::string("_") + dtype_name(dtype);
+  if (int8_kv) n += "_int8kv";
   if (out_dtype != dtype) n += std::string("to") + dtype_name(out_dtype);
   if (causal) n += causal_align == CausalAlign::kBottomRight ? "_causal" : "_causalTL";
   if (window_left >= 0 || window_right >= 0) n += "_win" + fmt_int(window_left) + "_" + fmt_int(window_right);
@@ -95,6 +97,42 @@ void CaseData::reset_outputs() {
   lse.fill_canary();
 }
 
+float quantize_int8_row(const float* x, int64_t n, int8_t* q) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float scale = amax / 127.0f;
+  const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+  for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::lrint(std::clamp(x[i] * inv, -127.0f, 127.0f)));
+  return scale;
+}
+
+namespace {
+// An int8 K or V tensor t (already shaped): uniform f32 values in [lo, hi), quantized row by row
+// (one row = one token of one kv head); the f32 values, their dequantized copies and the scales
+// are kept for the reference and the error bound.
+void make_int8_kv(uint64_t seed, float lo, float hi, TestTensor* t, std::vector<float>* orig, std::vector<float>* deq,
+                  std::vector<float>* scales) {
+  const TensorView& v = t->view();
+  TestTensor f(DType::kF32, v.shape[0], v.shape[1], v.shape[2], v.shape[3]);
+  f.fill_uniform(seed, lo, hi);
+  *orig = f.to_dense();
+  const int64_t dim = v.shape[3], rows = v.shape[0] * v.shape[1] * v.shape[2];
+  deq->resize(orig->size());
+  scales->resize(static_cast<size_t>(rows));
+  std::vector<float> ints(orig->size());
+  std::vector<int8_t> qrow(static_cast<size_t>(dim));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = quantize_int8_row(orig->data() + r * dim, dim, qrow.data());
+    (*scales)[static_cast<size_t>(r)] = s;
+    for (int64_t i = 0; i < dim; ++i) {
+      ints[static_cast<size_t>(r * dim + i)] = qrow[static_cast<size_t>(i)];
+      (*deq)[static_cast<size_t>(r * dim + i)] = s * static_cast<float>(qrow[static_cast<size_t>(i)]);
+    }
+  }
+  t->from_dense(ints);
+}
+}  // namespace
+
 std::unique_ptr<CaseData> make_case_data(const AttnCase& c) {
   auto d = std::make_unique<CaseData>();
   d->c = c;
@@ -117,13 +155,21 @@ std::unique_ptr<CaseData> make_case_data(const AttnCase& c) {
     p.n_seqs = c.batch;
   }
   d->q = TestTensor(c.dtype, batch, rows_q, c.heads_q, c.head_dim, c.layout, c.misaligned);
-  d->k = TestTensor(c.dtype, batch, rows_k, c.heads_kv, c.head_dim, c.layout, c.misaligned);
-  d->v = TestTensor(c.dtype, batch, rows_k, c.heads_kv, c.head_dim_v, c.layout, c.misaligned);
+  const DType kv_dtype = c.int8_kv ? DType::kI8 : c.dtype;
+  d->k = TestTensor(kv_dtype, batch, rows_k, c.heads_kv, c.head_dim, c.layout, c.misaligned);
+  d->v = TestTensor(kv_dtype, batch, rows_k, c.heads_kv, c.head_dim_v, c.layout, c.misaligned);
   d->out = TestTensor(c.out_dtype, batch, rows_q, c.heads_q, c.head_dim_v, c.layout, c.misaligned);
   d->lse = TestTensor(DType::kF32, 1, 1, 1, batch * c.heads_q * rows_q, Layout::kContiguous, c.misaligned);
   d->q.fill_uniform(rng.next_u64(), -c.input_range, c.input_range);
-  d->k.fill_uniform(rng.next_u64(), -c.input_range, c.input_range);
-  d->v.fill_uniform(rng.next_u64(), -1.0f, 1.0f);
+  if (c.int8_kv) {
+    make_int8_kv(rng.next_u64(), -c.input_range, c.input_range, &d->k, &d->k_f32, &d->k_deq, &d->k_scales);
+    make_int8_kv(rng.next_u64(), -1.0f, 1.0f, &d->v, &d->v_f32, &d->v_deq, &d->v_scales);
+    p.k_scales = KvScales::contiguous(d->k_scales.data(), rows_k, c.heads_kv);
+    p.v_scales = KvScales::contiguous(d->v_scales.data(), rows_k, c.heads_kv);
+  } else {
+    d->k.fill_uniform(rng.next_u64(), -c.input_range, c.input_range);
+    d->v.fill_uniform(rng.next_u64(), -1.0f, 1.0f);
+  }
 
   p.causal = c.causal;
   p.causal_align = c.causal_align;
@@ -553,6 +599,77 @@ std::vector<AttnCase> path_cases() {
     cases.push_back(odd);
   }
   number(&cases, 7);
+  return cases;
+}
+
+std::vector<AttnCase> int8_kv_cases() {
+  std::vector<AttnCase> cases;
+  const auto add = [&](AttnCase c) {
+    c.int8_kv = true;
+    cases.push_back(c);
+  };
+  // Decode: Gemma's shape (GQA 4, d 256), the benchmark's (GQA 4, d 128) split over the keys,
+  // GQA 8 and MQA, a window and sinks, softcap.
+  add(base(1, 501, 4, 1, 256));
+  AttnCase dec = base(1, 4097, 8, 2, 128);
+  dec.path = ExecPath::kDecode;
+  dec.num_threads = 2;
+  add(dec);
+  AttnCase g8 = base(2, 1023, 8, 1, 64);
+  g8.causal = true;
+  add(g8);
+  AttnCase win = base(1, 1500, 4, 1, 128);
+  win.causal = true;
+  win.window_left = 700;
+  win.n_sink_tokens = 4;
+  win.sink_logits = true;
+  win.path = ExecPath::kDecode;
+  add(win);
+  AttnCase cap = base(1, 700, 4, 2, 64);
+  cap.softcap = 5.0f;
+  cap.alibi = true;
+  add(cap);
+  // Prefill: causal, windows, odd head dims (rows converted, not read in place), other V width.
+  AttnCase pre = base(113, 501, 4, 2, 128);
+  pre.causal = true;
+  add(pre);
+  AttnCase odd = base(65, 300, 4, 1, 37);
+  odd.head_dim_v = 33;
+  odd.causal = true;
+  odd.window_left = 50;
+  odd.softcap = 8.0f;
+  add(odd);
+  AttnCase same = base(129, 129, 2, 2, 64);
+  same.causal = true;
+  same.window_left = 17;
+  same.window_right = 0;
+  same.temperature = true;
+  add(same);
+  // The same int8 K/V under the forced prefill path, bf16 queries and outputs, strided and
+  // misaligned tensors, variable length, and the non-softmax variants.
+  AttnCase fp = dec;
+  fp.path = ExecPath::kPrefill;
+  add(fp);
+  AttnCase bq = base(1, 1023, 8, 2, 128);
+  bq.dtype = DType::kBF16;
+  bq.out_dtype = DType::kBF16;
+  add(bq);
+  AttnCase lay = base(37, 200, 4, 2, 64);
+  lay.layout = Layout::kPaddedRows;
+  lay.misaligned = true;
+  lay.causal = true;
+  add(lay);
+  AttnCase vl = base(3, 300, 4, 2, 64);
+  vl.varlen = true;
+  vl.causal = true;
+  add(vl);
+  AttnCase sig = base(1, 700, 4, 1, 64);
+  sig.normalization = Normalization::kSigmoid;
+  add(sig);
+  AttnCase relu = base(33, 200, 4, 2, 64);
+  relu.normalization = Normalization::kRelu;
+  add(relu);
+  number(&cases, 11);
   return cases;
 }
 

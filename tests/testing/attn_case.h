@@ -24,6 +24,9 @@ struct AttnCase {
   int64_t batch = 1, seq_q = 1, seq_kv = 1, heads_q = 1, heads_kv = 1, head_dim = 64, head_dim_v = 64;
   DType dtype = DType::kF32;      // q, k, v
   DType out_dtype = DType::kF32;  // out
+  // k and v stored as int8 with one f32 scale per (token, kv head), quantized from uniform f32
+  // values by the paged KV cache's rule (quantize_int8_row); q stays in `dtype`.
+  bool int8_kv = false;
   // ---- masks ----
   bool causal = false;
   CausalAlign causal_align = CausalAlign::kBottomRight;
@@ -65,6 +68,9 @@ struct CaseData {
   std::vector<float> sink_logits, alibi_slopes, temperature, additive_mask;
   std::vector<uint8_t> boolean_mask;
   std::vector<int32_t> cu_q, cu_k;
+  // int8_kv: K/V before quantization and dequantized (scale * stored integer), dense
+  // [batch, rows_k, heads_kv, dim], and the scales [batch, rows_k, heads_kv] params points at.
+  std::vector<float> k_f32, v_f32, k_deq, v_deq, k_scales, v_scales;
   AttentionParams params;
 
   CaseData() = default;
@@ -80,6 +86,11 @@ struct CaseData {
 
 std::unique_ptr<CaseData> make_case_data(const AttnCase& c);
 
+// Symmetric int8 quantization of one row of n values, the paged KV cache's rule: scale =
+// max |x| / 127, q = round-to-nearest(x / scale) clamped to [-127, 127]; an all-zero row gets
+// scale 0. Each |x - scale * q| <= scale / 2. Returns the scale.
+float quantize_int8_row(const float* x, int64_t n, int8_t* q);
+
 // GoogleTest prints parameters with this (test names and failure messages show the case name).
 void PrintTo(const AttnCase& c, std::ostream* os);
 
@@ -94,6 +105,7 @@ std::vector<AttnCase> mask_hook_cases();    // every mask, hook, normalization, 
 std::vector<AttnCase> dtype_cases();        // f16 / bf16 inputs and outputs
 std::vector<AttnCase> layout_cases();       // non-contiguous strides, misaligned pointers
 std::vector<AttnCase> path_cases();         // forced decode / prefill paths, thread counts
+std::vector<AttnCase> int8_kv_cases();      // int8 K/V: decode and prefill, GQA, masks, softcap, split KV
 
 // The lengths around the kernel tiles (kTileQ / kTileK of src/core/tile_kernel.h).
 std::vector<int64_t> tile_edge_lengths();

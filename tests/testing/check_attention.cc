@@ -1,5 +1,8 @@
 #include "testing/check_attention.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "testing/plain_attention.h"
 
 namespace attnkit::testing {
@@ -21,16 +24,34 @@ std::string name_index(int64_t i, const void* ctx) {
 
 }  // namespace
 
+// K and V as the reference and the plain baseline read them: the case's tensors, or for int8_kv
+// dense f32 views of `k` / `v` values (dequantized or unquantized) with the scales cleared.
+struct KvViews {
+  TensorView k, v;
+  AttentionParams params;
+};
+KvViews kv_views(const CaseData& d, const std::vector<float>& k, const std::vector<float>& v) {
+  KvViews r{d.k.view(), d.v.view(), d.params};
+  if (!d.c.int8_kv) return r;
+  const TensorView& kt = d.k.view();
+  r.k = TensorView::contiguous(const_cast<float*>(k.data()), DType::kF32, kt.shape[0], kt.shape[1], kt.shape[2], kt.shape[3]);
+  r.v = TensorView::contiguous(const_cast<float*>(v.data()), DType::kF32, kt.shape[0], kt.shape[1], kt.shape[2], d.v.view().shape[3]);
+  r.params.k_scales = KvScales();
+  r.params.v_scales = KvScales();
+  return r;
+}
+
 CaseExpectation expect_case(const CaseData& d) {
   CaseExpectation e;
-  const Status st = reference::attention_ref_f64(d.q.view(), d.k.view(), d.v.view(), d.c.lse_enabled(), d.params, &e.ref);
+  const KvViews kv = kv_views(d, d.k_deq, d.v_deq);
+  const Status st = reference::attention_ref_f64(d.q.view(), kv.k, kv.v, d.c.lse_enabled(), kv.params, &e.ref);
   if (!st.ok()) {
     // A generated case is always valid; make the mistake loud in every later comparison.
     e.ref.out.clear();
     e.ref.lse.clear();
     return e;
   }
-  PlainResult plain = attention_plain_f32(d.q.view(), d.k.view(), d.v.view(), d.params);
+  PlainResult plain = attention_plain_f32(d.q.view(), kv.k, kv.v, kv.params);
   round_to_dtype(&plain.out, d.c.out_dtype);
   e.baseline_out = std::move(plain.out);
   e.baseline_lse = std::move(plain.lse);
@@ -66,5 +87,53 @@ AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tol
 }
 
 AttentionCheck check_case(const CaseData& d, const Tolerance& tol) { return check_case(d, expect_case(d), tol); }
+
+AttentionCheck check_int8_kv_bound(const CaseData& d, const AttentionCheck& dequantized) {
+  AttentionCheck r;
+  r.message = d.c.name() + " (int8 quantization bound)";
+  if (!d.c.int8_kv || d.c.normalization != Normalization::kSoftmax || d.c.ssmax_s != 0.0f) {
+    r.ok = false;
+    r.message += ": needs an int8_kv softmax case without Scalable-Softmax";
+    return r;
+  }
+  const KvViews kv = kv_views(d, d.k_f32, d.v_f32);
+  reference::RefResult ref;
+  const Status st = reference::attention_ref_f64(d.q.view(), kv.k, kv.v, d.c.lse_enabled(), kv.params, &ref);
+  if (!st.ok()) {
+    r.ok = false;
+    r.message += ": reference failed: " + st.message();
+    return r;
+  }
+  // Maxima over all keys bound the maxima over any row's visible keys.
+  const double sk_max = *std::max_element(d.k_scales.begin(), d.k_scales.end());
+  const double sv_max = *std::max_element(d.v_scales.begin(), d.v_scales.end());
+  const int64_t dv = ref.head_dim_v, dk = d.c.head_dim, rows_q = ref.seq_q;
+  std::vector<double> vmax(static_cast<size_t>(dv), 0.0);
+  for (size_t i = 0; i < d.v_f32.size(); ++i)
+    vmax[i % static_cast<size_t>(dv)] = std::max(vmax[i % static_cast<size_t>(dv)], std::fabs(static_cast<double>(d.v_f32[i])));
+  const double scale = d.params.scale ? *d.params.scale : 1.0 / std::sqrt(static_cast<double>(dk));
+  std::vector<double> out_bound(ref.out.size()), lse_bound(ref.lse.size());
+  for (int64_t b = 0; b < ref.batch; ++b)
+    for (int64_t i = 0; i < rows_q; ++i)
+      for (int64_t h = 0; h < ref.heads_q; ++h) {
+        double q_l1 = 0.0;
+        for (int64_t t = 0; t < dk; ++t) q_l1 += std::fabs(static_cast<double>(d.q.view().get(b, i, h, t)));
+        const double mul = scale * (d.params.maybe_head_temperature ? d.params.maybe_head_temperature[h] : 1.0);
+        const double delta = int8_kv_logit_bound(mul, q_l1, sk_max);
+        for (int64_t c = 0; c < dv; ++c)
+          out_bound[static_cast<size_t>(ref.out_index(b, i, h, c))] =
+              int8_kv_out_bound(delta, vmax[static_cast<size_t>(c)], sv_max) + dequantized.out.abs_bound;
+        if (!ref.lse.empty()) lse_bound[static_cast<size_t>(ref.lse_index(b, h, i))] = delta + dequantized.lse.abs_bound;
+      }
+  r.out = check_within(ref.out, d.out.to_dense(), out_bound, "out");
+  r.ok = r.out.ok;
+  r.message += "\n  " + r.out.message;
+  if (d.c.lse_enabled()) {
+    r.lse = check_within(ref.lse, lse_values(d), lse_bound, "lse");
+    r.ok = r.ok && r.lse.ok;
+    r.message += "\n  " + r.lse.message;
+  }
+  return r;
+}
 
 }  // namespace attnkit::testing

@@ -30,6 +30,11 @@ CaseExpectation expect_case(const CaseData& d);
 AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tolerance& tol = {});
 AttentionCheck check_case(const CaseData& d, const Tolerance& tol = {});
 
+// int8_kv cases (softmax): the kernel's output and LSE against the double reference over the
+// unquantized K/V, within int8_kv_out_bound / int8_kv_logit_bound (tolerance.h) plus the f32
+// allowance that the ordinary check over the dequantized K/V (`dequantized`) granted.
+AttentionCheck check_int8_kv_bound(const CaseData& d, const AttentionCheck& dequantized);
+
 // Dense f32 copies of the kernel's outputs.
 std::vector<float> lse_values(const CaseData& d);
 

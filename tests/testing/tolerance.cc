@@ -11,6 +11,7 @@ double unit_roundoff(DType t) {
     case DType::kF32: return std::ldexp(1.0, -24);
     case DType::kF16: return std::ldexp(1.0, -11);
     case DType::kBF16: return std::ldexp(1.0, -8);
+    case DType::kI8: return 0.0;  // a K/V storage type, never an output; see int8_kv_out_bound
   }
   return 0.0;
 }
@@ -102,6 +103,37 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
                 w >= 0 ? ref[w] : 0.0, c.abs_bound, c.got.nmse, c.nmse_bound, c.baseline.max_abs, c.baseline.nmse);
   c.message = (c.ok ? std::string() : "FAILED (" + problems + ") ") + buf;
   return c;
+}
+
+double int8_kv_logit_bound(double mul, double q_l1, double k_scale_max) { return std::fabs(mul) * q_l1 * k_scale_max / 2.0; }
+
+double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_max) {
+  return std::expm1(2.0 * logit_bound) * v_abs_max + v_scale_max / 2.0;
+}
+
+CheckResult check_within(const std::vector<double>& ref, const std::vector<float>& got, const std::vector<double>& bound,
+                         const std::string& what) {
+  CheckResult r;
+  r.got = error_stats(ref, got);
+  double worst_ratio = 0.0;
+  int64_t worst = -1;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(ref[i]) || !std::isfinite(got[i])) continue;
+    const double e = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    const double ratio = bound[i] > 0 ? e / bound[i] : (e > 0 ? INFINITY : 0.0);
+    if (ratio > worst_ratio || worst < 0) {
+      worst_ratio = ratio;
+      worst = static_cast<int64_t>(i);
+    }
+  }
+  r.ok = r.got.bad_nonfinite == 0 && worst_ratio <= 1.0;
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "%s: worst error / bound %.3g at %lld (error %.3g, bound %.3g), %lld non-finite mismatches",
+                what.c_str(), worst_ratio, static_cast<long long>(worst),
+                worst >= 0 ? std::fabs(static_cast<double>(got[static_cast<size_t>(worst)]) - ref[static_cast<size_t>(worst)]) : 0.0,
+                worst >= 0 ? bound[static_cast<size_t>(worst)] : 0.0, static_cast<long long>(r.got.bad_nonfinite));
+  r.message = buf;
+  return r;
 }
 
 }  // namespace attnkit::testing

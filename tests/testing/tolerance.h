@@ -52,6 +52,23 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
                         const Tolerance& tol = {}, std::string (*index_name)(int64_t, const void*) = nullptr,
                         const void* index_ctx = nullptr);
 
+// int8 K/V, the bound of their quantization (quantize_int8_row in attn_case.h: each stored element
+// is off by at most half its row's scale). For a softmax row with query q and logit multiplier mul
+// (scale times temperature), every logit moves by at most
+//   delta = |mul| * ||q||_1 * max_j s_k,j / 2
+// (softcap is 1-Lipschitz; ALiBi, masks and sink logits do not depend on K), so every weight p_j
+// moves by a factor within [e^{-2 delta}, e^{2 delta}] and, per output element c and for the LSE,
+//   |o_c - o_ref,c| <= (e^{2 delta} - 1) * max_j |v_j,c| + max_j s_v,j / 2,   |lse - lse_ref| <= delta,
+// against the reference over the unquantized K/V. The kernel's own f32 rounding comes on top of it
+// (the ordinary tolerance above, over the dequantized K/V).
+double int8_kv_logit_bound(double mul, double q_l1, double k_scale_max);
+double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_max);
+
+// Checks |got[i] - ref[i]| <= bound[i] for every element; a NaN or infinity that the reference
+// does not have fails, as in check_close.
+CheckResult check_within(const std::vector<double>& ref, const std::vector<float>& got, const std::vector<double>& bound,
+                         const std::string& what);
+
 // Rounds every value to the dtype and back (identity for f32).
 void round_to_dtype(std::vector<float>* values, DType t);
 
