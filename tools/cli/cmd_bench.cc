@@ -175,7 +175,8 @@ void add_bench(CLI::App& root) {
   o->shape_options.push_back(cmd->add_option("--head-dim", o->head_dim, "Head dimension (default 128)"));
   o->shape_options.push_back(cmd->add_option("--batch", o->batch, "Batch size (default 1)"));
   o->shape_options.push_back(cmd->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none; like the shape options, selects a single case"));
-  cmd->add_option("--dtype", o->dtype, "Q/K/V dtype (default f32; with the suite, overrides every case)")
+  cmd->add_option("--dtype", o->dtype, "Q/K/V dtype (default f32; int8: K/V int8 with per-(token, head) scales, Q f32; with the suite, "
+                  "overrides every case)")
       ->check(enum_validator<DType>("dtype"));
   cmd->add_option("--vs-dtype", o->vs_dtype,
                   "Also time the case with Q/K/V in this dtype, alternating one run of each, and record the time "
