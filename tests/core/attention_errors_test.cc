@@ -81,7 +81,7 @@ std::vector<BadCase> bad_cases() {
       {"null out", [](VarlenCall* c) { c->ov.data = nullptr; }, {"out.data", "null"}},
       {"dtype mismatch", [](VarlenCall* c) { c->kv.dtype = DType::kF16; }, {"dtype mismatch", "k is f16"}},
       {"unknown dtype", [](VarlenCall* c) { c->qv.dtype = static_cast<DType>(7); }, {"q.dtype 7"}},
-      {"unknown out dtype", [](VarlenCall* c) { c->ov.dtype = static_cast<DType>(3); }, {"out.dtype 3"}},
+      {"unknown out dtype", [](VarlenCall* c) { c->ov.dtype = static_cast<DType>(9); }, {"out.dtype 9"}},
       {"window_right > 0 with causal", [](VarlenCall* c) { c->p.causal = true; c->p.window_right = 1; },
        {"window_right 1", "causal"}},
       {"window_left -2", [](VarlenCall* c) { c->p.window_left = -2; }, {"window_left -2"}},
