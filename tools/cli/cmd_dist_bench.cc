@@ -28,6 +28,7 @@
 #include "attnkit/distributed.h"
 #include "attnkit/linear.h"
 #include "commands.h"
+#include "mpi_session.h"
 #include "core/output_file.h"
 #include "attnkit/bench.h"
 
@@ -40,23 +41,6 @@ struct DistBenchOptions {
   bool causal = true, baseline = false, quick = false;
   std::string layout = "zigzag", dtype = "f32", feature_map = "identity", decay = "scalar", json_path;
   int threads = 1;
-};
-
-// MPI for the duration of the command (finalized however the command ends).
-struct MpiSession {
-  bool owned = false;
-  MpiSession() {
-    int initialized = 0;
-    MPI_Initialized(&initialized);
-    if (!initialized) {
-      int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-      owned = true;
-    }
-  }
-  ~MpiSession() {
-    if (owned) MPI_Finalize();
-  }
 };
 
 struct Tensor {
