@@ -23,7 +23,7 @@
 namespace attnkit {
 namespace {
 
-constexpr int64_t kQueryTokens = 16, kMaxTokens = 6;
+constexpr int64_t kQueryTokens = 16, kMaxTokens = 4;
 
 class StarModelTest : public ::testing::Test {
  protected:
@@ -38,7 +38,7 @@ class StarModelTest : public ::testing::Test {
     const Status st = eval::kjv_text("", &text);
     ASSERT_TRUE(st.ok()) << st.message();  // the model is installed, so the text must be too
     std::vector<int32_t> ids;
-    ASSERT_TRUE(eval::niah_prompt(model_->tokenizer(), text, 300, 4718253, 0.3, 11, &ids).ok());
+    ASSERT_TRUE(eval::niah_prompt(model_->tokenizer(), text, 200, 4718253, 0.3, 11, &ids).ok());
     context_.assign(ids.begin(), ids.end() - kQueryTokens);
     query_.assign(ids.end() - kQueryTokens, ids.end());
   }

@@ -108,10 +108,8 @@ Status time_rounds(const DistRun& run, const std::function<Status()>& baseline, 
 
 void run_dist_bench(const DistBenchOptions& o) {
   MpiSession mpi;
-  MPI_Comm comm = MPI_COMM_WORLD;
-  int rank = 0, ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &ranks);
+  const MPI_Comm comm = mpi.comm;
+  const int rank = mpi.rank, ranks = mpi.ranks;
 
   // Option checks are the same on every rank (same argv); the JSON path is checked on rank 0 and
   // agreed on, so a bad path stops every rank.
@@ -273,10 +271,13 @@ void run_dist_bench(const DistBenchOptions& o) {
                       {}, timing, comm, &timed));
     int64_t state_floats = 0;
     check(linear_state_floats(lp, o.head_dim, o.head_dim, &state_floats));
-    // The useful work: the chunked form over the whole sequence (LASP-2 runs each chunk twice).
+    // The useful work: the chunked form over the whole sequence (each rank also runs a state-only
+    // pass over its chunk, not counted here).
     r.flops = linear_chunked_flops(o.batch, o.seq, o.heads_q, F, state_floats / F, o.chunk, false);
     r.bytes = attention_bytes(o.batch, o.seq, o.seq, o.heads_q, o.heads_kv, o.head_dim, o.head_dim, dtype_size(dt), 4);
     extra["state_floats_per_head"] = state_floats;
+    extra["feature_dim"] = F;
+    extra["chunk"] = o.chunk;
   }
 
   // Totals over the ranks (of the last timed run).

@@ -141,10 +141,8 @@ Status read_prompt(const model::Model& m, const std::string& path, std::vector<i
 
 Status dist_run(const DistRunOptions& o) {
   MpiSession mpi;
-  MPI_Comm comm = MPI_COMM_WORLD;
-  int rank = 0, ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &ranks);
+  const MPI_Comm comm = mpi.comm;
+  const int rank = mpi.rank, ranks = mpi.ranks;
   Status st;
   if (o.mechanism != "star")
     st = Status::invalid_argument("dist-run: --mechanism '" + o.mechanism +

@@ -9,6 +9,8 @@ namespace attnkit::cli {
 
 struct MpiSession {
   bool owned = false;
+  MPI_Comm comm = MPI_COMM_WORLD;
+  int rank = 0, ranks = 1;  // in comm
   MpiSession() {
     int initialized = 0;
     MPI_Initialized(&initialized);
@@ -17,6 +19,8 @@ struct MpiSession {
       MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
       owned = true;
     }
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &ranks);
   }
   ~MpiSession() {
     if (owned) MPI_Finalize();
