@@ -107,6 +107,16 @@ Status star_query(const TensorView& q, const TensorView& k, const TensorView& v,
                   const TensorView& v_ctx, const TensorView& out, float* maybe_lse, const StarParams& params,
                   CommStats* maybe_stats = nullptr);
 
+// ---- merging partial results across ranks ----
+// Each rank holds a partial softmax attention result of the same rows (over its own keys):
+//   o: [batch, seq, heads, dim] f32 contiguous, lse: [batch, heads, seq] f32 (natural log; a part
+//   that saw no key has o = 0 and lse = -inf).
+// On return every rank holds the merge of all ranks' parts, i.e. the attention of the rows over the
+// union of the keys: one MPI_Allreduce whose operation is merge_state_row (commutative and
+// associative). Shapes must match on every rank (checked). Collective.
+Status allreduce_merge(float* o, float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t dim, MPI_Comm comm,
+                       CommStats* maybe_stats = nullptr);
+
 // ---- LASP-2 ------------------------------------------------------------------------------
 // Tensors as linear_attention() on the rank's contiguous chunk (ranks hold consecutive chunks in
 // rank order; lengths may differ and may be 0). linear.gate / linear.beta are the local chunk's.

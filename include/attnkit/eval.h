@@ -58,6 +58,9 @@ struct RetrievalTrial {
 // line "The pass key is {n}. Remember it. {n} is the pass key." at `depth`, ending "What is the
 // pass key? The pass key is". The prompt is close to `length` tokens (BOS included).
 Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, double depth, std::vector<int32_t>* ids);
+// The first run of decimal digits in an answer ("" when none): a passkey or needle trial is
+// correct when it equals the key.
+std::string first_number(const std::string& answer);
 // Greedy-decodes `answer_tokens` tokens after the prompt; correct when the first number in the
 // answer equals the key.
 Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,

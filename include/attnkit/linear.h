@@ -167,6 +167,14 @@ Status validate_linear_attention(const TensorView& q, const TensorView& k, const
                                  const TensorView& out, const LinearAttentionParams& params);
 Status linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                         const LinearAttentionParams& params);
+// The state after the sequence alone (params.maybe_final_state, required), without the outputs:
+// the chunked form's state updates only, S = diag(e^{b_n}) S + (Kf * e^{b_n - b})^T V per chunk (the
+// delta rule keeps its UT solve, whose pseudo-values the state needs), skipping the intra-chunk
+// Q K^T block and the Q S readout: about a third of the chunked FLOPs at C = 64, F = Dv = 128.
+// Equals linear_attention's final state up to rounding; params.form is ignored. LASP-2 uses it for
+// each rank's chunk contribution (distributed.h).
+Status linear_attention_state(const TensorView& q, const TensorView& k, const TensorView& v,
+                              const LinearAttentionParams& params);
 
 // The one FLOP formula of the chunked form (what `attnkit bench` and bench/ count), per sequence of
 // seq tokens, one head, chunk C, feature dim F, value width Dv' (incl. the denominator column):

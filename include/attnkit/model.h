@@ -107,6 +107,10 @@ struct AttentionCall {
   // The model's own attention parameters for this layer (causal, window_left, scale, threads);
   // a backend starts from these and changes what it replaces.
   AttentionParams params;
+  // The layer's paged cache (sequence 0, the chunk already appended): a backend that needs the
+  // keys' absolute positions (cache->positions(0)) or attention over the pages in place
+  // (kv::attend_cache) reads it. k and v are its contents in slot order.
+  const kv::PagedKvCache* cache = nullptr;
 };
 
 class AttentionBackend {
@@ -257,6 +261,12 @@ class Model {
   int64_t position() const;
   // Makes room for n positions in the KV cache (grows on demand otherwise).
   Status reserve(int64_t n_positions);
+  // Places the next forward at position pos (>= position(); the positions in between stay empty).
+  // With drop_kv_before, this lets a process encode a block of a longer sequence at its global
+  // positions behind a prefix it keeps or drops (Star Attention's context phase, distributed.h).
+  Status set_position(int64_t pos);
+  // Removes from every layer's cache the tokens at positions < pos.
+  Status drop_kv_before(int64_t pos);
 
   // Runs n tokens at positions position() .. position() + n - 1 (in prefill chunks), appends them
   // to the cache and fills the requested outputs. Fails (kOutOfRange, naming context_length) when

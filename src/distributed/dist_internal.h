@@ -50,4 +50,9 @@ struct PartialAcc {
 
 double now_seconds();
 
+// allreduce_merge without the shape check (the caller has checked that the ranks agree); adds its
+// wait and bytes to *stats.
+void allreduce_merge_rows(float* o, float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t dim, MPI_Comm comm,
+                          CommStats* stats);
+
 }  // namespace attnkit::dist::internal

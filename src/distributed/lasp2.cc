@@ -3,17 +3,18 @@
 // rank r's chunk is
 //   S_r = diag(A_r) S_{r-1} + M_r,   A_r = prod_{t in chunk r} a_t,   M_r = the chunk run from S = 0,
 // so every rank's starting state follows from the (M_j, A_j) of the ranks before it. One
-// MPI_Allgather of (M_r, log A_r) replaces the ring of LASP-1; the chunk is then run again from its
-// starting state, which gives the intra-chunk part and the inter-chunk readout together (the
-// engine's public call does both, so M_r costs one extra local pass over the chunk).
+// MPI_Allgather of (M_r, log A_r) replaces the ring of LASP-1; the chunk is then run from its
+// starting state, which gives the intra-chunk part and the inter-chunk readout together. M_r comes
+// from the engine's state-only call (linear_attention_state: the chunked form's K^T V updates
+// without the intra-chunk block and the readout, about a third of a full pass).
 //
 // The delta rule (DeltaNet, Gated DeltaNet) is not a sum of decayed contributions: its chunk map
 // is S -> P_r S + M_r with P_r = prod_t a_t (I - beta_t kf_t kf_t^T), a dense F x F matrix. The
 // combination stays exact with P_r in place of the diagonal decay: every rank gathers (M_j, P_j)
-// and composes S_r = P_r S_{r-1} + M_r. P_r comes from the same public call run with v = 0 from
+// and composes S_r = P_r S_{r-1} + M_r. P_r comes from the state-only call run with v = 0 from
 // identity columns (the value columns evolve independently, so each pass yields Dv columns of
-// P_r), which costs ceil(F / Dv) extra passes over the chunk and F^2 more floats per head in the
-// all-gather.
+// P_r), which costs ceil(F / Dv) extra state-only passes over the chunk and F^2 more floats per
+// head in the all-gather.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -53,8 +54,8 @@ Status check_lasp2(const TensorView& q, const TensorView& k, const TensorView& v
 // The delta rule's chunk transition P [B, H, F, F] (row-major, P[f][g]): the chunk run with v = 0
 // from a state whose value column c is the unit vector e_g ends with column c = P e_g. Each pass
 // covers Dv of the F unit vectors.
-Status delta_transition(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                        const LinearAttentionParams& base, int64_t F, int64_t dv, float* p_out) {
+Status delta_transition(const TensorView& q, const TensorView& k, const TensorView& v, const LinearAttentionParams& base,
+                        int64_t F, int64_t dv, float* p_out) {
   const int64_t B = q.batch(), H = q.heads(), L = q.seq();
   std::vector<uint8_t> zeros(static_cast<size_t>(B * L * v.heads() * dv) * dtype_size(v.dtype), 0);
   const TensorView v0 = TensorView::contiguous(zeros.data(), v.dtype, B, L, v.heads(), dv);
@@ -67,7 +68,7 @@ Status delta_transition(const TensorView& q, const TensorView& k, const TensorVi
     std::fill(init.begin(), init.end(), 0.0f);
     for (int64_t bh = 0; bh < B * H; ++bh)
       for (int64_t c = 0; c < w; ++c) init[(bh * F + g0 + c) * dv + c] = 1.0f;
-    ATTNKIT_RETURN_IF_ERROR(linear_attention(q, k, v0, out, pass));
+    ATTNKIT_RETURN_IF_ERROR(linear_attention_state(q, k, v0, pass));
     for (int64_t bh = 0; bh < B * H; ++bh)
       for (int64_t f = 0; f < F; ++f)
         for (int64_t c = 0; c < w; ++c) p_out[(bh * F + f) * F + g0 + c] = fin[(bh * F + f) * dv + c];
@@ -112,17 +113,17 @@ Status lasp2_linear_attention(const TensorView& q, const TensorView& k, const Te
   if (c.rank == 0) offset = 0;  // MPI_Exscan leaves rank 0's result undefined
   std::vector<int64_t> starts(static_cast<size_t>(B), offset);
 
-  // Contribution M_r: the chunk from a zero state (its output is overwritten by the second pass).
+  // Contribution M_r: the chunk's state from a zero state, without its outputs.
   std::vector<float> mine(static_cast<size_t>(width), 0.0f);
   LinearAttentionParams pass = lp;
   pass.maybe_start_positions = starts.data();
   if (L > 0) {
     pass.maybe_initial_state = nullptr;
     pass.maybe_final_state = mine.data();
-    st = linear_attention(q, k, v, out, pass);
+    st = linear_attention_state(q, k, v, pass);
   }
   float* decay_part = mine.data() + n_state;  // log A_r, or P_r for the delta rule
-  if (st.ok() && L > 0 && delta) st = delta_transition(q, k, v, out, pass, F, dv_cols, decay_part);
+  if (st.ok() && L > 0 && delta) st = delta_transition(q, k, v, pass, F, dv_cols, decay_part);
   if (st.ok() && L > 0 && !delta) {
     const int64_t per_head = n_decay / (B * H);
     for (int64_t b = 0; b < B; ++b)

@@ -29,20 +29,6 @@ Status check_star_params(const StarParams& p) {
   return Status::ok_status();
 }
 
-// (output, LSE) rows of the reduction: one MPI element is [lse, o_0 .. o_{dv-1}].
-void merge_rows_op(void* in, void* inout, int* len, MPI_Datatype* type) {
-  int bytes = 0;
-  MPI_Type_size(*type, &bytes);
-  const int64_t width = bytes / static_cast<int>(sizeof(float));
-  auto* acc = static_cast<float*>(inout);
-  const auto* part = static_cast<const float*>(in);
-  for (int64_t i = 0; i < *len; ++i) {
-    float* a = acc + i * width;
-    const float* b = part + i * width;
-    merge_state_row(a + 1, a, b + 1, b[0], width - 1);
-  }
-}
-
 Status attend_into(const TensorView& q, const TensorView& k, const TensorView& v, bool causal, const AttentionParams& base,
                    PartialAcc* acc, std::vector<float>* part_o, std::vector<float>* part_lse) {
   if (q.seq() == 0 || k.seq() == 0) return Status::ok_status();
@@ -158,37 +144,86 @@ Status star_query(const TensorView& q, const TensorView& k, const TensorView& v,
   // The query's own keys are counted once, on the last rank (the one that holds the context's end).
   if (st.ok() && c.rank == c.size - 1) st = attend_into(q, k, v, params.attn.causal, params.attn, &acc, &part_o, &part_lse);
   CommStats stats;
-  double t0 = internal::now_seconds();
+  const double t0 = internal::now_seconds();
   ATTNKIT_RETURN_IF_ERROR(agree(st, c.comm));
+  stats.wait_seconds += internal::now_seconds() - t0;
+  internal::allreduce_merge_rows(acc.o.data(), acc.lse.data(), B, nq, hq, dv, c.comm, &stats);
+  acc.store(out, maybe_lse);
+  stats.total_seconds = internal::now_seconds() - t_start;
+  stats.blocks_computed = (lc > 0 ? 1 : 0) + (c.rank == c.size - 1 ? 1 : 0);
+  if (maybe_stats) *maybe_stats = stats;
+  return Status::ok_status();
+}
 
-  const int64_t width = dv + 1, rows = B * nq * hq;
+namespace internal {
+
+namespace {
+// (output, LSE) rows of the reduction: one MPI element is [lse, o_0 .. o_{dim-1}].
+void merge_rows_op(void* in, void* inout, int* len, MPI_Datatype* type) {
+  int bytes = 0;
+  MPI_Type_size(*type, &bytes);
+  const int64_t width = bytes / static_cast<int>(sizeof(float));
+  auto* acc = static_cast<float*>(inout);
+  const auto* part = static_cast<const float*>(in);
+  for (int64_t i = 0; i < *len; ++i) {
+    float* a = acc + i * width;
+    const float* b = part + i * width;
+    merge_state_row(a + 1, a, b + 1, b[0], width - 1);
+  }
+}
+}  // namespace
+
+void allreduce_merge_rows(float* o, float* lse, int64_t B, int64_t S, int64_t H, int64_t dim, MPI_Comm comm,
+                          CommStats* stats) {
+  const int64_t width = dim + 1, rows = B * S * H;
   std::vector<float> buf(static_cast<size_t>(rows * width));
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t s = 0; s < nq; ++s)
-      for (int64_t h = 0; h < hq; ++h) {
-        float* r = buf.data() + ((b * nq + s) * hq + h) * width;
-        r[0] = *acc.lse_at(b, h, s);
-        std::copy(acc.row(b, s, h), acc.row(b, s, h) + dv, r + 1);
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < H; ++h) {
+        float* r = buf.data() + ((b * S + s) * H + h) * width;
+        r[0] = lse[(b * H + h) * S + s];
+        std::copy(o + ((b * S + s) * H + h) * dim, o + ((b * S + s) * H + h + 1) * dim, r + 1);
       }
+  const double t0 = now_seconds();
   MPI_Datatype row_type;
   MPI_Type_contiguous(static_cast<int>(width), MPI_FLOAT, &row_type);
   MPI_Type_commit(&row_type);
   MPI_Op op;
   MPI_Op_create(&merge_rows_op, /*commute=*/1, &op);
-  MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(rows), row_type, op, c.comm);
+  MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(rows), row_type, op, comm);
   MPI_Op_free(&op);
   MPI_Type_free(&row_type);
-  stats.wait_seconds += internal::now_seconds() - t0;
-  stats.bytes_sent += static_cast<int64_t>(buf.size() * sizeof(float));
+  stats->wait_seconds += now_seconds() - t0;
+  stats->bytes_sent += static_cast<int64_t>(buf.size() * sizeof(float));
   for (int64_t b = 0; b < B; ++b)
-    for (int64_t s = 0; s < nq; ++s)
-      for (int64_t h = 0; h < hq; ++h) {
-        const float* r = buf.data() + ((b * nq + s) * hq + h) * width;
-        for (int64_t x = 0; x < dv; ++x) out.set(b, s, h, x, r[1 + x]);
-        if (maybe_lse) maybe_lse[(b * hq + h) * nq + s] = r[0];
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* r = buf.data() + ((b * S + s) * H + h) * width;
+        lse[(b * H + h) * S + s] = r[0];
+        std::copy(r + 1, r + width, o + ((b * S + s) * H + h) * dim);
       }
+}
+
+}  // namespace internal
+
+Status allreduce_merge(float* o, float* lse, int64_t batch, int64_t seq, int64_t heads, int64_t dim, MPI_Comm comm,
+                       CommStats* maybe_stats) {
+  const double t_start = internal::now_seconds();
+  Comm c;
+  ATTNKIT_RETURN_IF_ERROR(internal::comm_info(comm, &c));
+  Status st;
+  if (batch < 0 || seq < 0 || heads < 0 || dim < 1)
+    st = Status::invalid_argument("allreduce_merge: shape [" + std::to_string(batch) + ", " + std::to_string(seq) + ", " +
+                                  std::to_string(heads) + ", " + std::to_string(dim) +
+                                  "] is invalid; expected batch, seq, heads >= 0 and dim >= 1");
+  else if ((o == nullptr || lse == nullptr) && batch * seq * heads > 0)
+    st = Status::invalid_argument("allreduce_merge: o or lse is null");
+  ATTNKIT_RETURN_IF_ERROR(agree(st, c.comm));
+  ATTNKIT_RETURN_IF_ERROR(internal::check_same_on_all_ranks(
+      {{"batch", batch}, {"seq", seq}, {"heads", heads}, {"dim", dim}}, c.comm));
+  CommStats stats;
+  if (batch * seq * heads > 0) internal::allreduce_merge_rows(o, lse, batch, seq, heads, dim, c.comm, &stats);
   stats.total_seconds = internal::now_seconds() - t_start;
-  stats.blocks_computed = (lc > 0 ? 1 : 0) + (c.rank == c.size - 1 ? 1 : 0);
   if (maybe_stats) *maybe_stats = stats;
   return Status::ok_status();
 }

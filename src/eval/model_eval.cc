@@ -23,14 +23,6 @@ using clock_type = std::chrono::steady_clock;
 
 double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 
-// First run of decimal digits in s ("" when none).
-std::string first_number(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size() && !(s[i] >= '0' && s[i] <= '9')) ++i;
-  size_t j = i;
-  while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
-  return s.substr(i, j - i);
-}
 
 int64_t count_tokens(const Tokenizer& tok, const std::string& text) {
   return static_cast<int64_t>(tok.encode(text).size());
@@ -219,6 +211,14 @@ Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, dou
   EncodeOptions eo;
   eo.add_bos = true;
   return tok.encode(text, eo, ids);
+}
+
+std::string first_number(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && !(s[i] >= '0' && s[i] <= '9')) ++i;
+  size_t j = i;
+  while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+  return s.substr(i, j - i);
 }
 
 Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const std::string& expected,

@@ -93,7 +93,8 @@ struct Task {
 };
 
 struct Io {
-  const TensorView *q, *k, *v, *out;
+  const TensorView *q, *k, *v, *out;  // out is null when only the state is wanted
+  bool state_only = false;
   // A head group's chunk staged by run_chunked for the current group head j: the row of token
   // s0 + i lies at base + i * cols (q, k, v, the vector gate); the output row at
   // so + (j * c + i) * Dv, scattered afterwards. Null: the tensors are read and written in place.
@@ -412,7 +413,8 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
     build_decay_sums(r, n, w);
     const float* B = w.bsum.data();
     const float* bn = B + (n - 1) * gc;
-    const bool have_qd = build_intra(r, n, w);  // first: the vector-gate path uses qd/kr as scratch
+    // first: the vector-gate path uses qd/kr as scratch. The state alone needs no intra-chunk block.
+    const bool have_qd = !io.state_only && build_intra(r, n, w);
     for (int64_t c = 0; c < gc; ++c) ebn[c] = decays ? bn[c] : 0.0f;
     if (decays) exp_shift_inplace(ebn, gc, 0.0f, 1.0f);
     // Qd = Qf * e^{b_i};  Kd = Kf * e^{b_n - b_j}  (both factors <= 1). Without decay they are the
@@ -487,8 +489,8 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
     }
     // Y = A vals + Qd S_prev. Without a normalization the GEMMs write the (scaled) output rows
     // straight into an f32 output (its rows are ld = H * Dv apart), which saves a pass over Y.
-    const bool direct = r.p.norm == LinearNorm::kNone && dvp == r.dv && io.out->dtype == DType::kF32 &&
-                        io.out->stride[3] == 1;
+    const bool direct = !io.state_only && r.p.norm == LinearNorm::kNone && dvp == r.dv &&
+                        io.out->dtype == DType::kF32 && io.out->stride[3] == 1;
     float* Y = w.y.data();
     int64_t ldy = dvp;
     float alpha = 1.0f;
@@ -501,8 +503,10 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
       }
       alpha = r.scale;
     }
-    gemm(false, false, n, dvp, n, alpha, w.a.data(), n, vals, dvp, 0.0f, Y, ldy);
-    gemm(false, false, n, dvp, f, alpha, qd, f, S, dvp, 1.0f, Y, ldy);
+    if (!io.state_only) {
+      gemm(false, false, n, dvp, n, alpha, w.a.data(), n, vals, dvp, 0.0f, Y, ldy);
+      gemm(false, false, n, dvp, f, alpha, qd, f, S, dvp, 1.0f, Y, ldy);
+    }
     // S = e^{b_n} S + Kd^T vals.
     if (decays) {
       if (gc == 1) {
@@ -513,7 +517,7 @@ void chunk_step(const Resolved& r, const Io& io, const Task& t, int64_t s0, int6
       }
     }
     gemm(true, false, f, dvp, n, 1.0f, kd, f, vals, dvp, 1.0f, S, dvp);
-    if (!direct)
+    if (!direct && !io.state_only)
       for (int64_t i = 0; i < n; ++i) finish_row(r, io, t, s0 + i, Y + i * dvp, w.tmp.data());
   }
 }
@@ -532,7 +536,7 @@ bool stageable(const TensorView& t, int64_t cols) {
 // staging buffer laid out head by head (and the output goes the other way at the end of the chunk).
 void run_chunked(const Resolved& r, const Io& io, const Task* tasks, int64_t n_heads, float* S, Scratch& w) {
   const int64_t C = r.p.chunk_size, len = tasks[0].len, sf = r.f * r.dvp;
-  const bool stage = n_heads > 1 && r.group == 1 && stageable(*io.q, r.d) && stageable(*io.v, r.dv) &&
+  const bool stage = !io.state_only && n_heads > 1 && r.group == 1 && stageable(*io.q, r.d) && stageable(*io.v, r.dv) &&
                      stageable(*io.out, r.dv) && (r.p.tie_key_to_gate || stageable(*io.k, r.d)) &&
                      (!vector_gate(r) || stageable(r.p.gate, r.f));
   Io sio = io;
@@ -682,12 +686,12 @@ void run_parallel(const Resolved& r, const Io& io, const Task& t, float* S, Scra
 }
 
 // The tensors: present, of supported head dims, and of matching shapes (GQA on the heads).
-Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView* maybe_out,
                     const LinearAttentionParams& p) {
   ATTNKIT_RETURN_IF_ERROR(check_view(q, "q"));
   if (!p.tie_key_to_gate) ATTNKIT_RETURN_IF_ERROR(check_view(k, "k"));
   ATTNKIT_RETURN_IF_ERROR(check_view(v, "v"));
-  ATTNKIT_RETURN_IF_ERROR(check_view(out, "out"));
+  if (maybe_out) ATTNKIT_RETURN_IF_ERROR(check_view(*maybe_out, "out"));
   const int64_t d = q.head_dim(), dv = v.head_dim();
   if (d < 1 || d > 512) return Status::invalid_argument("head_dim " + std::to_string(d) + " is not supported; expected 1..512");
   if (dv < 1 || dv > 1024) return Status::invalid_argument("head_dim_v " + std::to_string(dv) + " is not supported; expected 1..1024");
@@ -702,6 +706,8 @@ Status check_shapes(const TensorView& q, const TensorView& k, const TensorView& 
   if (v.heads() < 1 || q.heads() % v.heads() != 0)
     return Status::invalid_argument("heads_q " + std::to_string(q.heads()) + " is not a multiple of heads_kv " +
                                     std::to_string(v.heads()));
+  if (!maybe_out) return Status::ok_status();
+  const TensorView& out = *maybe_out;
   if (out.batch() != q.batch() || out.seq() != q.seq() || out.heads() != q.heads() || out.head_dim() != dv)
     return Status::invalid_argument("out shape " + shape_str(out) + " must be [batch, seq, heads_q, head_dim_v] = [" +
                                     std::to_string(q.batch()) + ", " + std::to_string(q.seq()) + ", " +
@@ -853,9 +859,9 @@ Status check_sequences(const TensorView& q, const LinearAttentionParams& p) {
 
 // Validates a call and resolves its defaults into r. The checks run in this order, so a call with
 // several faults reports the first: tensors, threads, chunk/eps, feature map, decay, update rule, sequences.
-Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+Status resolve(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView* maybe_out,
                const LinearAttentionParams& p, Resolved* r) {
-  ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, out, p));
+  ATTNKIT_RETURN_IF_ERROR(check_shapes(q, k, v, maybe_out, p));
   ATTNKIT_RETURN_IF_ERROR(resolve_threads(p.num_threads, "num_threads", &r->threads));
   ATTNKIT_RETURN_IF_ERROR(check_chunk_and_eps(p));
   const int64_t d = q.head_dim();
@@ -896,7 +902,7 @@ Status linear_state_floats(const LinearAttentionParams& params, int64_t head_dim
 Status validate_linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                                  const LinearAttentionParams& params) {
   Resolved r;
-  return resolve(q, k, v, out, params, &r);
+  return resolve(q, k, v, &out, params, &r);
 }
 
 double linear_chunked_flops(int64_t batch, int64_t seq, int64_t heads, int64_t feature_dim, int64_t dv_cols,
@@ -911,16 +917,20 @@ double linear_chunked_flops(int64_t batch, int64_t seq, int64_t heads, int64_t f
   return per_seq * static_cast<double>(batch) * static_cast<double>(heads);
 }
 
-Status linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
-                        const LinearAttentionParams& params) {
-  Resolved r;
-  ATTNKIT_RETURN_IF_ERROR(resolve(q, k, v, out, params, &r));
+namespace {
+
+// linear_attention and linear_attention_state after validation; maybe_out null = the state alone
+// (chunked form, no outputs).
+void run_linear(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView* maybe_out,
+                const LinearAttentionParams& params, const Resolved& r) {
   const int64_t n_states = params.maybe_cu_seqlens ? params.n_seqs : q.batch();
   const int64_t heads = q.heads();
   const int64_t state_floats = r.f * r.dvp;
   LinearForm form = params.form;
   if (form == LinearForm::kAuto) form = q.seq() <= 8 ? LinearForm::kRecurrent : LinearForm::kChunked;
-  const Io io{&q, &k, &v, &out};
+  if (!maybe_out) form = LinearForm::kChunked;
+  Io io{&q, &k, &v, maybe_out};
+  io.state_only = maybe_out == nullptr;
   const int nt = r.threads;
   // The chunked form runs heads in groups (see run_chunked): as many heads per group as keep every
   // thread busy, at most kMaxHeadGroup so that the group's states (64 KiB each at F = Dv' = 128)
@@ -976,6 +986,25 @@ Status linear_attention(const TensorView& q, const TensorView& k, const TensorVi
     }
   }
   openblas_set_num_threads(blas_threads);
+}
+
+}  // namespace
+
+Status linear_attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                        const LinearAttentionParams& params) {
+  Resolved r;
+  ATTNKIT_RETURN_IF_ERROR(resolve(q, k, v, &out, params, &r));
+  run_linear(q, k, v, &out, params, r);
+  return Status::ok_status();
+}
+
+Status linear_attention_state(const TensorView& q, const TensorView& k, const TensorView& v,
+                              const LinearAttentionParams& params) {
+  if (params.maybe_final_state == nullptr)
+    return Status::invalid_argument("linear_attention_state: maybe_final_state is null (it is the only output)");
+  Resolved r;
+  ATTNKIT_RETURN_IF_ERROR(resolve(q, k, v, nullptr, params, &r));
+  run_linear(q, k, v, nullptr, params, r);
   return Status::ok_status();
 }
 

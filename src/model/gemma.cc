@@ -514,6 +514,7 @@ struct Model::Impl {
         call.params.scale = c.attn_scale;
         call.params.softcap = c.attn_logit_softcap;
         call.params.num_threads = threads;
+        call.cache = &cache;
         if (st.ok()) st = backend->attend(call);
       }
       if (!st.ok()) return Status(st.code(), "gemma: layer " + std::to_string(l) + " attention (" + backend->name() + "): " + st.message());
@@ -709,6 +710,26 @@ Status Model::reserve(int64_t n) {
                                           c.n_layer * static_cast<int64_t>(sizeof(float)), &bytes));
   }
   return impl_->reserve(n);
+}
+
+Status Model::set_position(int64_t p) {
+  const auto hold = lock();
+  if (p < impl_->pos)
+    return Status::invalid_argument("Model::set_position: pos " + std::to_string(p) + " is before the current position " +
+                                    std::to_string(impl_->pos) + " (cached positions must increase)");
+  ATTNKIT_RETURN_IF_ERROR(check_context(p, "Model::set_position"));
+  impl_->pos = p;
+  return Status::ok_status();
+}
+
+Status Model::drop_kv_before(int64_t p) {
+  const auto hold = lock();
+  for (auto& c : impl_->caches) {
+    const std::vector<int64_t>& kp = c->positions(0);
+    const int64_t n = std::lower_bound(kp.begin(), kp.end(), p) - kp.begin();
+    if (n > 0) ATTNKIT_RETURN_IF_ERROR(c->drop_front(0, n));
+  }
+  return Status::ok_status();
 }
 
 Status Model::forward(const int32_t* tokens, int64_t n, const ForwardOutputs& o) {

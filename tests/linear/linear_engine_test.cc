@@ -37,6 +37,15 @@ std::vector<float> warm_state(const std::string& name, int64_t batch, int64_t he
   return st;
 }
 
+// A random initial state for B sequences x H heads (the denominator column kept positive).
+std::vector<float> random_state(const Case& c, int64_t B, int64_t H, uint64_t seed) {
+  std::vector<float> init(static_cast<size_t>(B * H * state_floats(c)));
+  lintest::fill_normal(init, seed, 0.1);
+  if (c.p.norm == LinearNorm::kDenominator)
+    for (size_t i = c.dv; i < init.size(); i += c.dv + 1) init[i] = std::abs(init[i]) + 1.0f;
+  return init;
+}
+
 bool ref_has_state(const std::string& name) { return name != "based_taylor" && name != "taylorshift"; }
 
 struct FormCase {
@@ -217,13 +226,9 @@ TEST(LinearVarlen, MatchesPerSequenceReference) {
       c.p.chunk_size = 16;
       std::vector<int64_t> starts = {0, 3, 0, 7, 0, 1};
       c.p.maybe_start_positions = starts.data();
-      const int64_t sf = state_floats(c);
-      std::vector<float> init(static_cast<size_t>(n_seqs * H * sf));
-      lintest::fill_normal(init, 77, 0.1);
-      if (c.p.norm == LinearNorm::kDenominator)  // keep the denominator column positive
-        for (size_t i = dv; i < init.size(); i += dv + 1) init[i] = std::abs(init[i]) + 1.0f;
+      std::vector<float> init = random_state(c, n_seqs, H, 77);
       c.p.maybe_initial_state = init.data();
-      std::vector<float> fin(static_cast<size_t>(n_seqs * H * sf));
+      std::vector<float> fin(init.size());
       c.p.maybe_final_state = fin.data();
       std::vector<float> out(static_cast<size_t>(total * H * dv));
       const Status s = linear_attention(c.q.view, c.k.view, c.v.view,
@@ -252,11 +257,7 @@ TEST(LinearChunked, HeadGroupsMatchReference) {
           c.p.form = LinearForm::kChunked;
           c.p.chunk_size = 16;
           c.p.num_threads = threads;
-          const int64_t sf = state_floats(c);
-          std::vector<float> init(static_cast<size_t>(B * H * sf));
-          lintest::fill_normal(init, 5 + H, 0.1);
-          if (c.p.norm == LinearNorm::kDenominator)
-            for (size_t i = c.dv; i < init.size(); i += c.dv + 1) init[i] = std::abs(init[i]) + 1.0f;
+          std::vector<float> init = random_state(c, B, H, 5 + H);
           c.p.maybe_initial_state = init.data();
           std::vector<float> fin(init.size(), -1.0f);
           c.p.maybe_final_state = fin.data();
@@ -274,6 +275,41 @@ TEST(LinearChunked, HeadGroupsMatchReference) {
       }
     }
   }
+}
+
+// linear_attention_state (the state alone, as LASP-2 uses it) against the double reference's final
+// state for every configuration with a state, from an initial state, with a partial last chunk,
+// head groups of 1 and 5, and strong decays (the vector gate's sub-block path).
+TEST(LinearStateOnly, FinalStateMatchesReference) {
+  const int64_t B = 2, T = 75, dv = 12;
+  for (const std::string& name : lintest::engine_configs()) {
+    if (!ref_has_state(name)) continue;
+    const int64_t d = 16;
+    for (double strength : {1.0, 40.0}) {
+      for (int64_t H : {1, 5}) {
+        Case c;
+        lintest::build_case(&c, name, B, T, H, d, dv, 40 + H, strength);
+        c.p.chunk_size = 16;
+        c.p.num_threads = 2;
+        std::vector<float> init = random_state(c, B, H, 6 + H);
+        c.p.maybe_initial_state = init.data();
+        std::vector<float> fin(init.size(), -1.0f);
+        c.p.maybe_final_state = fin.data();
+        const Status s = linear_attention_state(c.q.view, c.k.view, c.v.view, c.p);
+        ASSERT_TRUE(s.ok()) << name << ": " << s.message();
+        std::vector<double> ref, ref_state;
+        ASSERT_TRUE(reference::linear_attention_ref(c.q.view, c.k.view, c.v.view, c.p, &ref, &ref_state).ok());
+        const Err es = lintest::compare(fin, ref_state);
+        EXPECT_FALSE(es.nan) << name;
+        EXPECT_LT(es.rel, kTol) << name << " H " << H << " strength " << strength;
+      }
+    }
+  }
+  Case c;
+  lintest::build_case(&c, "gla", 1, 20, 2, 16, 16, 1);
+  const Status s = linear_attention_state(c.q.view, c.k.view, c.v.view, c.p);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("maybe_final_state"), std::string::npos) << s.message();
 }
 
 // Head dims 16..256 including odd ones, chunk sizes 16/32/64, GQA 2:1, a non-contiguous q.

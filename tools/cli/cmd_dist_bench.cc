@@ -28,6 +28,7 @@
 #include "attnkit/distributed.h"
 #include "attnkit/linear.h"
 #include "commands.h"
+#include "mpi_session.h"
 #include "core/output_file.h"
 #include "attnkit/bench.h"
 
@@ -40,23 +41,6 @@ struct DistBenchOptions {
   bool causal = true, baseline = false, quick = false;
   std::string layout = "zigzag", dtype = "f32", feature_map = "identity", decay = "scalar", json_path;
   int threads = 1;
-};
-
-// MPI for the duration of the command (finalized however the command ends).
-struct MpiSession {
-  bool owned = false;
-  MpiSession() {
-    int initialized = 0;
-    MPI_Initialized(&initialized);
-    if (!initialized) {
-      int provided = 0;
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-      owned = true;
-    }
-  }
-  ~MpiSession() {
-    if (owned) MPI_Finalize();
-  }
 };
 
 struct Tensor {
@@ -124,10 +108,8 @@ Status time_rounds(const DistRun& run, const std::function<Status()>& baseline, 
 
 void run_dist_bench(const DistBenchOptions& o) {
   MpiSession mpi;
-  MPI_Comm comm = MPI_COMM_WORLD;
-  int rank = 0, ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &ranks);
+  const MPI_Comm comm = mpi.comm;
+  const int rank = mpi.rank, ranks = mpi.ranks;
 
   // Option checks are the same on every rank (same argv); the JSON path is checked on rank 0 and
   // agreed on, so a bad path stops every rank.
@@ -289,10 +271,13 @@ void run_dist_bench(const DistBenchOptions& o) {
                       {}, timing, comm, &timed));
     int64_t state_floats = 0;
     check(linear_state_floats(lp, o.head_dim, o.head_dim, &state_floats));
-    // The useful work: the chunked form over the whole sequence (LASP-2 runs each chunk twice).
+    // The useful work: the chunked form over the whole sequence (each rank also runs a state-only
+    // pass over its chunk, not counted here).
     r.flops = linear_chunked_flops(o.batch, o.seq, o.heads_q, F, state_floats / F, o.chunk, false);
     r.bytes = attention_bytes(o.batch, o.seq, o.seq, o.heads_q, o.heads_kv, o.head_dim, o.head_dim, dtype_size(dt), 4);
     extra["state_floats_per_head"] = state_floats;
+    extra["feature_dim"] = F;
+    extra["chunk"] = o.chunk;
   }
 
   // Totals over the ranks (of the last timed run).
