@@ -255,7 +255,8 @@ class Model {
   // Forgets the cache (position 0). Keeps the capacity.
   void reset();
   int64_t position() const;
-  // Makes room for n positions in the KV cache (grows on demand otherwise).
+  // Makes room for n positions in the KV cache (grows on demand otherwise). Layers the KV policy
+  // acts on are left to grow on demand, so that an evicting policy allocates about its budget.
   Status reserve(int64_t n_positions);
 
   // Runs n tokens at positions position() .. position() + n - 1 (in prefill chunks), appends them

@@ -102,6 +102,24 @@ TEST_F(PlotTest, LinesCarryLegendAndAxes) {
   EXPECT_EQ(leftovers(), 0);
 }
 
+// A dashed series (exact attention's ceiling in the kv sweep) is drawn dashed; plain series are not.
+TEST_F(PlotTest, DashedSeriesIsDrawnDashed) {
+  LineChart c;
+  c.series = {{"snapkv", {64, 128, 256}, {0.2, 0.6, 1.0}}};
+  const fs::path solid = dir_ / "solid.svg", dashed = dir_ / "dashed.svg";
+  Status s = lines(c, solid.string());
+  ASSERT_TRUE(s.ok()) << s.message();
+  Series ceiling{"exact attention", {64, 256}, {1.0, 1.0}};
+  ceiling.dashed = true;
+  c.series.push_back(ceiling);
+  s = lines(c, dashed.string());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(read_file(solid).find("stroke-dasharray"), std::string::npos);
+  const std::string svg = read_file(dashed);
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);
+  EXPECT_NE(svg.find("exact attention"), std::string::npos);
+}
+
 TEST_F(PlotTest, BadChartsAreRefusedNamingTheArgument) {
   const std::string path = (dir_ / "x.png").string();
   Heatmap h = niah();
