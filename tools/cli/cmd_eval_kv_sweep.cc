@@ -132,7 +132,8 @@ Status plot_length(const nlohmann::json& j, int64_t len, const std::string& path
       s.y = {e["accuracy"].get<double>(), e["accuracy"].get<double>()};
       s.dashed = true;
       c.series.push_back(std::move(s));
-      c.title += " (" + std::to_string(e["n"].get<int64_t>()) + " prompts per point)";
+      const int64_t n = e["n"].get<int64_t>();
+      c.title += " (" + std::to_string(n) + (n == 1 ? " prompt" : " prompts") + " per point)";
     }
   if (c.series.empty()) return Status::ok_status();
   return plot::lines(c, path);
