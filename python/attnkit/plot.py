@@ -40,6 +40,10 @@ def _save(fig, path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=suffix[1:], dpi=120, bbox_inches="tight")
+        # mkstemp creates the file 0600; a chart gets the mode any new file would (0666 - umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

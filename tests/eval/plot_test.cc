@@ -1,6 +1,7 @@
 // The plotting path (attnkit/plot.h): real matplotlib charts from the C++ API. SVG output keeps
 // its text, so the tests read the axis labels, tick labels, legend and colorbar back from it.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -100,6 +101,13 @@ TEST_F(PlotTest, LinesCarryLegendAndAxes) {
   for (const char* text : {"Accuracy against budget", "KV budget (tokens)", "accuracy", "exact", "streaming"})
     EXPECT_NE(svg.find(text), std::string::npos) << "missing '" << text << "'";
   EXPECT_EQ(leftovers(), 0);
+  // The chart gets a new file's usual mode, not the temporary file's private 0600.
+  const mode_t old_mask = ::umask(022);
+  const Status again = lines(c, path.string());
+  ::umask(old_mask);
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
 }
 
 // A dashed series (exact attention's ceiling in the kv sweep) is drawn dashed; plain series are not.
