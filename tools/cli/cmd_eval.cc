@@ -39,6 +39,7 @@ struct EvalOptions {
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials = 5;
   int threads = 2;
+  int64_t prefill_chunk = 512;  // tokens per prefill chunk; a KV policy evicts after each
   uint64_t seed = 1;
   bool streaming = false;
   std::string json_path;
@@ -57,6 +58,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   model::LoadOptions lo;
   lo.threads = o.threads;
   lo.allow_past_context = o.allow_past_context;
+  lo.prefill_chunk = o.prefill_chunk;
   ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
   ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
@@ -285,6 +287,9 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
+  c->add_option("--prefill-chunk", o->prefill_chunk,
+                "Tokens per prefill chunk; a KV policy evicts after each (the prompt's length: once, at its end, as kvpress)")
+      ->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.cache; verified when read)");
   c->add_flag("--allow-past-context", o->allow_past_context,

