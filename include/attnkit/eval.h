@@ -30,16 +30,37 @@ ProgressFn stderr_progress(const std::string& label);
 // that differs from the text `bible` gives, is refused with an error naming the path.
 Status kjv_text(const std::string& cache_path, std::string* out);
 
+// Perplexity of one window of predicted tokens, and the KV cache right after its last token.
+struct PerplexityWindow {
+  int64_t begin = 0, end = 0;  // predicted tokens [begin, end): targets ids[begin + 1 .. end]
+  double nll = 0;              // mean over the window, nats
+  double perplexity = 0;       // exp(nll)
+  int64_t kv_bytes_in_use = 0, kv_bytes_allocated = 0;
+};
+
 struct PerplexityResult {
   int64_t n_tokens = 0;     // tokens fed (the first is only context)
   int64_t n_predicted = 0;  // n_tokens - 1
   double nll = 0;           // mean negative log-likelihood, nats
   double perplexity = 0;    // exp(nll)
   double seconds = 0;
+  std::vector<PerplexityWindow> windows;  // consecutive windows covering every predicted token
 };
-// Scores ids[1..n-1] given their prefixes. streaming = false: one forward over the whole sequence
-// (chunked prefill, the cache carrying context across chunks); streaming = true: token by token
-// through the decode path.
+
+struct PerplexityOptions {
+  // false: one forward over the whole sequence (chunked prefill, the cache carrying context across
+  // chunks); true: token by token through the decode path (StreamingLLM's evaluation).
+  bool streaming = false;
+  // Predicted tokens per window of PerplexityResult::windows (the last may be shorter); the KV
+  // bytes are read at the end of each window, which shows whether a policy keeps memory constant.
+  int64_t window = 4096;
+};
+
+// Scores ids[1..n-1] given their prefixes. The cache is reserved for the whole sequence up front,
+// except on the layers a KV policy acts on (Model::reserve), so the KV bytes allocated there are
+// what the policy really needs (StreamingLLM can then run far past the memory of a full cache).
+Status perplexity(model::Model* m, const std::vector<int32_t>& ids, const PerplexityOptions& options,
+                  const ProgressFn& progress, PerplexityResult* out);
 Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streaming, const ProgressFn& progress,
                   PerplexityResult* out);
 
@@ -50,6 +71,7 @@ struct RetrievalTrial {
   std::string expected, generated;
   bool correct = false;
   double seconds = 0;
+  double decode_tokens_per_s = 0;  // of the answer's generation (prefill excluded)
   std::vector<int32_t> prompt;  // the prompt's token ids (BOS first), for reference runs
 };
 
@@ -82,6 +104,12 @@ Status niah_prompt(const Tokenizer& tok, const std::string& haystack_text, int64
 Status niah(model::Model* m, const std::string& haystack_text, const std::vector<int64_t>& lengths,
             const std::vector<double>& depths, int64_t trials, uint64_t seed, const ProgressFn& progress,
             std::vector<RetrievalTrial>* out, bool prompts_only = false);
+
+// Wilson score interval (Wilson 1927) of a binomial proportion: `successes` of `n` trials, z
+// standard normal quantiles wide (1.96: 95%). Unlike the normal approximation it stays inside
+// [0, 1] and is not empty at 0 or n successes, which matters for the few prompts per point that an
+// evaluation on CPU can afford. n = 0 gives [0, 1].
+void wilson_interval(int64_t successes, int64_t n, double z, double* lo, double* hi);
 
 // ---- KV cache figures of the CLI's outputs ----
 

@@ -259,7 +259,8 @@ class Model {
   // Forgets the cache (position 0). Keeps the capacity.
   void reset();
   int64_t position() const;
-  // Makes room for n positions in the KV cache (grows on demand otherwise).
+  // Makes room for n positions in the KV cache (grows on demand otherwise). Layers the KV policy
+  // acts on are left to grow on demand, so that an evicting policy allocates about its budget.
   Status reserve(int64_t n_positions);
   // Places the next forward at position pos (>= position(); the positions in between stay empty).
   // With drop_kv_before, this lets a process encode a block of a longer sequence at its global

@@ -35,10 +35,12 @@ struct Heatmap {
 Status heatmap(const Heatmap& chart, const std::string& path);
 
 // One line per series with markers and a legend (accuracy against budget, per-token curves).
-// A NaN y is a gap in its line.
+// A NaN y is a gap in its line. A dashed series is a reference (a ceiling, a baseline): black,
+// dashed, without markers.
 struct Series {
   std::string label;
   std::vector<double> x, y;
+  bool dashed = false;
 };
 struct LineChart {
   std::vector<Series> series;

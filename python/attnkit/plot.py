@@ -8,7 +8,8 @@ directly. Two kinds of chart cover the evaluations:
                               labels and a colorbar (NIAH depth x length, layer x head maps);
                               None or NaN cells are drawn grey ("not run").
   lines(path, series, ...)    one line per series with markers, axis labels and a legend
-                              (accuracy against budget, per-token curves).
+                              (accuracy against budget, per-token curves); a series with
+                              "dashed": true is a black dashed reference line (a ceiling).
 
 Every chart is written to a temporary file in the destination folder and renamed into place, so
 a reader never sees a partial file and a failed run leaves the previous file intact. The format
@@ -39,6 +40,10 @@ def _save(fig, path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=suffix[1:], dpi=120, bbox_inches="tight")
+        # mkstemp creates the file 0600; a chart gets the mode any new file would (0666 - umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -94,7 +99,7 @@ def heatmap(path: str, values, *, row_labels=None, col_labels=None, title: str =
 
 def lines(path: str, series, *, title: str = "", xlabel: str = "", ylabel: str = "", logx: bool = False,
           ylim=None) -> None:
-    """One line per series; series is a list of {"label": str, "x": [...], "y": [...]}."""
+    """One line per series; series is a list of {"label": str, "x": [...], "y": [...], "dashed": bool}."""
     if not series:
         raise ValueError("lines needs at least one series")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -105,7 +110,11 @@ def lines(path: str, series, *, title: str = "", xlabel: str = "", ylabel: str =
             raise ValueError(f"series {i} ({s.get('label', '')!r}) has {len(x)} x values and {len(y)} y values")
         if not x:
             raise ValueError(f"series {i} ({s.get('label', '')!r}) is empty")
-        ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=4, label=s.get("label", f"series {i}"))
+        label = s.get("label", f"series {i}")
+        if s.get("dashed", False):  # a reference line: a ceiling or a baseline
+            ax.plot(x, y, linestyle="--", color="black", linewidth=1.2, label=label)
+        else:
+            ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=4, label=label)
     if logx:
         ax.set_xscale("log", base=2)
     if ylim is not None:

@@ -155,24 +155,43 @@ Status kjv_text(const std::string& cache_path, std::string* out) {
   return Status::ok_status();
 }
 
-Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streaming, const ProgressFn& progress,
-                  PerplexityResult* out) {
+Status perplexity(model::Model* m, const std::vector<int32_t>& ids, const PerplexityOptions& options,
+                  const ProgressFn& progress, PerplexityResult* out) {
   if (m == nullptr || out == nullptr) return Status::invalid_argument("perplexity: model or out is null");
   const int64_t n = static_cast<int64_t>(ids.size());
   if (n < 2) return Status::invalid_argument("perplexity: " + std::to_string(n) + " tokens; need at least 2");
+  if (options.window < 1)
+    return Status::invalid_argument("perplexity: window " + std::to_string(options.window) + " must be >= 1");
   const auto hold = m->lock();  // the chunks share one cache: no other thread may reset it between them
   m->reset();
-  ATTNKIT_RETURN_IF_ERROR(m->reserve(n));
+  ATTNKIT_RETURN_IF_ERROR(m->reserve(n));  // layers under a KV policy grow on demand instead
   std::vector<float> lp(static_cast<size_t>(n - 1));
   auto t0 = clock_type::now();
-  const int64_t step = streaming ? 1 : 512;  // unit of work between progress updates
-  for (int64_t s = 0; s < n - 1; s += step) {
-    const int64_t k = std::min(step, n - 1 - s);
+  const int64_t step = options.streaming ? 1 : 512;  // tokens per forward call
+  out->windows.clear();
+  int64_t window_begin = 0;
+  for (int64_t s = 0; s < n - 1;) {
+    const int64_t window_end = std::min(n - 1, window_begin + options.window);
+    const int64_t k = std::min(step, window_end - s);  // a forward never straddles a window's end
     model::ForwardOutputs o;
     o.maybe_targets = ids.data() + s + 1;
     o.maybe_target_logprobs = lp.data() + s;
     ATTNKIT_RETURN_IF_ERROR(m->forward(ids.data() + s, k, o));
-    if (progress && (!streaming || (s + k) % 64 == 0 || s + k == n - 1)) progress(s + k, n - 1);
+    s += k;
+    if (s == window_end) {
+      PerplexityWindow w;
+      w.begin = window_begin;
+      w.end = window_end;
+      for (int64_t t = window_begin; t < window_end; ++t) w.nll -= lp[static_cast<size_t>(t)];
+      w.nll /= static_cast<double>(window_end - window_begin);
+      w.perplexity = std::exp(w.nll);
+      const kv::KvBytes b = m->kv_bytes_total();
+      w.kv_bytes_in_use = b.in_use;
+      w.kv_bytes_allocated = b.allocated;
+      out->windows.push_back(w);
+      window_begin = window_end;
+    }
+    if (progress && (!options.streaming || s % 64 == 0 || s == n - 1)) progress(s, n - 1);
   }
   double nll = 0;
   for (float v : lp) nll -= v;
@@ -182,6 +201,13 @@ Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streami
   out->perplexity = std::exp(out->nll);
   out->seconds = since(t0);
   return Status::ok_status();
+}
+
+Status perplexity(model::Model* m, const std::vector<int32_t>& ids, bool streaming, const ProgressFn& progress,
+                  PerplexityResult* out) {
+  PerplexityOptions o;
+  o.streaming = streaming;
+  return perplexity(m, ids, o, progress, out);
 }
 
 Status passkey_prompt(const Tokenizer& tok, int64_t length, int64_t passkey, double depth, std::vector<int32_t>* ids) {
@@ -227,9 +253,12 @@ Status run_retrieval(model::Model* m, const std::vector<int32_t>& prompt, const 
   model::GenerateOptions go;
   go.max_tokens = answer_tokens;
   std::vector<int32_t> gen;
+  model::GenerateStats st;
   auto t0 = clock_type::now();
-  ATTNKIT_RETURN_IF_ERROR(m->generate(prompt, go, &gen));
+  ATTNKIT_RETURN_IF_ERROR(m->generate(prompt, go, &gen, &st));
   trial->seconds = since(t0);
+  // The first answer token comes out of the prefill; decode_seconds covers the tokens after it.
+  trial->decode_tokens_per_s = st.decode_seconds > 0 ? static_cast<double>(st.generated - 1) / st.decode_seconds : 0.0;
   trial->prompt_tokens = static_cast<int64_t>(prompt.size());
   trial->expected = expected;
   std::string text;
@@ -374,6 +403,19 @@ Status niah(model::Model* m, const std::string& haystack_text, const std::vector
     }
   }
   return Status::ok_status();
+}
+
+void wilson_interval(int64_t successes, int64_t n, double z, double* lo, double* hi) {
+  if (n <= 0) {
+    *lo = 0.0;
+    *hi = 1.0;
+    return;
+  }
+  const double nn = static_cast<double>(n), p = static_cast<double>(successes) / nn, z2 = z * z;
+  const double center = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z / (1 + z2 / nn) * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
+  *lo = std::max(0.0, center - half);
+  *hi = std::min(1.0, center + half);
 }
 
 Status kv_storage_option(const std::string& dtype, kv::KvStorage* out) {

@@ -211,7 +211,7 @@ Status lines(const LineChart& chart, const std::string& path) {
                                                                            : "; expected finite"));
       }
     }
-    series.push_back({{"label", s.label}, {"x", s.x}, {"y", s.y}});
+    series.push_back({{"label", s.label}, {"x", s.x}, {"y", s.y}, {"dashed", s.dashed}});
   }
   nlohmann::json spec = {{"kind", "lines"},       {"path", path},           {"series", series},
                          {"title", chart.title},  {"xlabel", chart.x_label}, {"ylabel", chart.y_label},

@@ -322,8 +322,11 @@ struct Model::Impl {
   }
 
   // Pages for n positions: every position on global layers, window + one chunk on local ones.
+  // Layers a KV policy acts on take pages as they grow instead: an evicting policy keeps them near
+  // its budget, and reserving every position would allocate (and touch) memory it never fills.
   Status reserve(int64_t n) {
     for (int64_t l = 0; l < cfg.n_layer; ++l) {
+      if (kv_policy && kv_policy->applies_to(l, cfg.is_global(l))) continue;
       kv::PagedKvCache& c = *caches[static_cast<size_t>(l)];
       const int64_t tokens = cfg.is_global(l) ? n : std::min(n, cfg.sliding_window + chunk);
       ATTNKIT_RETURN_IF_ERROR(c.reserve_pages((tokens + c.page_size() - 1) / c.page_size() + 1));

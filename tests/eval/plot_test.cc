@@ -1,6 +1,7 @@
 // The plotting path (attnkit/plot.h): real matplotlib charts from the C++ API. SVG output keeps
 // its text, so the tests read the axis labels, tick labels, legend and colorbar back from it.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -100,6 +101,31 @@ TEST_F(PlotTest, LinesCarryLegendAndAxes) {
   for (const char* text : {"Accuracy against budget", "KV budget (tokens)", "accuracy", "exact", "streaming"})
     EXPECT_NE(svg.find(text), std::string::npos) << "missing '" << text << "'";
   EXPECT_EQ(leftovers(), 0);
+  // The chart gets a new file's usual mode, not the temporary file's private 0600.
+  const mode_t old_mask = ::umask(022);
+  const Status again = lines(c, path.string());
+  ::umask(old_mask);
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_EQ(fs::status(path).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+}
+
+// A dashed series (exact attention's ceiling in the kv sweep) is drawn dashed; plain series are not.
+TEST_F(PlotTest, DashedSeriesIsDrawnDashed) {
+  LineChart c;
+  c.series = {{"snapkv", {64, 128, 256}, {0.2, 0.6, 1.0}}};
+  const fs::path solid = dir_ / "solid.svg", dashed = dir_ / "dashed.svg";
+  Status s = lines(c, solid.string());
+  ASSERT_TRUE(s.ok()) << s.message();
+  Series ceiling{"exact attention", {64, 256}, {1.0, 1.0}};
+  ceiling.dashed = true;
+  c.series.push_back(ceiling);
+  s = lines(c, dashed.string());
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(read_file(solid).find("stroke-dasharray"), std::string::npos);
+  const std::string svg = read_file(dashed);
+  EXPECT_NE(svg.find("stroke-dasharray"), std::string::npos);
+  EXPECT_NE(svg.find("exact attention"), std::string::npos);
 }
 
 TEST_F(PlotTest, BadChartsAreRefusedNamingTheArgument) {

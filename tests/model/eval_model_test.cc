@@ -2,6 +2,7 @@
 // passkey retrieval on the real model (asserted correct).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <filesystem>
@@ -146,5 +147,77 @@ TEST_F(EvalModelTest, KjvTokenizationMatchesTheReferenceIds) {
     if (ids[i] != ref[i]) { first_diff = i; break; }
   EXPECT_EQ(first_diff, ref.size()) << "first differing token at " << first_diff;
 }
+}  // namespace
+}  // namespace attnkit::eval
+
+namespace attnkit::eval {
+namespace {
+
+// Wilson 95% intervals from the formula, checked against values computed independently
+// (statsmodels' proportion_confint(method="wilson") gives the same to 4 decimals).
+TEST(WilsonInterval, MatchesKnownValues) {
+  double lo = 0, hi = 0;
+  wilson_interval(5, 10, 1.96, &lo, &hi);
+  EXPECT_NEAR(lo, 0.2366, 1e-4);
+  EXPECT_NEAR(hi, 0.7634, 1e-4);
+  wilson_interval(0, 3, 1.96, &lo, &hi);  // never empty at 0 successes
+  EXPECT_EQ(lo, 0.0);
+  EXPECT_NEAR(hi, 0.5615, 1e-4);
+  wilson_interval(3, 3, 1.96, &lo, &hi);
+  EXPECT_NEAR(lo, 0.4385, 1e-4);
+  EXPECT_EQ(hi, 1.0);
+  wilson_interval(0, 0, 1.96, &lo, &hi);
+  EXPECT_EQ(lo, 0.0);
+  EXPECT_EQ(hi, 1.0);
+}
+
+// Per-window perplexity: the windows tile the predicted tokens and average back to the whole;
+// with StreamingLLM on every layer the KV bytes are the same at the end of every window once the
+// cache is full, and the pool does not grow; without a policy they grow with the context.
+TEST_F(EvalModelTest, PerplexityWindowsTileTheTextAndShowConstantStreamingMemory) {
+  std::string text;
+  ASSERT_TRUE(kjv_text("", &text).ok());
+  std::vector<int32_t> ids = model_->tokenizer().encode(text.substr(0, 4000));
+  ids.insert(ids.begin(), model_->tokenizer().bos_id());
+  ASSERT_GE(ids.size(), 401u);
+  ids.resize(401);
+  PerplexityOptions po;
+  po.window = 100;
+  for (bool streaming : {false, true}) {
+    SCOPED_TRACE(streaming ? "token by token" : "chunked");
+    po.streaming = streaming;
+    ASSERT_TRUE(model_->set_kv_policy(streaming ? "streaming:sinks=4,window=60,shift=true,layers=all" : "").ok());
+    PerplexityResult r;
+    const Status s = perplexity(model_.get(), ids, po, nullptr, &r);
+    ASSERT_TRUE(s.ok()) << s.message();
+    ASSERT_EQ(r.windows.size(), 4u);
+    double weighted = 0;
+    int64_t next = 0;
+    for (const auto& w : r.windows) {
+      EXPECT_EQ(w.begin, next);
+      next = w.end;
+      weighted += w.nll * static_cast<double>(w.end - w.begin);
+      EXPECT_NEAR(w.perplexity, std::exp(w.nll), 1e-9 * w.perplexity);
+    }
+    EXPECT_EQ(next, 400);
+    EXPECT_NEAR(weighted / 400.0, r.nll, 1e-9);
+    if (streaming) {
+      for (const auto& w : r.windows) {
+        EXPECT_EQ(w.kv_bytes_in_use, r.windows[0].kv_bytes_in_use) << "window ending at " << w.end;
+        EXPECT_EQ(w.kv_bytes_allocated, r.windows[1].kv_bytes_allocated) << "window ending at " << w.end;
+      }
+      for (int64_t t : model_->kv_tokens()) EXPECT_EQ(t, 64);
+    } else {
+      EXPECT_GT(r.windows[3].kv_bytes_in_use, r.windows[0].kv_bytes_in_use);
+    }
+  }
+  ASSERT_TRUE(model_->set_kv_policy("").ok());
+  PerplexityOptions bad;
+  bad.window = 0;
+  PerplexityResult r;
+  const Status refused = perplexity(model_.get(), ids, bad, nullptr, &r);
+  EXPECT_NE(refused.message().find("window 0"), std::string::npos) << refused.message();
+}
+
 }  // namespace
 }  // namespace attnkit::eval

@@ -1,5 +1,5 @@
 // `attnkit eval perplexity|passkey|niah|speed`: long-context evaluations of Gemma 3 270M on attnkit.
-//   attnkit eval perplexity [--length 8192] [--streaming] [--attention exact] [--json FILE]
+//   attnkit eval perplexity [--length 8192] [--streaming] [--window 4096] [--png curve.png] [--json FILE]
 //   attnkit eval passkey --length 1024,2048,4096 [--trials 5] [--json FILE]
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
@@ -39,10 +39,13 @@ struct EvalOptions {
   std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
   int64_t trials = 5;
   int threads = 2;
+  int64_t prefill_chunk = 512;  // tokens per prefill chunk; a KV policy evicts after each
   uint64_t seed = 1;
   bool streaming = false;
   std::string json_path;
   std::string png_path = "out/niah_heatmap.png";  // "" = no heatmap
+  int64_t window = 4096;     // perplexity: predicted tokens per window of the per-window curve
+  std::string curve_png;     // perplexity: per-window curve PNG ("" = none)
   std::string corpus_cache;
   std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
   bool prompts_only = false;  // build and dump the prompts without running the model
@@ -55,6 +58,7 @@ Status load(const EvalOptions& o, std::unique_ptr<model::Model>* m) {
   model::LoadOptions lo;
   lo.threads = o.threads;
   lo.allow_past_context = o.allow_past_context;
+  lo.prefill_chunk = o.prefill_chunk;
   ATTNKIT_RETURN_IF_ERROR(eval::kv_storage_option(o.kv_dtype, &lo.kv_storage));
   ATTNKIT_RETURN_IF_ERROR(model::parse_weight_format(o.weights, &lo.weights));
   ATTNKIT_RETURN_IF_ERROR(model::Model::load(p, lo, m));
@@ -97,7 +101,9 @@ Status do_perplexity(const EvalOptions& o) {
                                     "); run once per length");
   const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
   if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
+  if (o.window < 1) return Status::invalid_argument("eval perplexity: --window " + std::to_string(o.window) + " must be >= 1");
   ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
+  if (!o.curve_png.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.curve_png, "eval perplexity: --png"));
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
@@ -109,14 +115,44 @@ Status do_perplexity(const EvalOptions& o) {
   if (static_cast<int64_t>(ids.size()) < n) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " exceeds the text");
   ids.resize(static_cast<size_t>(n));
   eval::PerplexityResult r;
-  ATTNKIT_RETURN_IF_ERROR(eval::perplexity(m.get(), ids, o.streaming, eval::stderr_progress(o.streaming ? "perplexity (streaming)" : "perplexity"), &r));
+  eval::PerplexityOptions po;
+  po.streaming = o.streaming;
+  po.window = o.window;
+  ATTNKIT_RETURN_IF_ERROR(eval::perplexity(m.get(), ids, po, eval::stderr_progress(o.streaming ? "perplexity (streaming)" : "perplexity"), &r));
+  nlohmann::json windows = nlohmann::json::array();
+  int64_t kv_min = -1, kv_max = -1;
+  for (const auto& w : r.windows) {
+    windows.push_back({{"begin", w.begin}, {"end", w.end}, {"nll", w.nll}, {"perplexity", w.perplexity},
+                       {"kv_bytes_in_use", w.kv_bytes_in_use}, {"kv_bytes_allocated", w.kv_bytes_allocated}});
+    kv_min = kv_min < 0 ? w.kv_bytes_in_use : std::min(kv_min, w.kv_bytes_in_use);
+    kv_max = std::max(kv_max, w.kv_bytes_in_use);
+  }
   nlohmann::json j = {{"eval", "perplexity"},     {"mode", o.streaming ? "streaming" : "full"},
                       {"attention", o.attention}, {"corpus", "kjv"},
                       {"n_tokens", r.n_tokens},   {"nll", r.nll},
                       {"perplexity", r.perplexity}, {"seconds", r.seconds},
-                      {"tokens_per_s", static_cast<double>(r.n_tokens) / r.seconds}, {"threads", m->threads()}};
+                      {"tokens_per_s", static_cast<double>(r.n_tokens) / r.seconds}, {"threads", m->threads()},
+                      {"window", o.window},       {"windows", windows},
+                      {"kv_bytes_in_use_min_over_windows", kv_min}, {"kv_bytes_in_use_max_over_windows", kv_max}};
+  if (r.windows.size() >= 2)  // StreamingLLM's flatness: the last window against the first
+    j["last_over_first_window_perplexity"] = r.windows.back().perplexity / r.windows.front().perplexity;
   j.update(eval::kv_report(*m));
-  return write_json(o.json_path, j);
+  // Results first: a chart that cannot be drawn must not throw away a long run.
+  ATTNKIT_RETURN_IF_ERROR(write_json(o.json_path, j));
+  if (o.curve_png.empty() || r.windows.empty()) return Status::ok_status();
+  plot::LineChart c;
+  plot::Series s;
+  s.label = j["kv_policy"].get<std::string>() + ", KV " + j["kv_dtype"].get<std::string>();
+  for (const auto& w : r.windows) {
+    s.x.push_back(static_cast<double>(w.end));
+    s.y.push_back(w.perplexity);
+  }
+  c.series.push_back(std::move(s));
+  c.title = std::string("Perplexity per ") + std::to_string(o.window) + "-token window, KJV, " +
+            (o.streaming ? "token by token" : "chunked prefill");
+  c.x_label = "tokens (end of window)";
+  c.y_label = "perplexity of the window";
+  return plot::lines(c, o.curve_png);
 }
 
 nlohmann::json trials_json(const std::vector<eval::RetrievalTrial>& trials) {
@@ -251,6 +287,9 @@ void common(CLI::App* c, const std::shared_ptr<EvalOptions>& o) {
   c->add_option("--weights", o->weights, "quantized (GGUF blocks in place) | f32 (dequantized copies, the reference)")
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for keys and haystack offsets")->capture_default_str();
+  c->add_option("--prefill-chunk", o->prefill_chunk,
+                "Tokens per prefill chunk; a KV policy evicts after each (the prompt's length: once, at its end, as kvpress)")
+      ->capture_default_str();
   c->add_option("--json", o->json_path, "Also write the JSON result to FILE");
   c->add_option("--corpus-cache", o->corpus_cache, "Where the extracted KJV text is cached (default out/kjv.cache; verified when read)");
   c->add_flag("--allow-past-context", o->allow_past_context,
@@ -270,6 +309,9 @@ void add_eval(CLI::App& root) {
     CLI::App* c = cmd->add_subcommand("perplexity", "Perplexity over the first --length tokens (default 8192) of the KJV text");
     common(c, o);
     c->add_flag("--streaming", o->streaming, "Token by token through the decode path instead of chunked prefill");
+    c->add_option("--window", o->window, "Predicted tokens per window of the per-window perplexity (JSON windows)")
+        ->capture_default_str();
+    c->add_option("--png", o->curve_png, "Also draw the per-window perplexity curve to FILE (.png, .svg, .pdf)");
     c->callback([o] { check(do_perplexity(*o)); });
   }
   {
