@@ -81,12 +81,7 @@ Status kjv_tokens(const model::Model& m, const std::string& text, int64_t offset
   if (n < 2) return Status::invalid_argument("analyze: --length " + std::to_string(n) + " must be >= 2");
   if (offset < 0 || offset >= static_cast<int64_t>(text.size()))
     return Status::invalid_argument("analyze: --offset " + std::to_string(offset) + " is outside the text");
-  *ids = m.tokenizer().encode(text.substr(static_cast<size_t>(offset), static_cast<size_t>(n * 8 + 1000)));
-  ids->insert(ids->begin(), m.tokenizer().bos_id());
-  if (static_cast<int64_t>(ids->size()) < n)
-    return Status::invalid_argument("analyze: --length " + std::to_string(n) + " exceeds the text after --offset");
-  ids->resize(static_cast<size_t>(n));
-  return Status::ok_status();
+  return an::text_tokens(m.tokenizer(), text, offset, n, ids);
 }
 
 Status draw(const AnalyzeOptions& o, const std::string& name, const json& j);
@@ -339,26 +334,9 @@ Status run_massive(const AnalyzeOptions& o, model::Model* m, const std::string& 
   return write_json(o, "massive_activations", j);
 }
 
-// NIAH prompts with the needle's number located in the tokens (Gemma splits digits, so the number's
-// tokens appear unchanged inside the prompt).
 Status needle_prompts(const AnalyzeOptions& o, model::Model* m, const std::string& text, std::vector<an::NeedlePrompt>* out) {
-  std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096} : o.lengths;
-  std::mt19937_64 rng(o.seed);
-  for (int64_t len : lengths)
-    for (double d : o.depths) {
-      const int64_t number = 1000000 + static_cast<int64_t>(rng() % 9000000);
-      an::NeedlePrompt p;
-      ATTNKIT_RETURN_IF_ERROR(eval::niah_prompt(m->tokenizer(), text, len, number, d, rng(), &p.tokens));
-      const std::vector<int32_t> digits = m->tokenizer().encode(std::to_string(number));
-      auto it = std::search(p.tokens.begin(), p.tokens.end(), digits.begin(), digits.end());
-      if (it == p.tokens.end()) return Status::internal("analyze retrieval-heads: the needle's number is not in the prompt's tokens");
-      p.needle_begin = it - p.tokens.begin();
-      p.needle_end = p.needle_begin + static_cast<int64_t>(digits.size());
-      p.length = len;
-      p.depth = d;
-      out->push_back(std::move(p));
-    }
-  return Status::ok_status();
+  const std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096} : o.lengths;
+  return an::needle_prompts(m->tokenizer(), text, lengths, o.depths, o.seed, out);
 }
 
 json ranked(const std::vector<double>& s, int64_t n_head, double threshold) {
