@@ -43,6 +43,19 @@ nb::object per_head(const std::vector<R>& heads, int64_t L, int64_t H, F f) {
   return to_numpy(std::move(v), {static_cast<size_t>(L), static_cast<size_t>(H)});
 }
 
+// Runs f (returning Status) without the GIL, holding the model's lock so that a model shared
+// between threads runs no other call in between; raises on error.
+template <typename F>
+void run_locked(Model& m, F f) {
+  Status s;
+  {
+    nb::gil_scoped_release release;
+    const auto hold = m.lock();
+    s = f();
+  }
+  raise_if_error(s);
+}
+
 std::vector<int32_t> checked_ids(const Model& m, const std::vector<int32_t>& ids, const char* name) {
   if (ids.size() < 2) throw nb::value_error((std::string(name) + " has " + std::to_string(ids.size()) + " tokens; need at least 2").c_str());
   for (size_t i = 0; i < ids.size(); ++i)
@@ -92,11 +105,8 @@ nb::object attention_py(Model& m, const std::vector<int32_t>& tokens, std::optio
   std::vector<float> out(bytes / sizeof(float), 0.0f);
   std::vector<int64_t> slot(static_cast<size_t>(L), -1);
   for (size_t i = 0; i < ls.size(); ++i) slot[static_cast<size_t>(ls[i])] = static_cast<int64_t>(i);
-  Status s;
-  {
-    nb::gil_scoped_release release;
-    const auto hold = m.lock();
-    s = an::stream_attention(&m, ids, [&](const an::AttentionBlock& b) {
+  run_locked(m, [&] {
+    return an::stream_attention(&m, ids, [&](const an::AttentionBlock& b) {
       const int64_t li = slot[static_cast<size_t>(b.layer)];
       if (li < 0) return;
       for (size_t ri = 0; ri < rs.size(); ++ri) {
@@ -109,8 +119,7 @@ nb::object attention_py(Model& m, const std::vector<int32_t>& tokens, std::optio
         }
       }
     });
-  }
-  raise_if_error(s);
+  });
   return to_numpy(std::move(out), {ls.size(), static_cast<size_t>(H), rs.size(), static_cast<size_t>(n)});
 }
 
@@ -124,13 +133,7 @@ nb::dict sinks_py(Model& m, const std::vector<std::vector<int32_t>>& samples, in
   o.mid_threshold = mid_threshold;
   o.min_rows = min_rows;
   an::SinkReport r;
-  Status s;
-  {
-    nb::gil_scoped_release release;
-    const auto hold = m.lock();
-    s = an::analyze_sinks(&m, samples, o, &r);
-  }
-  raise_if_error(s);
+  run_locked(m, [&] { return an::analyze_sinks(&m, samples, o, &r); });
   const int64_t L = r.n_layer, H = r.n_head;
   std::vector<double> alpha;
   for (const auto& h : r.heads) alpha.insert(alpha.end(), h.alpha.begin(), h.alpha.end());
@@ -167,13 +170,7 @@ nb::dict entropy_py(Model& m, const std::vector<int32_t>& tokens, int64_t spectr
   o.spectral_start = spectral_start;
   o.lognormal_row_stride = lognormal_row_stride;
   an::EntropyReport r;
-  Status s;
-  {
-    nb::gil_scoped_release release;
-    const auto hold = m.lock();
-    s = an::analyze_entropy(&m, ids, o, &r);
-  }
-  raise_if_error(s);
+  run_locked(m, [&] { return an::analyze_entropy(&m, ids, o, &r); });
   const int64_t L = r.n_layer, H = r.n_head;
   nb::dict d;
   d["entropy"] = per_head(r.heads, L, H, [](const an::HeadEntropy& h) { return h.entropy; });
@@ -195,13 +192,7 @@ nb::dict massive_py(Model& m, const std::vector<int32_t>& tokens, std::optional<
   o.abs_threshold = abs_threshold;
   o.median_ratio = median_ratio;
   an::MassiveReport r;
-  Status s;
-  {
-    nb::gil_scoped_release release;
-    const auto hold = m.lock();
-    s = an::analyze_massive(&m, ids, ev, o, &r);
-  }
-  raise_if_error(s);
+  run_locked(m, [&] { return an::analyze_massive(&m, ids, ev, o, &r); });
   std::vector<int64_t> layer, position, dim;
   std::vector<int32_t> token;
   std::vector<double> value, median;
@@ -253,17 +244,16 @@ nb::dict retrieval_py(Model& m, const std::vector<int64_t>& lengths, const std::
   o.threshold = threshold;
   o.min_recall = min_recall;
   an::RetrievalReport r;
-  Status s;
-  {
-    nb::gil_scoped_release release;
-    const auto hold = m.lock();
-    s = an::needle_prompts(m.tokenizer(), text, lengths, depths, seed, &prompts);
-    if (s.ok()) s = an::retrieval_scores(&m, prompts, o, &r);
-    if (s.ok()) s = an::induction_echo(&m, segment, repeats, seed, &r);
-    if (s.ok() && head_map) s = an::write_head_map_scores(*head_map, r.n_layer, r.n_head, r.n_head_kv, r.score, "retrieval score");
-    if (s.ok() && razor_map) s = an::write_razor_head_map(*razor_map, r.n_layer, r.n_head, r.n_head_kv, r.induction, r.echo);
-  }
-  raise_if_error(s);
+  run_locked(m, [&] {
+    ATTNKIT_RETURN_IF_ERROR(an::needle_prompts(m.tokenizer(), text, lengths, depths, seed, &prompts));
+    ATTNKIT_RETURN_IF_ERROR(an::retrieval_scores(&m, prompts, o, &r));
+    ATTNKIT_RETURN_IF_ERROR(an::induction_echo(&m, segment, repeats, seed, &r));
+    if (head_map)
+      ATTNKIT_RETURN_IF_ERROR(an::write_head_map_scores(*head_map, r.n_layer, r.n_head, r.n_head_kv, r.score, "retrieval score"));
+    if (razor_map)
+      ATTNKIT_RETURN_IF_ERROR(an::write_razor_head_map(*razor_map, r.n_layer, r.n_head, r.n_head_kv, r.induction, r.echo));
+    return Status::ok_status();
+  });
   const size_t L = static_cast<size_t>(r.n_layer), H = static_cast<size_t>(r.n_head);
   nb::dict d;
   d["score"] = to_numpy(r.score, {L, H});
