@@ -38,6 +38,7 @@
 
 #include "attnkit/model.h"
 #include "attnkit/status.h"
+#include "attnkit/tokenizer.h"
 
 namespace attnkit::analysis {
 
@@ -64,6 +65,10 @@ using BlockSource = std::function<Status(const BlockVisitor&)>;
 Status attention_probs(const float* q, int64_t n, int64_t n_head, const float* k, int64_t n_kv, int64_t n_head_kv,
                        int64_t head_dim, int64_t q_pos0, float scale, float softcap, int64_t window_left, float* probs,
                        int threads);
+
+// BOS + the first n - 1 tokens of text[offset..] (the instruments' KJV inputs in the CLI and Python).
+Status text_tokens(const Tokenizer& tokenizer, const std::string& text, int64_t offset, int64_t n,
+                   std::vector<int32_t>* ids);
 
 // Resets the model, runs `tokens` through it and calls visit for every layer of every prefill chunk.
 Status stream_attention(model::Model* m, const std::vector<int32_t>& tokens, const BlockVisitor& visit);
@@ -208,6 +213,13 @@ Status induction_echo_from_blocks(const BlockSource& source, int64_t n_layer, in
 Status induction_echo(model::Model* m, int64_t segment, int64_t repeats, uint64_t seed, RetrievalReport* out);
 // The repeated random-token sequence induction_echo uses (token ids drawn from [lo, hi)).
 std::vector<int32_t> repeated_random_tokens(int64_t segment, int64_t repeats, uint64_t seed, int32_t lo, int32_t hi);
+
+// NIAH prompts (eval::niah_prompt, the needle "The secret number of the treasure is N.") at every
+// (length, depth), lengths outer; each prompt's number and haystack start come from one generator
+// seeded with `seed`, and the needle span is the number's tokens inside the prompt. The CLI's
+// `analyze retrieval-heads` and the Python package build their prompts here.
+Status needle_prompts(const Tokenizer& tokenizer, const std::string& haystack_text, const std::vector<int64_t>& lengths,
+                      const std::vector<double>& depths, uint64_t seed, std::vector<NeedlePrompt>* out);
 
 // Head-map files (docs/kv.md, "Head maps") that the kv policies duo and razor read. Query-head
 // scores [n_layer * n_head] become kv-head scores by the maximum over each GQA group.

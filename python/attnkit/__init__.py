@@ -27,6 +27,11 @@ Functions:
     list_mechanisms() -> list[dict]      the registry of mechanisms (exact, sparse, linear, ...)
     bench_mechanism(spec, ...) -> dict   time a registered mechanism through the C++ benchmark harness
 
+Attention instruments on the model (``attnkit.analysis``, docs/analysis.md): analysis.sinks,
+analysis.entropy, analysis.massive_activations, analysis.retrieval_heads (writes the head maps of
+the kv policies duo / razor) and analysis.attention (the probability rows they read), each
+returning numpy arrays shaped [n_layer, n_head].
+
 Charts (needs matplotlib, listed in requirements.txt): ``from attnkit import plot``;
 plot.heatmap(path, values, ...) and plot.lines(path, series, ...), the same renderer the C++ API
 (include/attnkit/plot.h) uses.
@@ -85,6 +90,8 @@ __all__ = [
     "list_mechanisms",
     "bench_mechanism",
 ]
+
+from . import analysis  # noqa: E402  (attnkit.analysis.sinks(model, ids), ...)
 
 __version__ = "0.1.0"
 

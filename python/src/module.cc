@@ -23,6 +23,7 @@ void bind_attention(nb::module_& m);
 void bind_sparse(nb::module_& m);
 void bind_linear(nb::module_& m);
 void bind_model(nb::module_& m);
+void bind_analysis(nb::module_& m);
 
 namespace {
 
@@ -130,4 +131,5 @@ NB_MODULE(_attnkit, m) {
   bind_sparse(m);
   bind_linear(m);
   bind_model(m);
+  bind_analysis(m);
 }

@@ -60,6 +60,24 @@ Status attention_probs(const float* q, int64_t n, int64_t n_head, const float* k
   return Status::ok_status();
 }
 
+Status text_tokens(const Tokenizer& tokenizer, const std::string& text, int64_t offset, int64_t n,
+                   std::vector<int32_t>* ids) {
+  if (ids == nullptr) return Status::invalid_argument("text_tokens: ids is null");
+  if (n < 2) return Status::invalid_argument("text_tokens: length " + std::to_string(n) + " must be >= 2");
+  if (offset < 0 || offset >= static_cast<int64_t>(text.size()))
+    return Status::invalid_argument("text_tokens: offset " + std::to_string(offset) + " is outside the text of " +
+                                    std::to_string(text.size()) + " characters");
+  // A token covers at least one character: n * 8 + 1000 characters leave room for any text that
+  // has n tokens, without encoding the whole book.
+  *ids = tokenizer.encode(std::string_view(text).substr(static_cast<size_t>(offset), static_cast<size_t>(n * 8 + 1000)));
+  ids->insert(ids->begin(), tokenizer.bos_id());
+  if (static_cast<int64_t>(ids->size()) < n)
+    return Status::invalid_argument("text_tokens: length " + std::to_string(n) + " exceeds the " +
+                                    std::to_string(ids->size()) + " tokens of the text after offset " + std::to_string(offset));
+  ids->resize(static_cast<size_t>(n));
+  return Status::ok_status();
+}
+
 Status stream_attention(model::Model* m, const std::vector<int32_t>& tokens, const BlockVisitor& visit) {
   if (m == nullptr) return Status::invalid_argument("stream_attention: model is null");
   if (tokens.empty()) return Status::invalid_argument("stream_attention: no tokens");

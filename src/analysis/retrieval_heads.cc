@@ -9,6 +9,7 @@
 // Induction and echo scores (Tang et al. 2024, "RazorAttention"): on a random token segment repeated
 // several times, an induction head attends from a token to the token after its previous copy
 // (A[i, i - S + 1]), an echo head to the previous copy itself (A[i, i - S]).
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/analysis.h"
+#include "attnkit/eval.h"
 
 namespace attnkit::analysis {
 
@@ -106,6 +108,31 @@ Status retrieval_scores(model::Model* m, const std::vector<NeedlePrompt>& prompt
   if (r.counted > 0)
     for (double& s : r.score) s /= static_cast<double>(r.counted);
   *out = std::move(r);
+  return Status::ok_status();
+}
+
+Status needle_prompts(const Tokenizer& tokenizer, const std::string& haystack_text, const std::vector<int64_t>& lengths,
+                      const std::vector<double>& depths, uint64_t seed, std::vector<NeedlePrompt>* out) {
+  if (out == nullptr) return Status::invalid_argument("needle_prompts: out is null");
+  if (lengths.empty() || depths.empty()) return Status::invalid_argument("needle_prompts: no lengths or no depths");
+  std::mt19937_64 rng(seed);
+  for (int64_t len : lengths)
+    for (double d : depths) {
+      const int64_t number = 1000000 + static_cast<int64_t>(rng() % 9000000);
+      NeedlePrompt p;
+      ATTNKIT_RETURN_IF_ERROR(eval::niah_prompt(tokenizer, haystack_text, len, number, d, rng(), &p.tokens));
+      // Gemma splits digits, so the number's tokens appear unchanged inside the prompt.
+      const std::vector<int32_t> digits = tokenizer.encode(std::to_string(number));
+      auto it = std::search(p.tokens.begin(), p.tokens.end(), digits.begin(), digits.end());
+      if (it == p.tokens.end())
+        return Status::internal("needle_prompts: the needle's number " + std::to_string(number) + " is not in the tokens of the " +
+                                std::to_string(len) + "-token prompt");
+      p.needle_begin = it - p.tokens.begin();
+      p.needle_end = p.needle_begin + static_cast<int64_t>(digits.size());
+      p.length = len;
+      p.depth = d;
+      out->push_back(std::move(p));
+    }
   return Status::ok_status();
 }
 

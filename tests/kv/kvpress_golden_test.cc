@@ -29,6 +29,7 @@
 #include "attnkit/tokenizer.h"
 #include "attnkit/eval.h"
 #include "testing/attn_case.h"
+#include "testing/base64.h"
 
 namespace attnkit::kv {
 namespace {
@@ -68,19 +69,8 @@ std::vector<int64_t> decode_kept(const nlohmann::json& k, int64_t n) {
     for (int64_t i = 0; i < n; ++i)
       if (!d.count(i)) out.push_back(i);
   } else {
-    static const std::string b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::vector<uint8_t> bytes;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (char c : k["bitmap"].get<std::string>()) {
-      if (c == '=') break;
-      acc = (acc << 6) | static_cast<uint32_t>(b64.find(c));
-      bits += 6;
-      if (bits >= 8) {
-        bits -= 8;
-        bytes.push_back(static_cast<uint8_t>((acc >> bits) & 0xff));
-      }
-    }
+    const std::vector<uint8_t> bytes = testing::base64_decode(k["bitmap"].get<std::string>());
+    if (bytes.size() * 8 < static_cast<size_t>(n)) return out;  // corrupt: the comparison fails
     for (int64_t i = 0; i < n; ++i)
       if (bytes[static_cast<size_t>(i / 8)] >> (i % 8) & 1) out.push_back(i);
   }

@@ -81,12 +81,7 @@ Status kjv_tokens(const model::Model& m, const std::string& text, int64_t offset
   if (n < 2) return Status::invalid_argument("analyze: --length " + std::to_string(n) + " must be >= 2");
   if (offset < 0 || offset >= static_cast<int64_t>(text.size()))
     return Status::invalid_argument("analyze: --offset " + std::to_string(offset) + " is outside the text");
-  *ids = m.tokenizer().encode(text.substr(static_cast<size_t>(offset), static_cast<size_t>(n * 8 + 1000)));
-  ids->insert(ids->begin(), m.tokenizer().bos_id());
-  if (static_cast<int64_t>(ids->size()) < n)
-    return Status::invalid_argument("analyze: --length " + std::to_string(n) + " exceeds the text after --offset");
-  ids->resize(static_cast<size_t>(n));
-  return Status::ok_status();
+  return an::text_tokens(m.tokenizer(), text, offset, n, ids);
 }
 
 Status draw(const AnalyzeOptions& o, const std::string& name, const json& j);
@@ -339,26 +334,9 @@ Status run_massive(const AnalyzeOptions& o, model::Model* m, const std::string& 
   return write_json(o, "massive_activations", j);
 }
 
-// NIAH prompts with the needle's number located in the tokens (Gemma splits digits, so the number's
-// tokens appear unchanged inside the prompt).
 Status needle_prompts(const AnalyzeOptions& o, model::Model* m, const std::string& text, std::vector<an::NeedlePrompt>* out) {
-  std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096} : o.lengths;
-  std::mt19937_64 rng(o.seed);
-  for (int64_t len : lengths)
-    for (double d : o.depths) {
-      const int64_t number = 1000000 + static_cast<int64_t>(rng() % 9000000);
-      an::NeedlePrompt p;
-      ATTNKIT_RETURN_IF_ERROR(eval::niah_prompt(m->tokenizer(), text, len, number, d, rng(), &p.tokens));
-      const std::vector<int32_t> digits = m->tokenizer().encode(std::to_string(number));
-      auto it = std::search(p.tokens.begin(), p.tokens.end(), digits.begin(), digits.end());
-      if (it == p.tokens.end()) return Status::internal("analyze retrieval-heads: the needle's number is not in the prompt's tokens");
-      p.needle_begin = it - p.tokens.begin();
-      p.needle_end = p.needle_begin + static_cast<int64_t>(digits.size());
-      p.length = len;
-      p.depth = d;
-      out->push_back(std::move(p));
-    }
-  return Status::ok_status();
+  const std::vector<int64_t> lengths = o.lengths.empty() ? std::vector<int64_t>{1024, 2048, 4096} : o.lengths;
+  return an::needle_prompts(m->tokenizer(), text, lengths, o.depths, o.seed, out);
 }
 
 json ranked(const std::vector<double>& s, int64_t n_head, double threshold) {
@@ -494,7 +472,17 @@ Status write_report(const AnalyzeOptions& o) {
   for (const auto& x : r["ranked"])
     h << "<tr><td>" << rank++ << "</td><td>" << x["layer"] << "</td><td>" << x["head"] << "</td><td>" << x["score"].get<double>()
       << "</td></tr>\n";
-  h << "</table></body></html>\n";
+  h << "</table>\n";
+  if (std::filesystem::exists(o.out_dir + "/timings.json")) {
+    const json t = read_json(o.out_dir + "/timings.json");
+    h << "<h2>Timings</h2><p>" << t["threads"] << " threads; computation and whole step (inputs, JSON, pictures).</p>"
+         "<table><tr><th>instrument</th><th>seconds</th><th>step seconds</th></tr>\n";
+    for (const auto& [name, x] : t["instruments"].items())
+      h << "<tr><td>" << name << "</td><td>" << x["seconds"].get<double>() << "</td><td>" << x["step_seconds"].get<double>()
+        << "</td></tr>\n";
+    h << "</table>\n";
+  }
+  h << "</body></html>\n";
   const std::string path = o.out_dir + "/index.html", tmp = path + ".tmp";
   {
     std::ofstream f(tmp);
@@ -510,13 +498,55 @@ Status write_report(const AnalyzeOptions& o) {
 
 using Runner = Status (*)(const AnalyzeOptions&, model::Model*, const std::string&);
 
+// The JSON name each runner writes (DIR/<name>.json).
+std::string output_name(Runner r) {
+  if (r == run_sinks) return "sinks";
+  if (r == run_entropy) return "entropy";
+  if (r == run_massive) return "massive_activations";
+  if (r == run_retrieval) return "retrieval_heads";
+  return "zerotuning_fit";
+}
+
+// DIR/timings.json: per instrument the seconds of its computation (the JSON's "seconds") and of the
+// whole step (inputs, computation, JSON and pictures), so one report run times every instrument.
+Status write_timings(const AnalyzeOptions& o, const model::Model& m, const json& steps, double total) {
+  json j = {{"threads", m.threads()}, {"lengths", o.lengths}, {"attention", o.attention}, {"instruments", steps},
+            {"total_seconds", total}};
+  std::error_code ec;
+  std::filesystem::create_directories(o.out_dir, ec);
+  const std::string path = o.out_dir + "/timings.json", tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    if (!f) return Status::io_error("analyze: cannot write " + path + " (--out " + o.out_dir + ")");
+    f << j.dump(1) << "\n";
+    if (!f) return Status::io_error("analyze: cannot write " + path);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::io_error("analyze: cannot rename " + tmp + ": " + ec.message());
+  std::cout << "timings: " << path << std::endl;
+  return Status::ok_status();
+}
+
 Status run(const AnalyzeOptions& o, const std::vector<Runner>& runners, bool report) {
   std::unique_ptr<model::Model> m;
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
   ATTNKIT_RETURN_IF_ERROR(kjv(o, &text));
-  for (Runner r : runners) ATTNKIT_RETURN_IF_ERROR(r(o, m.get(), text));
-  if (report) return write_report(o);
+  const auto t_all = std::chrono::steady_clock::now();
+  json steps = json::object();
+  for (Runner r : runners) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ATTNKIT_RETURN_IF_ERROR(r(o, m.get(), text));
+    const std::string name = output_name(r);
+    const json out = read_json(o.out_dir + "/" + name + ".json");
+    steps[name] = {{"seconds", out.value("seconds", 0.0)}, {"step_seconds", seconds_since(t0)}};
+    if (out.contains("seconds_retrieval")) steps[name]["seconds_retrieval"] = out["seconds_retrieval"];
+    if (out.contains("seconds_detect")) steps[name]["seconds_detect"] = out["seconds_detect"];
+  }
+  if (report) {
+    ATTNKIT_RETURN_IF_ERROR(write_timings(o, *m, steps, seconds_since(t_all)));
+    return write_report(o);
+  }
   return Status::ok_status();
 }
 
