@@ -44,7 +44,7 @@ struct SeqCtx {
   int64_t d, dv, dp, dvp;  // head dims and their padded sizes
   bool direct_k, direct_v;  // K/V rows usable in place as f32
   bool inline_k, inline_v;  // K/V rows readable in place by whole vectors (any dtype, widened in registers)
-  bool has_hooks;            // softcap, ALiBi or additive mask
+  bool has_hooks;            // softcap, ALiBi, additive mask or a key bias on one of this sequence's keys
   bool has_custom;           // any custom mask
 };
 
@@ -76,7 +76,8 @@ SeqCtx make_seq_ctx(const Call& c, int64_t seq) {
   s.direct_k = f32 && s.inline_k;
   s.direct_v = f32 && s.inline_v;
   s.has_custom = c.p.mask.kind != MaskKind::kNone;
-  s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive;
+  s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive ||
+                (c.p.maybe_key_bias != nullptr && c.p.key_bias_index < s.r.k_len);
   return s;
 }
 
