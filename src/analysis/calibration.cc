@@ -20,11 +20,14 @@
 //               each row's (o_S / m_S, lse_S), and m_S = exp(lse_S - lse). Extra work per row is
 //               O(|S| head_dim), and no matrix is formed.
 //               Sinks come from column means over 4 evenly spaced blocks of 16 rows of the call (all
-//               rows of calls up to 64; exact probabilities, one sgemm per block); a column needs
-//               8 sampled rows that see it, so the last tokens (seen by few rows, which always
-//               attend to themselves) are not taken for sinks. Single-token decode steps reuse the
-//               sinks found by the layer's last multi-row call.
+//               rows of calls up to 64; exp(s - lse) with the kernel's LSE, the scores of a block
+//               and head by one sgemm); a column needs 8 sampled rows that see it, so the last
+//               tokens (seen by few rows, which always attend to themselves) are not taken for
+//               sinks. Single-token decode steps reuse the sinks found by the layer's last
+//               multi-row call.
 //   mask_heads  the attention output of chosen heads set to zero (the retrieval-head causal test).
+#include <cblas.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -245,34 +248,42 @@ class ActBackend final : public model::AttentionBackend {
   // Sinks of a multi-row call, per chosen head, as absolute positions (slots move when a
   // sliding-window layer drops keys); the sequence's first token is never one of them. Column
   // means a_k = mean over sampled rows that see k of A_ik, from kSampleBlocks evenly spaced blocks
-  // of kBlockRows consecutive rows (their exact probabilities through attention_probs, one sgemm
-  // per block); a column needs kMinRows sampled rows, so the last tokens (seen by few rows, which
-  // always attend to themselves) are not taken for sinks.
+  // of kBlockRows consecutive rows; a column needs kMinRows sampled rows, so the last tokens
+  // (seen by few rows, which always attend to themselves) are not taken for sinks.
   Status detect_sinks(const model::AttentionCall& c, std::vector<std::vector<int64_t>>* sinks) {
     const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), D = c.q.head_dim();
-    if (c.q.stride[2] != D || c.q.stride[1] != H * D || c.k.stride[2] != D || c.k.stride[1] != HK * D)
-      return Status::unsupported("act: q and k must be contiguous [seq, heads, head_dim]");
-    const int64_t base = first_slot_position(c);
+    if (c.q.stride[3] != 1 || c.k.stride[3] != 1) return Status::unsupported("act: q and k need unit stride in head_dim");
+    const int64_t base = first_slot_position(c), group = H / HK;
     // Calls of up to kSampleBlocks * kBlockRows rows are read whole.
     const bool whole = n <= kSampleBlocks * kBlockRows;
     const int64_t rows = whole ? n : kBlockRows, n_blocks = whole ? 1 : kSampleBlocks;
+    const float scale = call_scale(c), cap = c.params.softcap;
     std::vector<double> col(static_cast<size_t>(H * n_kv), 0.0);
     std::vector<int64_t> cnt(static_cast<size_t>(n_kv), 0);
-    probs_.resize(static_cast<size_t>(H * rows * n_kv));
+    probs_.resize(static_cast<size_t>(rows * n_kv));
     for (int64_t b = 0; b < n_blocks; ++b) {
       const int64_t r0 = n_blocks == 1 ? 0 : b * (n - rows) / (n_blocks - 1);
-      const int64_t pos0 = n_kv - n + r0;
-      ATTNKIT_RETURN_IF_ERROR(attention_probs(row_ptr(c.q, r0, 0), rows, H, static_cast<const float*>(c.k.data), n_kv, HK, D,
-                                              pos0, call_scale(c), c.params.softcap, c.params.window_left, probs_.data(),
-                                              c.params.num_threads));
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t p = pos0 + r;
-        const int64_t lo = first_visible(c, p);
-        for (int64_t j = lo; j <= p; ++j) cnt[static_cast<size_t>(j)]++;
-        for (int64_t h = 0; h < H; ++h) {
-          const float* a = probs_.data() + (h * rows + r) * n_kv;
-          double* ch = col.data() + h * n_kv;
-          for (int64_t j = lo; j <= p; ++j) ch[j] += a[j];
+      const int64_t p0 = n_kv - n + r0, p1 = p0 + rows - 1;
+      const int64_t klo = first_visible(c, p0), khi = p1 + 1;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = first_visible(c, p0 + r); j <= p0 + r; ++j) cnt[static_cast<size_t>(j)]++;
+      for (int64_t h = 0; h < H; ++h) {
+        if (!heads_.contains(c.layer, h)) continue;
+        // Scores of the block's rows against the keys they can see, one sgemm (outside any
+        // OpenMP region, so OpenBLAS threads it itself); A_ij = exp(s_ij - lse_i) with the
+        // kernel's LSE.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(khi - klo),
+                    static_cast<int>(D), scale, row_ptr(c.q, r0, h), static_cast<int>(c.q.stride[1]),
+                    row_ptr(c.k, klo, h / group), static_cast<int>(c.k.stride[1]), 0.0f, probs_.data(), static_cast<int>(n_kv));
+        double* ch = col.data() + h * n_kv;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t p = p0 + r;
+          const float lse = lse_[static_cast<size_t>(h * n + r0 + r)];
+          const float* srow = probs_.data() + r * n_kv - klo;
+          for (int64_t j = first_visible(c, p); j <= p; ++j) {
+            const float x = cap > 0 ? cap * std::tanh(srow[j] / cap) : srow[j];
+            ch[j] += std::exp(x - lse);
+          }
         }
       }
     }
