@@ -657,6 +657,8 @@ Status run_calibration_eval(const AnalyzeOptions& o, model::Model* m, const std:
               << ", cloze " << r["cloze"]["accuracy"].get<double>() << ", passkey " << r["passkey"]["accuracy"].get<double>()
               << ", niah " << r["niah"]["accuracy"].get<double>() << std::endl;
   if (o.plot) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.out_dir, ec);
     plot::Heatmap acc;
     acc.title = "Accuracy with and without calibration (Gemma 3 270M)";
     acc.x_label = "attention";
