@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "attnkit/model.h"
+#include "attnkit/tokenizer.h"
 #include "attnkit/status.h"
 #include "attnkit/tokenizer.h"
 
@@ -254,5 +255,30 @@ struct ZeroTuningFit {
 // the next-token distribution over `tokens`, applied to `heads` of every layer.
 Status zerotuning_fit(model::Model* m, const std::vector<int32_t>& tokens, const std::vector<double>& gammas,
                       const std::string& heads, ZeroTuningFit* out);
+
+// ---- calibration evaluation (`attnkit analyze calibration-eval`) ----
+
+// Wilson score interval of k successes in n trials at normal quantile z (1.96: 95%); [0, 1] when
+// n is 0.
+void wilson_interval(int64_t k, int64_t n, double z, double* lo, double* hi);
+// Percentile bootstrap interval (2.5% and 97.5% quantiles of `resamples` resampled means, fixed
+// seed) of the mean of x. For paired comparisons pass the per-unit differences.
+void bootstrap_mean_interval(const std::vector<double>& x, int64_t resamples, uint64_t seed, double* lo, double* hi);
+
+// A 4-way next-word cloze item: after tokens[0 .. position], which of choices comes next?
+// choices[0] is the true next token; the others are distractors.
+struct ClozeItem {
+  int64_t position = 0;
+  int32_t choices[4] = {0, 0, 0, 0};
+};
+// Items from a tokenized passage: at every position p >= min_context (at least `stride` after the
+// previous item) whose next token is a whole-word token (a space, then letters only), three
+// distractors are drawn from the word tokens of `pool` (occurrences, so common words are drawn
+// as often as they occur), distinct from each other and from the true token.
+Status make_cloze_items(const Tokenizer& tok, const std::vector<int32_t>& tokens, const std::vector<int32_t>& pool,
+                        int64_t min_context, int64_t stride, uint64_t seed, std::vector<ClozeItem>* out);
+// 1 for each item whose true token has a higher logit than all three distractors, else 0.
+Status score_cloze(model::Model* m, const std::vector<int32_t>& tokens, const std::vector<ClozeItem>& items,
+                   std::vector<double>* correct);
 
 }  // namespace attnkit::analysis

@@ -26,6 +26,9 @@
 //        pos_i = position of row i on the key axis: i + Sk - Sq with bottom-right alignment (the
 //        default), i with top-left; the window below is anchored at the same pos_i
 //   s += additive_mask[b, h, i, j]                                  custom additive mask
+//   s += key_bias[h]                                                if j == key_bias_index
+//        one key of every sequence (index on its key axis) gets a per-head logit bias; ZeroTuning
+//        puts ln(gamma_h) on the first token this way
 // Visibility of key j to row i (all must hold, except that sinks ignore the window):
 //   causal:  j <= i + Sk - Sq (bottom-right, default) or j <= i (top-left)
 //   window:  pos_i - left <= j <= pos_i + right (-1 = unbounded on that side)
@@ -120,6 +123,8 @@ struct AttentionParams {
   const float* maybe_alibi_slopes = nullptr;             // [heads_q]
   float ssmax_s = 0.0f;                                  // 0 = off; Scalable-Softmax s
   const float* maybe_head_temperature = nullptr;         // [heads_q] multiplier on the logits
+  const float* maybe_key_bias = nullptr;                 // [heads_q] added to key key_bias_index's logit
+  int64_t key_bias_index = 0;                            // >= 0; a sequence with fewer keys has none biased
 
   // ---- int8 K / V (required when k / v are int8, must be unset otherwise) ----
   KvScales k_scales, v_scales;

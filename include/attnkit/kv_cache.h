@@ -155,6 +155,10 @@ struct CacheAttentionParams {
   int num_threads = 0;       // 0 = OpenMP default
   // Visit only these slot ranges (selection policies); empty = every slot.
   std::vector<KvSlotRange> slot_ranges;
+  // [heads_q] added to the logit of the key at absolute position key_bias_position (ZeroTuning's
+  // ln(gamma) on the first token); no key is biased when the cache no longer holds that position.
+  const float* maybe_key_bias = nullptr;
+  int64_t key_bias_position = 0;
 };
 
 // Attention of queries at absolute positions q_positions[i] over sequence `seq` of the cache:

@@ -118,6 +118,13 @@ class AttentionBackend {
   virtual ~AttentionBackend() = default;
   virtual std::string name() const = 0;
   virtual Status attend(const AttentionCall& call) = 0;
+  // A backend whose only change is a per-head bias on one key position's logit (ZeroTuning)
+  // returns true and sets *bias ([n_head] values, or empty for none on this layer) and *position. The
+  // model then keeps its default path for the layer (bf16 pages read in place, KV policies) with
+  // the bias applied inside the kernel (AttentionParams::maybe_key_bias), instead of attend().
+  virtual bool key_bias(int64_t /*layer*/, int64_t /*n_head*/, std::vector<float>* /*bias*/, int64_t* /*position*/) const {
+    return false;
+  }
 };
 
 // "exact" (default), "streaming:sinks=S,window=W" (global layers see the first S positions and the

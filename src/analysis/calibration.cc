@@ -1,23 +1,33 @@
 // Attention backends that edit attention at inference: ACT, ZeroTuning, and head masking.
 //
-// Both calibrations run the exact tile kernel (attnkit::attention, with its LSE) and fix up its
-// output with work linear in the keys, so no attention matrix is formed:
+// Neither forms an attention matrix:
 //   zerotuning  (Han et al. 2025, "ZeroTuning: Unlocking the Initial Token's Power to Enhance Large
 //               Language Models Without Training"): per chosen head, log(gamma) is added to the
 //               first token's logit, i.e. a_0' = gamma a_0 / D, a_i' = a_i / D, D = (gamma - 1) a_0 + 1.
-//               The kernel attends over keys 1.. and the first key joins through merge_state_row
-//               with logit s_0 + log(gamma): the same merge that combines split-KV parts.
+//               This is the kernel's key-bias hook (AttentionParams::maybe_key_bias), so it costs
+//               one add per tile that holds the first key; in the model the layer keeps its
+//               default path over the paged (bf16) cache, prefill and decode alike.
 //   act         (Yu et al. 2024, "Unveiling and Harnessing Hidden Attention Sinks: Training-Free
 //               Attention Calibration", ICML 2024): on chosen heads, tokens after the first whose
 //               mean attention exceeds `threshold` are sinks; their attention is scaled by beta and the
 //               removed mass goes to the other keys in proportion to their attention. With m_S the
 //               row's mass on the sinks and o_S = sum_{k in S} A_ik v_k, the calibrated output is
 //                 o' = beta o_S + (1 - beta m_S) / (1 - m_S) (o - o_S).
-//               The column means come from up to 64 evenly spaced rows of the call (exp(s - lse)
-//               with the kernel's LSE); a column needs 8 sampled rows that see it, so the last
-//               tokens (seen by few rows, which always attend to themselves) are not taken for sinks.
-//               Single-token decode steps reuse the sinks found by the layer's last multi-row call.
+//               m_S and o_S need the row's final normalizer, which a one-pass online softmax
+//               knows only after the row's last key, and the rescale is not a logit shift (the
+//               factor (1 - beta m_S) / (1 - m_S) depends on m_S), so it runs after the kernel, as
+//               a second, small kernel call: gather attention over the |S| sink keys alone gives
+//               each row's (o_S / m_S, lse_S), and m_S = exp(lse_S - lse). Extra work per row is
+//               O(|S| head_dim), and no matrix is formed.
+//               Sinks come from column means over 4 evenly spaced blocks of 16 rows of the call (all
+//               rows of calls up to 64; exp(s - lse) with the kernel's LSE, the scores of a block
+//               and head by one sgemm); a column needs 8 sampled rows that see it, so the last
+//               tokens (seen by few rows, which always attend to themselves) are not taken for
+//               sinks. Single-token decode steps reuse the sinks found by the layer's last
+//               multi-row call.
 //   mask_heads  the attention output of chosen heads set to zero (the retrieval-head causal test).
+#include <cblas.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -27,6 +37,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/analysis.h"
+#include "attnkit/sparse.h"
 
 namespace attnkit::analysis {
 
@@ -124,18 +135,6 @@ Status check_f32(const model::AttentionCall& c) {
 const float* row_ptr(const TensorView& t, int64_t s, int64_t h) { return static_cast<const float*>(t.data) + t.offset(0, s, h, 0); }
 float* row_ptr_mut(const TensorView& t, int64_t s, int64_t h) { return static_cast<float*>(t.data) + t.offset(0, s, h, 0); }
 
-// Logit of query row (s, h) against key j, with the call's scale and softcap.
-double logit(const model::AttentionCall& c, float scale, int64_t s, int64_t h, int64_t j) {
-  const int64_t D = c.q.head_dim(), group = c.q.heads() / c.k.heads();
-  const float* q = row_ptr(c.q, s, h);
-  const float* k = row_ptr(c.k, j, h / group);
-  double dot = 0;
-  for (int64_t t = 0; t < D; ++t) dot += static_cast<double>(q[t]) * k[t];
-  dot *= scale;
-  if (c.params.softcap > 0) dot = c.params.softcap * std::tanh(dot / c.params.softcap);
-  return dot;
-}
-
 float call_scale(const model::AttentionCall& c) {
   return c.params.scale.has_value() ? *c.params.scale : 1.0f / std::sqrt(static_cast<float>(c.q.head_dim()));
 }
@@ -151,47 +150,40 @@ int64_t first_visible(const model::AttentionCall& c, int64_t p) {
 
 class ZeroTuningBackend final : public model::AttentionBackend {
  public:
-  ZeroTuningBackend(std::string spec, double gamma, HeadSet heads) : spec_(std::move(spec)), log_gamma_(std::log(gamma)), heads_(std::move(heads)) {}
+  ZeroTuningBackend(std::string spec, double gamma, HeadSet heads)
+      : spec_(std::move(spec)), log_gamma_(static_cast<float>(std::log(gamma))), heads_(std::move(heads)) {}
   std::string name() const override { return spec_; }
+  // In the model: the default path over the paged cache, with ln(gamma) on position 0's logit.
+  bool key_bias(int64_t layer, int64_t n_head, std::vector<float>* bias, int64_t* position) const override {
+    bias->clear();
+    *position = 0;
+    if (heads_.any_in_layer(layer)) *bias = head_bias(layer, n_head);
+    return true;
+  }
+  // A direct call: the same kernel hook on the call's key axis. Slot 0 is the sequence's first
+  // token only when first_slot_position is 0; otherwise that token is gone and nothing is biased.
   Status attend(const model::AttentionCall& c) override {
-    // Without the first token in the cache there is no logit to shift: plain exact attention.
-    if (!heads_.any_in_layer(c.layer) || first_slot_position(c) != 0)
-      return attention(c.q, c.k, c.v, c.out, nullptr, c.params);
-    ATTNKIT_RETURN_IF_ERROR(check_f32(c));
-    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), DV = c.v.head_dim();
-    if (c.params.n_sink_tokens != 0 || c.params.mask.kind != MaskKind::kNone || c.params.maybe_cu_seqlens_q != nullptr)
-      return Status::unsupported("zerotuning: sink tokens, custom masks and packed batches are not supported");
-    lse_.assign(static_cast<size_t>(H * n), -INFINITY);
-    if (n_kv > 1) {
-      // Keys 1 .. n_kv - 1 as their own view; bottom-right alignment keeps every row's causal and
-      // window limits, since both are counted from the last key.
-      TensorView k1 = c.k, v1 = c.v;
-      k1.data = static_cast<float*>(c.k.data) + c.k.stride[1];
-      v1.data = static_cast<float*>(c.v.data) + c.v.stride[1];
-      k1.shape[1] = v1.shape[1] = n_kv - 1;
-      ATTNKIT_RETURN_IF_ERROR(attention(c.q, k1, v1, c.out, lse_.data(), c.params));
-    } else {
-      for (int64_t s = 0; s < n; ++s)
-        for (int64_t h = 0; h < H; ++h) std::fill_n(row_ptr_mut(c.out, s, h), DV, 0.0f);
+    AttentionParams p = c.params;
+    std::vector<float> bias;
+    if (heads_.any_in_layer(c.layer) && first_slot_position(c) == 0) {
+      bias = head_bias(c.layer, c.q.heads());
+      p.maybe_key_bias = bias.data();
+      p.key_bias_index = 0;
     }
-    const float scale = call_scale(c);
-    const int64_t group = H / HK;
-    for (int64_t s = 0; s < n; ++s) {
-      const int64_t p = n_kv - n + s;
-      if (first_visible(c, p) > 0) continue;
-      for (int64_t h = 0; h < H; ++h) {
-        const float l0 = static_cast<float>(logit(c, scale, s, h, 0) + (heads_.contains(c.layer, h) ? log_gamma_ : 0.0));
-        merge_state_row(row_ptr_mut(c.out, s, h), &lse_[static_cast<size_t>(h * n + s)], row_ptr(c.v, 0, h / group), l0, DV);
-      }
-    }
-    return Status::ok_status();
+    return attention(c.q, c.k, c.v, c.out, nullptr, p);
   }
 
  private:
+  std::vector<float> head_bias(int64_t layer, int64_t n_head) const {
+    std::vector<float> b(static_cast<size_t>(n_head), 0.0f);
+    for (int64_t h = 0; h < n_head; ++h)
+      if (heads_.contains(layer, h)) b[static_cast<size_t>(h)] = log_gamma_;
+    return b;
+  }
+
   std::string spec_;
-  double log_gamma_;
+  float log_gamma_;
   HeadSet heads_;
-  std::vector<float> lse_;
 };
 
 class ActBackend final : public model::AttentionBackend {
@@ -204,72 +196,117 @@ class ActBackend final : public model::AttentionBackend {
     ATTNKIT_RETURN_IF_ERROR(check_f32(c));
     if (c.params.n_sink_tokens != 0 || c.params.mask.kind != MaskKind::kNone || c.params.maybe_cu_seqlens_q != nullptr)
       return Status::unsupported("act: sink tokens, custom masks and packed batches are not supported");
-    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), DV = c.v.head_dim(), group = H / HK;
-    const int64_t base = first_slot_position(c);
+    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), DV = c.v.head_dim();
+    std::lock_guard<std::mutex> lock(mu_);  // the buffers and the sinks found so far
     lse_.assign(static_cast<size_t>(H * n), 0.0f);
     ATTNKIT_RETURN_IF_ERROR(attention(c.q, c.k, c.v, c.out, lse_.data(), c.params));
-    const float scale = call_scale(c);
-    std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::vector<int64_t>>& sinks = sinks_[c.layer];
     sinks.resize(static_cast<size_t>(H));
-    std::vector<double> o_s(static_cast<size_t>(DV));
-    for (int64_t h = 0; h < H; ++h) {
-      if (!heads_.contains(c.layer, h)) continue;
-      if (n > 1) {
-        // Column means over sampled rows: a_k = mean_{sampled i that see k} exp(s_ik - lse_i).
-        const int64_t samples = std::min<int64_t>(n, kSampleRows);
-        std::vector<double> col(static_cast<size_t>(n_kv), 0.0);
-        std::vector<int64_t> cnt(static_cast<size_t>(n_kv), 0);
-        for (int64_t t = 0; t < samples; ++t) {
-          const int64_t s = samples == 1 ? n - 1 : t * (n - 1) / (samples - 1);
-          const int64_t p = n_kv - n + s;
-          const double lse = lse_[static_cast<size_t>(h * n + s)];
-          for (int64_t j = first_visible(c, p); j <= p; ++j) {
-            col[static_cast<size_t>(j)] += std::exp(logit(c, scale, s, h, j) - lse);
-            cnt[static_cast<size_t>(j)]++;
-          }
-        }
-        // Sinks are kept as absolute positions (slots move when a sliding-window layer drops
-        // keys); the sequence's first token is never one of them.
-        sinks[static_cast<size_t>(h)].clear();
-        for (int64_t j = 0; j < n_kv; ++j)
-          if (base + j > 0 && cnt[static_cast<size_t>(j)] >= kMinRows &&
-              col[static_cast<size_t>(j)] / static_cast<double>(cnt[static_cast<size_t>(j)]) > threshold_)
-            sinks[static_cast<size_t>(h)].push_back(base + j);
+    if (n > 1) ATTNKIT_RETURN_IF_ERROR(detect_sinks(c, &sinks));
+    // The sinks' share of each row: attention over the sink keys alone (one index list per head
+    // and block of rows, the call's masks applied), its LSE against the row's full LSE.
+    const int64_t base = first_slot_position(c);
+    KeyIndexLists lists;
+    lists.heads = H;
+    lists.seq_q = n;
+    lists.seq_kv = n_kv;
+    lists.rows_per_list = kListRows;
+    const int64_t blocks = (n + kListRows - 1) / kListRows;
+    lists.offsets.push_back(0);
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t b = 0; b < blocks; ++b) {
+        if (heads_.contains(c.layer, h))
+          for (int64_t pos : sinks[static_cast<size_t>(h)])
+            if (pos - base >= 0 && pos - base < n_kv) lists.indices.push_back(static_cast<int32_t>(pos - base));
+        lists.offsets.push_back(static_cast<int64_t>(lists.indices.size()));
       }
-      const std::vector<int64_t>& S = sinks[static_cast<size_t>(h)];
-      if (S.empty()) continue;
-      for (int64_t s = 0; s < n; ++s) {
-        const int64_t p = n_kv - n + s;
-        const int64_t lo = first_visible(c, p);
-        const double lse = lse_[static_cast<size_t>(h * n + s)];
-        double m = 0;
-        std::fill(o_s.begin(), o_s.end(), 0.0);
-        for (int64_t pos : S) {
-          const int64_t j = pos - base;
-          if (j < lo || j > p) continue;
-          const double a = std::exp(logit(c, scale, s, h, j) - lse);
-          m += a;
-          const float* v = row_ptr(c.v, j, h / group);
-          for (int64_t t = 0; t < DV; ++t) o_s[static_cast<size_t>(t)] += a * v[t];
-        }
-        if (m <= 0 || 1 - m < 1e-6) continue;  // no sink visible, or nothing else to give the mass to
+    if (lists.indices.empty()) return Status::ok_status();
+    o_s_.assign(static_cast<size_t>(n * H * DV), 0.0f);
+    lse_s_.assign(static_cast<size_t>(H * n), 0.0f);
+    const TensorView os = TensorView::contiguous(o_s_.data(), DType::kF32, 1, n, H, DV);
+    ATTNKIT_RETURN_IF_ERROR(gather_attention(c.q, c.k, c.v, os, lse_s_.data(), c.params, lists));
+    // With m the row's mass on the sinks and o_S = m * (their normalized output):
+    //   o' = beta o_S + (1 - beta m) / (1 - m) (o - o_S).
+    for (int64_t s = 0; s < n; ++s)
+      for (int64_t h = 0; h < H; ++h) {
+        const float ls = lse_s_[static_cast<size_t>(h * n + s)];
+        if (ls == -INFINITY) continue;  // no sink visible to this row
+        const double m = std::exp(static_cast<double>(ls) - lse_[static_cast<size_t>(h * n + s)]);
+        if (!(m > 0) || 1 - m < 1e-6) continue;  // nothing else to give the mass to
         const double keep = (1 - beta_ * m) / (1 - m);
         float* o = row_ptr_mut(c.out, s, h);
-        for (int64_t t = 0; t < DV; ++t)
-          o[t] = static_cast<float>(beta_ * o_s[static_cast<size_t>(t)] + keep * (o[t] - o_s[static_cast<size_t>(t)]));
+        const float* osr = o_s_.data() + (s * H + h) * DV;
+        for (int64_t t = 0; t < DV; ++t) {
+          const double share = m * osr[t];
+          o[t] = static_cast<float>(beta_ * share + keep * (o[t] - share));
+        }
       }
-    }
     return Status::ok_status();
   }
 
  private:
-  static constexpr int64_t kSampleRows = 64;
+  // Sinks of a multi-row call, per chosen head, as absolute positions (slots move when a
+  // sliding-window layer drops keys); the sequence's first token is never one of them. Column
+  // means a_k = mean over sampled rows that see k of A_ik, from kSampleBlocks evenly spaced blocks
+  // of kBlockRows consecutive rows; a column needs kMinRows sampled rows, so the last tokens
+  // (seen by few rows, which always attend to themselves) are not taken for sinks.
+  Status detect_sinks(const model::AttentionCall& c, std::vector<std::vector<int64_t>>* sinks) {
+    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), D = c.q.head_dim();
+    if (c.q.stride[3] != 1 || c.k.stride[3] != 1) return Status::unsupported("act: q and k need unit stride in head_dim");
+    const int64_t base = first_slot_position(c), group = H / HK;
+    // Calls of up to kSampleBlocks * kBlockRows rows are read whole.
+    const bool whole = n <= kSampleBlocks * kBlockRows;
+    const int64_t rows = whole ? n : kBlockRows, n_blocks = whole ? 1 : kSampleBlocks;
+    const float scale = call_scale(c), cap = c.params.softcap;
+    std::vector<double> col(static_cast<size_t>(H * n_kv), 0.0);
+    std::vector<int64_t> cnt(static_cast<size_t>(n_kv), 0);
+    probs_.resize(static_cast<size_t>(rows * n_kv));
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const int64_t r0 = n_blocks == 1 ? 0 : b * (n - rows) / (n_blocks - 1);
+      const int64_t p0 = n_kv - n + r0, p1 = p0 + rows - 1;
+      const int64_t klo = first_visible(c, p0), khi = p1 + 1;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = first_visible(c, p0 + r); j <= p0 + r; ++j) cnt[static_cast<size_t>(j)]++;
+      for (int64_t h = 0; h < H; ++h) {
+        if (!heads_.contains(c.layer, h)) continue;
+        // Scores of the block's rows against the keys they can see, one sgemm (outside any
+        // OpenMP region, so OpenBLAS threads it itself); A_ij = exp(s_ij - lse_i) with the
+        // kernel's LSE.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(khi - klo),
+                    static_cast<int>(D), scale, row_ptr(c.q, r0, h), static_cast<int>(c.q.stride[1]),
+                    row_ptr(c.k, klo, h / group), static_cast<int>(c.k.stride[1]), 0.0f, probs_.data(), static_cast<int>(n_kv));
+        double* ch = col.data() + h * n_kv;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t p = p0 + r;
+          const float lse = lse_[static_cast<size_t>(h * n + r0 + r)];
+          const float* srow = probs_.data() + r * n_kv - klo;
+          for (int64_t j = first_visible(c, p); j <= p; ++j) {
+            const float x = cap > 0 ? cap * std::tanh(srow[j] / cap) : srow[j];
+            ch[j] += std::exp(x - lse);
+          }
+        }
+      }
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      if (!heads_.contains(c.layer, h)) continue;
+      std::vector<int64_t>& S = (*sinks)[static_cast<size_t>(h)];
+      S.clear();
+      for (int64_t j = 0; j < n_kv; ++j)
+        if (base + j > 0 && cnt[static_cast<size_t>(j)] >= kMinRows &&
+            col[static_cast<size_t>(h * n_kv + j)] / static_cast<double>(cnt[static_cast<size_t>(j)]) > threshold_)
+          S.push_back(base + j);
+    }
+    return Status::ok_status();
+  }
+
+  static constexpr int64_t kSampleBlocks = 4;
+  static constexpr int64_t kBlockRows = 16;
   static constexpr int64_t kMinRows = 8;
+  static constexpr int64_t kListRows = 64;
   std::string spec_;
   HeadSet heads_;
   double beta_, threshold_;
-  std::vector<float> lse_;
+  std::vector<float> lse_, lse_s_, o_s_, probs_;
   std::mutex mu_;
   std::map<int64_t, std::vector<std::vector<int64_t>>> sinks_;  // layer -> per head sink positions
 };

@@ -166,6 +166,8 @@ Status make_call(const TensorView& q, const TensorView& k, const TensorView& v, 
     return Status::invalid_argument("softcap " + std::to_string(p.softcap) + " is invalid; expected 0 (off) or > 0");
   if (!(p.ssmax_s >= 0.0f) || !std::isfinite(p.ssmax_s))
     return Status::invalid_argument("ssmax_s " + std::to_string(p.ssmax_s) + " is invalid; expected 0 (off) or > 0");
+  if (p.maybe_key_bias && p.key_bias_index < 0)
+    return Status::invalid_argument("key_bias_index " + std::to_string(p.key_bias_index) + " is negative; expected >= 0");
   if (p.sigmoid_bias && !std::isfinite(*p.sigmoid_bias))
     return Status::invalid_argument("sigmoid_bias " + std::to_string(*p.sigmoid_bias) + " is not finite");
   if (!enum_known(p.normalization))

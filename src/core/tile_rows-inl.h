@@ -45,7 +45,7 @@ struct SeqCtx {
   bool direct_k, direct_v;  // K/V rows usable in place as f32
   bool inline_k, inline_v;  // K/V rows readable in place by whole vectors (any dtype, widened in registers)
   bool int8_kv;              // K/V rows are int8: their scales apply to scores and weights (apply_kv_scales)
-  bool has_hooks;            // softcap, ALiBi or additive mask
+  bool has_hooks;            // softcap, ALiBi, additive mask or a key bias on one of this sequence's keys
   bool has_custom;           // any custom mask
 };
 
@@ -78,7 +78,8 @@ SeqCtx make_seq_ctx(const Call& c, int64_t seq) {
   s.direct_v = f32 && s.inline_v;
   s.int8_kv = std::is_same_v<T, int8_t>;
   s.has_custom = c.p.mask.kind != MaskKind::kNone;
-  s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive;
+  s.has_hooks = c.p.softcap > 0.0f || c.p.maybe_alibi_slopes != nullptr || c.p.mask.kind == MaskKind::kAdditive ||
+                (c.p.maybe_key_bias != nullptr && c.p.key_bias_index < s.r.k_len);
   return s;
 }
 

@@ -6,10 +6,10 @@
 //   LogitsTransform   what is done to a tile of scores before masking;
 //   LogitsMask        which (row, key) pairs of a tile are invisible (their score becomes -inf);
 //   OutputTransform   how a row's running state becomes its output and LSE.
-// The hooks of attention.h (softcap, ALiBi, additive and boolean masks, windows, sinks, a sparse
-// pattern's extra mask) are read from the call at run time by CallHooks, which every variant
-// inherits; a variant with another transform or mask defines its own, which hides the inherited
-// one. The hooks work on whole score tiles (stored transposed, key c's scores at st + c * ss), not
+// The hooks of attention.h (softcap, ALiBi, additive and boolean masks, a key bias, windows,
+// sinks, a sparse pattern's extra mask) are read from the call at run time by CallHooks, which
+// every variant inherits; a variant with another transform or mask defines its own, which hides
+// the inherited one. The hooks work on whole score tiles (stored transposed, key c's scores at st + c * ss), not
 // one logit at a time, so that the common case of no hooks costs one test per tile.
 //
 // Highway per-target header: included by core/tile_kernel.cc once per target (foreach_target.h),
@@ -80,6 +80,23 @@ struct CallHooks {
         for (int64_t cidx = 0; cidx < kc; ++cidx) st[cidx * ss + r] += base[t.pos[cidx] * mk.stride_k];
       }
     }
+    if (c.p.maybe_key_bias) AddKeyBias(c, b, t, st, ss);
+  }
+
+  // The per-head bias of the one key at key_bias_index, if this tile holds it (ZeroTuning's
+  // ln(gamma) on the first token: Han et al. 2025). It lands on the finished logit, so the online
+  // softmax sees it like any other score and no second pass or merge is needed.
+  HWY_INLINE static void AddKeyBias(const Call& c, const RowBlock& b, const TileKeys& t, float* st, int64_t ss) {
+    const int64_t j = c.p.key_bias_index;
+    int64_t col = -1;
+    if (t.contiguous) {
+      if (j >= t.pos[0] && j < t.pos[0] + t.kc) col = j - t.pos[0];
+    } else {
+      for (int64_t cidx = 0; cidx < t.kc && col < 0; ++cidx)
+        if (t.pos[cidx] == j) col = cidx;
+    }
+    if (col < 0) return;
+    for (int r = 0; r < b.M; ++r) st[col * ss + r] += c.p.maybe_key_bias[b.head[r]];
   }
 
   // -inf for the keys a row may not see: outside its causal/window range and the sink prefix,

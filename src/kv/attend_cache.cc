@@ -204,6 +204,16 @@ Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q,
     ap.k_scales = KvScales::contiguous(cache.maybe_k_scales(), cc->cap_rows, HK);
     ap.v_scales = KvScales::contiguous(cache.maybe_v_scales(), cc->cap_rows, HK);
   }
+  if (params.maybe_key_bias) {
+    // The biased position's physical row in the pool, if the sequence still holds it (sliding
+    // windows and eviction drop keys).
+    const auto it = std::lower_bound(pos.begin(), pos.end(), params.key_bias_position);
+    if (it != pos.end() && *it == params.key_bias_position) {
+      const int64_t slot = it - pos.begin();
+      ap.maybe_key_bias = params.maybe_key_bias;
+      ap.key_bias_index = static_cast<int64_t>((*cc->pages)[static_cast<size_t>(slot / cc->P)]) * cc->P + slot % cc->P;
+    }
+  }
   ATTNKIT_RETURN_IF_ERROR(core::make_call(qk, kview, vview, out, lse, ap, &cc->call));
   cc->slot_base.assign(static_cast<size_t>(cache.pages_capacity()), -1);
   for (size_t lp = 0; lp < cc->pages->size(); ++lp) cc->slot_base[static_cast<size_t>((*cc->pages)[lp])] = static_cast<int64_t>(lp) * cc->P;

@@ -476,7 +476,13 @@ struct Model::Impl {
       bool trim = false;  // drop the keys no later query of a sliding-window layer sees, after the taps
       // "exact" by name (make_attention_backend("exact"), what the CLI and Python set) is the
       // default path too.
-      if (backend == exact.get() || backend->name() == "exact") {
+      std::vector<float> key_bias;
+      int64_t key_bias_position = 0;
+      const bool bias_only = backend != exact.get() && backend->key_bias(l, H, &key_bias, &key_bias_position);
+      if (bias_only && !key_bias.empty() && static_cast<int64_t>(key_bias.size()) != H)
+        return Status::internal("gemma: backend " + backend->name() + " gave " + std::to_string(key_bias.size()) +
+                                " key biases for " + std::to_string(H) + " heads");
+      if (backend == exact.get() || backend->name() == "exact" || bias_only) {
         // The default path: append, attend over the pages in place, then the KV policy's step.
         kv::KvStepInput in;
         in.layer = l;
@@ -492,6 +498,10 @@ struct Model::Impl {
         in.attn.softcap = c.attn_logit_softcap;
         in.attn.window_left = c.window_left(l);
         in.attn.num_threads = threads;
+        if (!key_bias.empty()) {
+          in.attn.maybe_key_bias = key_bias.data();
+          in.attn.key_bias_position = key_bias_position;
+        }
         in.maybe_rope_inv_freq = inv_freq.data();
         in.out = attn.data();
         st = kv::kv_layer_step(kv_policy.get(), &cache, in);

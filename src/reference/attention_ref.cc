@@ -144,6 +144,7 @@ Status attention_ref_f64(const TensorView& q, const TensorView& k, const TensorV
           if (p.mask.kind == MaskKind::kAdditive) {
             x += static_cast<const float*>(p.mask.data)[mask_offset(p.mask, s, h, i, j)];
           }
+          if (p.maybe_key_bias && j == p.key_bias_index) x += p.maybe_key_bias[h];
           // An additive -inf hides the key like a boolean mask would.
           if (x == kNegInf) continue;
           logit[j] = x;

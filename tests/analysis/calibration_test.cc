@@ -118,8 +118,10 @@ TEST(ZeroTuningBackend, AddsLogGammaToTheFirstKeyOnChosenHeads) {
 }
 
 TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
+ for (int64_t wl : {int64_t{-1}, int64_t{20}}) {
+  SCOPED_TRACE("window_left " + std::to_string(wl));
   const double beta = 0.4, thr = 0.1;
-  Call c = make_call(48, 48, 4, 2, 16, -1, 2, 9, /*sink_at=*/5);
+  Call c = make_call(48, 48, 4, 2, 16, wl, 2, 9, /*sink_at=*/5);
   auto b = backend("act:heads=2.0+2.3,beta=0.4,threshold=0.1");
   ASSERT_TRUE(b->attend(c.call).ok());
   // Reference: full matrix, column means over all rows that see a key (48 rows <= 64 sampled),
@@ -134,7 +136,11 @@ TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
     for (int64_t k = 1; k < c.n_kv; ++k) {
       double col = 0;
       int64_t rows = 0;
-      for (int64_t i = k; i < c.n; ++i) { col += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)]; ++rows; }
+      for (int64_t i = k; i < c.n; ++i) {
+        if (wl >= 0 && i - wl > k) continue;  // row i's window has left key k
+        col += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
+        ++rows;
+      }
       if (rows >= 8 && col / rows > thr) S.push_back(k);
     }
     sink_heads += !S.empty();
@@ -155,11 +161,44 @@ TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
   for (size_t i = 0; i < want.size(); ++i)
     ASSERT_NEAR(c.out[i], want[i], 2e-5 * keep_of[i / 16] * (1 + std::fabs(want[i]))) << "act at " << i;
   // A single-row decode call reuses the sinks found above.
-  Call d = make_call(1, 48, 4, 2, 16, -1, 2, 9, 5);
-  ASSERT_TRUE(b->attend(d.call).ok());
-  auto ad = probs(d, {0, 0, 0, 0});
-  const double plain = apply_v(d, ad)[0];
-  EXPECT_NE(d.out[0], static_cast<float>(plain)) << "head 0 of the decode row should be calibrated";
+  if (wl < 0) {
+    Call d = make_call(1, 48, 4, 2, 16, -1, 2, 9, 5);
+    ASSERT_TRUE(b->attend(d.call).ok());
+    auto ad = probs(d, {0, 0, 0, 0});
+    const double plain = apply_v(d, ad)[0];
+    EXPECT_NE(d.out[0], static_cast<float>(plain)) << "head 0 of the decode row should be calibrated";
+  }
+ }
+}
+
+TEST(CalibrationStatistics, WilsonIntervalMatchesItsFormula) {
+  double lo = 0, hi = 0;
+  wilson_interval(8, 10, 1.96, &lo, &hi);  // the textbook example: 0.490 .. 0.943
+  EXPECT_NEAR(lo, 0.4902, 1e-4);
+  EXPECT_NEAR(hi, 0.9433, 1e-4);
+  wilson_interval(0, 10, 1.96, &lo, &hi);  // never a zero-width interval at 0 successes
+  EXPECT_NEAR(lo, 0.0, 1e-12);
+  EXPECT_NEAR(hi, 0.2775, 1e-4);
+  wilson_interval(50, 50, 1.96, &lo, &hi);
+  EXPECT_NEAR(lo, 0.9287, 1e-4);
+  EXPECT_EQ(hi, 1.0);
+}
+
+TEST(CalibrationStatistics, BootstrapIntervalCoversTheMeanWithTheRightWidth) {
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> nd(2.0, 1.0);
+  std::vector<double> x(400);
+  double mean = 0;
+  for (double& v : x) mean += (v = nd(rng)) / 400.0;
+  double lo = 0, hi = 0;
+  bootstrap_mean_interval(x, 4000, 1, &lo, &hi);
+  EXPECT_LT(lo, mean);
+  EXPECT_GT(hi, mean);
+  // 1.96 sd / sqrt(n) = 0.098 for sd 1, n 400.
+  EXPECT_NEAR((hi - lo) / 2, 0.098, 0.02);
+  bootstrap_mean_interval(std::vector<double>(10, 0.5), 100, 1, &lo, &hi);
+  EXPECT_EQ(lo, 0.5);
+  EXPECT_EQ(hi, 0.5);
 }
 
 TEST(MaskHeadsBackend, ZeroesOnlyChosenHeads) {

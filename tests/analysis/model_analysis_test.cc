@@ -224,5 +224,111 @@ TEST_F(AnalysisModelTest, CalibrationBackendsRunInsideTheModel) {
   EXPECT_DOUBLE_EQ(f.best_gamma, f.gammas[best]);
 }
 
+// ZeroTuning the long way, as a reference for the kernel's key-bias hook: exact attention over
+// keys 1.. and the first key merged in afterwards with logit s_0 + ln(gamma) (merge_state_row, the
+// merge split-KV uses). It sees the model's cache as the contiguous f32 copy custom backends get.
+class MergeZeroTuning final : public model::AttentionBackend {
+ public:
+  explicit MergeZeroTuning(double gamma) : log_gamma_(std::log(gamma)) {}
+  std::string name() const override { return "zerotuning-merge"; }
+  Status attend(const model::AttentionCall& c) override {
+    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), group = H / c.k.heads(), D = c.q.head_dim(),
+                  DV = c.v.head_dim();
+    const int64_t slot0 = c.q_pos0 + n - n_kv;  // position of slot 0; the first token only when 0
+    if (slot0 != 0 || n_kv < 2) return attention(c.q, c.k, c.v, c.out, nullptr, c.params);
+    TensorView k1 = c.k, v1 = c.v;
+    k1.data = static_cast<float*>(c.k.data) + c.k.stride[1];
+    v1.data = static_cast<float*>(c.v.data) + c.v.stride[1];
+    k1.shape[1] = v1.shape[1] = n_kv - 1;
+    std::vector<float> lse(static_cast<size_t>(H * n));
+    ATTNKIT_RETURN_IF_ERROR(attention(c.q, k1, v1, c.out, lse.data(), c.params));
+    const float scale = *c.params.scale;
+    for (int64_t s = 0; s < n; ++s) {
+      const int64_t p = n_kv - n + s;
+      if (c.params.window_left >= 0 && p - c.params.window_left > 0) continue;  // key 0 outside the window
+      for (int64_t h = 0; h < H; ++h) {
+        const float* q = static_cast<const float*>(c.q.data) + c.q.offset(0, s, h, 0);
+        const float* k0 = static_cast<const float*>(c.k.data) + c.k.offset(0, 0, h / group, 0);
+        double dot = 0;
+        for (int64_t t = 0; t < D; ++t) dot += static_cast<double>(q[t]) * k0[t];
+        float* o = static_cast<float*>(c.out.data) + c.out.offset(0, s, h, 0);
+        merge_state_row(o, &lse[static_cast<size_t>(h * n + s)], static_cast<const float*>(c.v.data) + c.v.offset(0, 0, h / group, 0),
+                        static_cast<float>(dot * scale + log_gamma_), DV);
+      }
+    }
+    return Status::ok_status();
+  }
+
+ private:
+  double log_gamma_;
+};
+
+// The kernel's key-bias hook on the model's default path (paged cache, prefill chunks and decode
+// steps) gives the logits of the merge-based formulation above, and differs from exact attention.
+TEST_F(AnalysisModelTest, ZeroTuningKernelHookEqualsTheMergeFormulation) {
+  const auto ids = kjv(9000, 600);  // two prefill chunks; local layers lose the first token
+  const int64_t V = model_->config().n_vocab;
+  auto run = [&](std::shared_ptr<model::AttentionBackend> b) {
+    model_->set_attention(std::move(b));
+    model_->reset();
+    std::vector<float> out(static_cast<size_t>(4 * V));
+    model::ForwardOutputs fo;
+    fo.maybe_last_logits = out.data();
+    EXPECT_TRUE(model_->forward(ids.data(), 596, fo).ok());
+    for (int64_t i = 0; i < 3; ++i) EXPECT_TRUE(model_->decode(ids[static_cast<size_t>(596 + i)], out.data() + (i + 1) * V).ok());
+    model_->set_attention(nullptr);
+    return out;
+  };
+  std::unique_ptr<model::AttentionBackend> zt;
+  ASSERT_TRUE(model::make_attention_backend("zerotuning:gamma=3,heads=all", &zt).ok());
+  const std::vector<float> hook = run(std::shared_ptr<model::AttentionBackend>(std::move(zt)));
+  const std::vector<float> merge = run(std::make_shared<MergeZeroTuning>(3.0));
+  const std::vector<float> exact = run(nullptr);
+  double diff = 0, moved = 0, scale = 0;
+  for (size_t i = 0; i < hook.size(); ++i) {
+    diff = std::max(diff, std::fabs(static_cast<double>(hook[i]) - merge[i]));
+    moved = std::max(moved, std::fabs(static_cast<double>(hook[i]) - exact[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(exact[i])));
+  }
+  // f32 KV on both sides; what remains is the order of f32 sums (kernel tiles against merge).
+  EXPECT_LT(diff, 2e-3 * scale) << "max |hook - merge| " << diff << " of max |logit| " << scale;
+  EXPECT_GT(moved, 50 * diff) << "gamma 3 must move the logits far more than the two forms differ";
+}
+
+// The cloze of calibration-eval: items are well formed, the model picks the true next word far
+// above chance (1 in 4), and a swapped answer key falls to about chance (the scoring reads the
+// right logits).
+TEST_F(AnalysisModelTest, ClozeItemsAreWellFormedAndTheModelBeatsChance) {
+  const auto ids = kjv(20000, 512);
+  std::vector<ClozeItem> items;
+  ASSERT_TRUE(make_cloze_items(model_->tokenizer(), ids, ids, 32, 4, 1, &items).ok());
+  ASSERT_GT(items.size(), 40u);
+  int64_t prev = -100;
+  for (const ClozeItem& it : items) {
+    EXPECT_GE(it.position, 32);
+    EXPECT_GE(it.position - prev, 4);
+    prev = it.position;
+    EXPECT_EQ(it.choices[0], ids[static_cast<size_t>(it.position + 1)]);
+    for (int a = 0; a < 4; ++a) {
+      const std::string piece = model_->tokenizer().token_to_piece(it.choices[a]);
+      EXPECT_EQ(piece[0], ' ') << piece;
+      for (int b = a + 1; b < 4; ++b) EXPECT_NE(it.choices[a], it.choices[b]);
+    }
+  }
+  std::vector<double> correct;
+  ASSERT_TRUE(score_cloze(model_.get(), ids, items, &correct).ok());
+  ASSERT_EQ(correct.size(), items.size());
+  double acc = 0;
+  for (double c : correct) acc += c / static_cast<double>(correct.size());
+  EXPECT_GT(acc, 0.6);
+  std::vector<ClozeItem> swapped = items;
+  for (ClozeItem& it : swapped) std::swap(it.choices[0], it.choices[1]);
+  std::vector<double> wrong;
+  ASSERT_TRUE(score_cloze(model_.get(), ids, swapped, &wrong).ok());
+  double acc_wrong = 0;
+  for (double c : wrong) acc_wrong += c / static_cast<double>(wrong.size());
+  EXPECT_LT(acc_wrong, 0.25);
+}
+
 }  // namespace
 }  // namespace attnkit::analysis

@@ -226,10 +226,12 @@ struct PageCase {
 
 std::vector<PageCase> page_cases() {
   std::vector<PageCase> out;
-  auto add = [&](int64_t sq, int64_t sk, int64_t hq, int64_t hk, int64_t d, int64_t wl, KvStorage st, int64_t page) {
+  auto add = [&](int64_t sq, int64_t sk, int64_t hq, int64_t hk, int64_t d, int64_t wl, KvStorage st, int64_t page,
+                 int64_t key_bias_index = -1) {
     testing::AttnCase c;
     c.dtype = st == KvStorage::kBF16 ? DType::kBF16 : DType::kF32;
     c.int8_kv = st == KvStorage::kInt8;
+    c.key_bias_index = key_bias_index;
     c.seq_q = sq;
     c.seq_kv = sk;
     c.heads_q = hq;
@@ -249,6 +251,10 @@ std::vector<PageCase> page_cases() {
     add(64, 200, 2, 2, 64, -1, dt, 1);      // page size 1
     add(65, 300, 4, 4, 16, 129, dt, 32);    // rows past one tile
     add(200, 200, 4, 1, 64, -1, dt, 16);    // the whole prompt as one chunk
+    // A logit bias on one key position (ZeroTuning's first token), decode and prefill.
+    add(1, 501, 4, 1, 256, -1, dt, 16, 0);
+    add(37, 113, 4, 2, 37, -1, dt, 16, 0);
+    add(65, 300, 4, 4, 16, 129, dt, 32, 40);  // the biased key leaves the window of later rows
   }
   return out;
 }
@@ -266,6 +272,8 @@ TEST(AttendCache, MatchesContiguousAttentionOverScatteredPages) {
     std::vector<float> out(static_cast<size_t>(pc.c.seq_q * pc.c.heads_q * pc.c.head_dim_v));
     CacheAttentionParams p;
     p.window_left = pc.c.window_left;
+    p.maybe_key_bias = d->params.maybe_key_bias;
+    p.key_bias_position = pc.c.key_bias_index;
     ASSERT_TRUE(attend_cache(*c, 0, TensorView::contiguous(q.data(), DType::kF32, 1, pc.c.seq_q, pc.c.heads_q, pc.c.head_dim), qpos.data(), p,
                              TensorView::contiguous(out.data(), DType::kF32, 1, pc.c.seq_q, pc.c.heads_q, pc.c.head_dim_v),
                              static_cast<float*>(d->lse.view().data))
@@ -282,6 +290,42 @@ TEST(AttendCache, MatchesContiguousAttentionOverScatteredPages) {
       EXPECT_TRUE(b.ok) << "page " << pc.page << ": " << b.message;
     }
   }
+}
+
+// A key bias on a position the cache no longer holds (a sliding-window layer dropped it) biases
+// nothing; on a position it holds, found wherever its page sits, it changes the rows that see it.
+TEST(AttendCache, KeyBiasFollowsThePositionNotTheSlot) {
+  testing::AttnCase kc;
+  kc.seq_q = 3;
+  kc.seq_kv = 80;
+  kc.heads_q = 4;
+  kc.heads_kv = 1;
+  kc.head_dim = kc.head_dim_v = 32;
+  kc.seed = 11;
+  auto d = testing::make_case_data(kc);
+  const std::vector<float> k = dense(d->k.view()), v = dense(d->v.view()), q = dense(d->q.view());
+  auto c = make_cache(1, 32, KvStorage::kBF16, 16);
+  std::vector<int64_t> pos(80);
+  for (int64_t i = 0; i < 80; ++i) pos[static_cast<size_t>(i)] = i;
+  ASSERT_TRUE(c->append(0, 80, pos.data(), k.data(), v.data()).ok());
+  ASSERT_TRUE(c->drop_front(0, 32).ok());  // positions 32..79 remain
+  const TensorView qv = TensorView::contiguous(const_cast<float*>(q.data()), DType::kF32, 1, 3, 4, 32);
+  auto run = [&](const float* bias, int64_t position) {
+    std::vector<float> out(3 * 4 * 32);
+    CacheAttentionParams p;
+    p.maybe_key_bias = bias;
+    p.key_bias_position = position;
+    EXPECT_TRUE(attend_cache(*c, 0, qv, pos.data() + 77, p, TensorView::contiguous(out.data(), DType::kF32, 1, 3, 4, 32), nullptr).ok());
+    return out;
+  };
+  const std::vector<float> bias = {2.0f, 2.0f, 2.0f, 2.0f};
+  const std::vector<float> plain = run(nullptr, 0);
+  EXPECT_EQ(run(bias.data(), 0), plain);   // position 0 was dropped
+  EXPECT_EQ(run(bias.data(), 31), plain);  // so was 31
+  const std::vector<float> at32 = run(bias.data(), 32);
+  double diff = 0;
+  for (size_t i = 0; i < plain.size(); ++i) diff = std::max(diff, std::fabs(static_cast<double>(at32[i]) - plain[i]));
+  EXPECT_GT(diff, 1e-3) << "a logit bias of 2 on a visible key must move the output";
 }
 
 // After evictions, attention covers exactly the kept keys (plus the new chunk, causally).

@@ -72,6 +72,7 @@ std::string AttnCase::name() const {
   if (alibi) n += "_alibi";
   if (ssmax_s != 0.0f) n += "_ssmax" + fmt_float(ssmax_s);
   if (temperature) n += "_temp";
+  if (key_bias_index >= 0) n += "_keybias" + std::to_string(key_bias_index);
   if (normalization != Normalization::kSoftmax) n += std::string("_") + normalization_name(normalization);
   if (sigmoid_bias) n += "_bias" + fmt_float(*sigmoid_bias);
   if (varlen) n += "_varlen";
@@ -217,6 +218,12 @@ std::unique_ptr<CaseData> make_case_data(const AttnCase& c) {
   if (c.temperature) {
     for (int64_t h = 0; h < c.heads_q; ++h) d->temperature.push_back(rng.uniform(0.5f, 2.0f));
     p.maybe_head_temperature = d->temperature.data();
+  }
+  if (c.key_bias_index >= 0) {
+    // Both signs and a large one, as ZeroTuning's ln(gamma) for gamma in about [0.05, 20].
+    for (int64_t h = 0; h < c.heads_q; ++h) d->key_bias.push_back(h % 3 == 2 ? 3.0f : rng.uniform(-3.0f, 3.0f));
+    p.maybe_key_bias = d->key_bias.data();
+    p.key_bias_index = c.key_bias_index;
   }
   p.normalization = c.normalization;
   p.sigmoid_bias = c.sigmoid_bias;
@@ -377,6 +384,12 @@ std::vector<AttnCase> mask_hook_cases() {
     add([](AttnCase& c) { c.ssmax_s = 0.5f; c.causal = true; });
     add([](AttnCase& c) { c.ssmax_s = 0.4f; c.window_left = 20; c.n_sink_tokens = 2; });
     add([](AttnCase& c) { c.temperature = true; });
+    add([](AttnCase& c) { c.key_bias_index = 0; c.causal = true; });
+    add([](AttnCase& c) { c.key_bias_index = 0; c.causal = true; c.window_left = 24; c.softcap = 30.0f; });
+    add([](AttnCase& c) { c.key_bias_index = 70; c.sink_logits = true; });
+    add([](AttnCase& c) { c.key_bias_index = 0; c.causal = true; c.path = ExecPath::kDecode; });
+    add([](AttnCase& c) { c.key_bias_index = 1; c.normalization = Normalization::kSigmoid; });
+    add([](AttnCase& c) { c.key_bias_index = 0; c.varlen = true; c.batch = 3; c.causal = true; });
     add([](AttnCase& c) { c.scale = 0.3f; c.causal = true; });
     // Logits hundreds apart: most weights underflow (exp_nonpositive's cut at -87.3).
     add([](AttnCase& c) { c.scale = 40.0f; c.causal = true; });
@@ -431,6 +444,8 @@ std::vector<AttnCase> dtype_cases() {
       AttnCase dec = base(1, 1023, 8, 2, 128);
       dec.dtype = in;
       dec.out_dtype = out;
+      cases.push_back(dec);
+      dec.key_bias_index = 0;  // ZeroTuning's first-token bias on the decode path
       cases.push_back(dec);
       if (long_tests_enabled()) {
         for (int64_t d : {16, 80, 256, 511}) {

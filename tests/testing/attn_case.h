@@ -40,6 +40,7 @@ struct AttnCase {
   bool alibi = false;
   float ssmax_s = 0.0f;
   bool temperature = false;
+  int64_t key_bias_index = -1;  // >= 0: a per-head logit bias on this key of every sequence
   Normalization normalization = Normalization::kSoftmax;
   std::optional<float> sigmoid_bias;
   bool varlen = false;
@@ -65,7 +66,7 @@ struct CaseData {
   AttnCase c;
   TestTensor q, k, v, out;
   TestTensor lse;  // f32 [1, 1, heads_q, total_q rows] viewed contiguous (B * H * Sq floats); canary-filled
-  std::vector<float> sink_logits, alibi_slopes, temperature, additive_mask;
+  std::vector<float> sink_logits, alibi_slopes, temperature, key_bias, additive_mask;
   std::vector<uint8_t> boolean_mask;
   std::vector<int32_t> cu_q, cu_k;
   // int8_kv: K/V before quantization and dequantized (scale * stored integer), dense

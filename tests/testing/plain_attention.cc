@@ -69,6 +69,7 @@ PlainResult attention_plain_f32(const TensorView& q, const TensorView& k, const 
           if (p.softcap > 0.0f) x = p.softcap * std::tanh(x / p.softcap);
           if (p.maybe_alibi_slopes) x -= p.maybe_alibi_slopes[h] * static_cast<float>(std::llabs(pos - j));
           if (p.mask.kind == MaskKind::kAdditive) x += static_cast<const float*>(p.mask.data)[mo];
+          if (p.maybe_key_bias && j == p.key_bias_index) x += p.maybe_key_bias[h];
           s[static_cast<size_t>(j)] = x;
         }
 

@@ -4,6 +4,7 @@
 //   attnkit analyze massive-activations [--length 4096] [--eval-length 1024] [--out DIR]
 //   attnkit analyze retrieval-heads [--length 1024,2048,4096] [--depths 0.1,0.5,0.9] [--out DIR]
 //   attnkit analyze zerotuning-fit [--length 1024] [--gammas 0.5,0.8,1,1.25,2] [--heads all]
+//   attnkit analyze calibration-eval [--ppl-windows 12] [--retrieval-trials 10] ...  (none / act / zerotuning)
 //   attnkit analyze report --out DIR     (sinks, entropy, massive activations, retrieval heads, one HTML page)
 // Every command writes DIR/<instrument>.json and its pictures DIR/<instrument>_*.png through
 // attnkit/plot.h (matplotlib); --no-plot writes the JSON alone.
@@ -17,6 +18,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +53,11 @@ struct AnalyzeOptions {
   std::string out_dir = "out/analysis";
   bool plot = true;
   std::string corpus_cache;
+  // calibration-eval
+  std::string act = "act:heads=all,beta=0.4,threshold=0.1";
+  int64_t ppl_windows = 12, ppl_length = 384;
+  int64_t cloze_passages = 6, cloze_length = 512;
+  int64_t retrieval_length = 1024, retrieval_trials = 10;
 };
 
 Status load(const AnalyzeOptions& o, std::unique_ptr<model::Model>* m) {
@@ -496,6 +503,181 @@ Status write_report(const AnalyzeOptions& o) {
   return Status::ok_status();
 }
 
+// BOS + `n` - 1 tokens from `fraction` of the way into the text (a verse boundary just after it).
+Status kjv_tokens_at(const model::Model& m, const std::string& text, double fraction, int64_t n, std::vector<int32_t>* ids) {
+  size_t at = static_cast<size_t>(fraction * static_cast<double>(text.size()));
+  at = std::min(text.size() - 1, text.find('\n', at) + 1);
+  return kjv_tokens(m, text, static_cast<int64_t>(at), n, ids);
+}
+
+json interval(double lo, double hi) { return json::array({lo, hi}); }
+
+std::string fmt_gamma(double g) {
+  std::ostringstream s;
+  s << g;
+  return s.str();
+}
+
+// Perplexity, cloze, passkey and NIAH under no calibration, ACT and ZeroTuning (gamma fitted first
+// on the opening of the book, a different text from every task's), the same units for all three.
+Status run_calibration_eval(const AnalyzeOptions& o, model::Model* m, const std::string& text) {
+  if (o.ppl_windows < 2 || o.ppl_length < 16 || o.cloze_passages < 1 || o.cloze_length < 64 || o.retrieval_trials < 1 ||
+      o.retrieval_length < 128)
+    return Status::invalid_argument("analyze calibration-eval: --ppl-windows >= 2, --ppl-length >= 16, --cloze-passages >= 1, "
+                                    "--cloze-length >= 64, --retrieval-length >= 128 and --retrieval-trials >= 1 are required");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> fit_ids;
+  ATTNKIT_RETURN_IF_ERROR(kjv_tokens(*m, text, 0, 1024, &fit_ids));
+  an::ZeroTuningFit fit;
+  ATTNKIT_RETURN_IF_ERROR(an::zerotuning_fit(m, fit_ids, o.gammas, o.heads, &fit));
+  std::ostringstream zt;
+  zt << "zerotuning:gamma=" << fit.best_gamma << ",heads=" << o.heads;
+  const std::vector<std::string> specs = {"exact", o.act, zt.str()};
+  std::cout << "calibration-eval: zerotuning gamma " << fit.best_gamma << " (entropy fit, " << seconds_since(t0) << " s)" << std::endl;
+
+  // Held-out units: perplexity windows from 50-70% of the book, cloze passages from 75-95%.
+  std::vector<std::vector<int32_t>> windows(static_cast<size_t>(o.ppl_windows)), passages(static_cast<size_t>(o.cloze_passages));
+  for (int64_t w = 0; w < o.ppl_windows; ++w)
+    ATTNKIT_RETURN_IF_ERROR(kjv_tokens_at(*m, text, 0.50 + 0.20 * static_cast<double>(w) / static_cast<double>(o.ppl_windows),
+                                          o.ppl_length, &windows[static_cast<size_t>(w)]));
+  std::vector<int32_t> pool;
+  for (int64_t p = 0; p < o.cloze_passages; ++p) {
+    auto& ids = passages[static_cast<size_t>(p)];
+    ATTNKIT_RETURN_IF_ERROR(kjv_tokens_at(*m, text, 0.75 + 0.20 * static_cast<double>(p) / static_cast<double>(o.cloze_passages),
+                                          o.cloze_length, &ids));
+    pool.insert(pool.end(), ids.begin(), ids.end());
+  }
+  std::vector<std::vector<an::ClozeItem>> items(passages.size());
+  int64_t n_items = 0;
+  for (size_t p = 0; p < passages.size(); ++p) {
+    ATTNKIT_RETURN_IF_ERROR(an::make_cloze_items(m->tokenizer(), passages[p], pool, 32, 4, o.seed + p, &items[p]));
+    n_items += static_cast<int64_t>(items[p].size());
+  }
+
+  struct Scores {
+    std::vector<double> nll, cloze, passkey, niah;
+    double seconds = 0;
+  };
+  std::vector<Scores> scores(specs.size());
+  for (size_t b = 0; b < specs.size(); ++b) {
+    const auto tb = std::chrono::steady_clock::now();
+    std::unique_ptr<model::AttentionBackend> be;
+    ATTNKIT_RETURN_IF_ERROR(model::make_attention_backend(specs[b], &be));
+    m->set_attention(std::shared_ptr<model::AttentionBackend>(std::move(be)));
+    Scores& s = scores[b];
+    for (const auto& ids : windows) {
+      double ppl = 0;
+      ATTNKIT_RETURN_IF_ERROR(an::perplexity(m, ids, &ppl));
+      s.nll.push_back(std::log(ppl));
+    }
+    for (size_t p = 0; p < passages.size(); ++p) ATTNKIT_RETURN_IF_ERROR(an::score_cloze(m, passages[p], items[p], &s.cloze));
+    std::vector<eval::RetrievalTrial> pk, nh;
+    ATTNKIT_RETURN_IF_ERROR(eval::passkey(m, {o.retrieval_length}, o.retrieval_trials, o.seed, nullptr, &pk));
+    ATTNKIT_RETURN_IF_ERROR(eval::niah(m, text, {o.retrieval_length}, {0.1, 0.3, 0.5, 0.7, 0.9},
+                                       std::max<int64_t>(1, o.retrieval_trials / 5), o.seed, nullptr, &nh));
+    for (const auto& t : pk) s.passkey.push_back(t.correct ? 1.0 : 0.0);
+    for (const auto& t : nh) s.niah.push_back(t.correct ? 1.0 : 0.0);
+    m->set_attention(nullptr);
+    s.seconds = seconds_since(tb);
+    std::cout << "calibration-eval: " << specs[b] << " done (" << s.seconds << " s)" << std::endl;
+  }
+
+  // Statistics: each backend's value with its 95% interval, and its paired difference from
+  // "exact" on the same units (bootstrap over units).
+  json results = json::array();
+  const auto mean = [](const std::vector<double>& x) {
+    double t = 0;
+    for (double v : x) t += v;
+    return x.empty() ? 0.0 : t / static_cast<double>(x.size());
+  };
+  const auto diff = [](const std::vector<double>& a, const std::vector<double>& b) {
+    std::vector<double> d(a.size());
+    for (size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
+    return d;
+  };
+  constexpr int64_t kResamples = 4000;
+  for (size_t b = 0; b < specs.size(); ++b) {
+    const Scores& s = scores[b];
+    json r = {{"attention", specs[b]}, {"seconds", s.seconds}};
+    double lo = 0, hi = 0;
+    an::bootstrap_mean_interval(s.nll, kResamples, o.seed, &lo, &hi);
+    json ppl = {{"perplexity", std::exp(mean(s.nll))}, {"ci95", interval(std::exp(lo), std::exp(hi))}, {"window_nll", s.nll}};
+    if (b > 0) {
+      const std::vector<double> d = diff(s.nll, scores[0].nll);
+      an::bootstrap_mean_interval(d, kResamples, o.seed, &lo, &hi);
+      ppl["ratio_to_exact"] = std::exp(mean(d));
+      ppl["ratio_ci95"] = interval(std::exp(lo), std::exp(hi));
+    }
+    r["perplexity"] = ppl;
+    for (const auto& [name, v, base] : {std::make_tuple("cloze", &s.cloze, &scores[0].cloze),
+                                        std::make_tuple("passkey", &s.passkey, &scores[0].passkey),
+                                        std::make_tuple("niah", &s.niah, &scores[0].niah)}) {
+      const int64_t k = static_cast<int64_t>(std::llround(mean(*v) * static_cast<double>(v->size())));
+      an::wilson_interval(k, static_cast<int64_t>(v->size()), 1.96, &lo, &hi);
+      json a = {{"accuracy", mean(*v)}, {"correct", k}, {"n", v->size()}, {"wilson95", interval(lo, hi)}};
+      if (b > 0) {
+        const std::vector<double> d = diff(*v, *base);
+        an::bootstrap_mean_interval(d, kResamples, o.seed, &lo, &hi);
+        a["difference_from_exact"] = mean(d);
+        a["difference_ci95"] = interval(lo, hi);
+      }
+      r[name] = a;
+    }
+    results.push_back(r);
+  }
+  json j = meta(o, *m, seconds_since(t0));
+  j.update({{"instrument", "calibration-eval"},
+            {"zerotuning_fit", {{"text", "BOS + first 1023 tokens of the book"}, {"gammas", fit.gammas}, {"entropy", fit.entropy},
+                                {"perplexity", fit.perplexity}, {"best_gamma", fit.best_gamma}, {"heads", fit.heads}}},
+            {"tasks",
+             {{"perplexity", {{"units", o.ppl_windows}, {"tokens_per_unit", o.ppl_length}, {"text", "windows at 50-70% of the book"},
+                              {"interval", "percentile bootstrap over windows of the mean window NLL"}}},
+              {"cloze", {{"items", n_items}, {"passages", o.cloze_passages}, {"tokens_per_passage", o.cloze_length},
+                         {"text", "passages at 75-95% of the book"},
+                         {"construction", "next whole-word token vs 3 word tokens drawn by frequency from the passages; "
+                                          "correct when its logit beats all three"}}},
+              {"passkey", {{"length", o.retrieval_length}, {"trials", o.retrieval_trials}}},
+              {"niah", {{"length", o.retrieval_length}, {"depths", {0.1, 0.3, 0.5, 0.7, 0.9}},
+                        {"trials_per_depth", std::max<int64_t>(1, o.retrieval_trials / 5)}}}}},
+            {"results", results}});
+  for (const json& r : results)
+    std::cout << "  " << r["attention"].get<std::string>() << ": perplexity " << r["perplexity"]["perplexity"].get<double>()
+              << ", cloze " << r["cloze"]["accuracy"].get<double>() << ", passkey " << r["passkey"]["accuracy"].get<double>()
+              << ", niah " << r["niah"]["accuracy"].get<double>() << std::endl;
+  if (o.plot) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.out_dir, ec);
+    plot::Heatmap acc;
+    acc.title = "Accuracy with and without calibration (Gemma 3 270M)";
+    acc.x_label = "attention";
+    acc.y_label = "task";
+    acc.colorbar_label = "accuracy";
+    acc.row_labels = {"cloze (" + std::to_string(n_items) + ")", "passkey", "niah"};
+    acc.col_labels = {"none", "act", "zerotuning g=" + fmt_gamma(fit.best_gamma)};
+    for (const char* task : {"cloze", "passkey", "niah"}) {
+      std::vector<double> row;
+      for (const json& r : results) row.push_back(r[task]["accuracy"].get<double>());
+      acc.values.push_back(row);
+    }
+    ATTNKIT_RETURN_IF_ERROR(plot::heatmap(acc, o.out_dir + "/calibration_accuracy.png"));
+    plot::LineChart ppl;
+    ppl.title = "Held-out perplexity per window (x: window)";
+    ppl.x_label = "window";
+    ppl.y_label = "perplexity";
+    for (size_t b = 0; b < specs.size(); ++b) {
+      plot::Series sr;
+      sr.label = acc.col_labels[b];
+      for (size_t w = 0; w < scores[b].nll.size(); ++w) {
+        sr.x.push_back(static_cast<double>(w));
+        sr.y.push_back(std::exp(scores[b].nll[w]));
+      }
+      ppl.series.push_back(sr);
+    }
+    ATTNKIT_RETURN_IF_ERROR(plot::lines(ppl, o.out_dir + "/calibration_perplexity.png"));
+  }
+  return write_json(o, "calibration_eval", j);
+}
+
 using Runner = Status (*)(const AnalyzeOptions&, model::Model*, const std::string&);
 
 // The JSON name each runner writes (DIR/<name>.json).
@@ -577,6 +759,8 @@ void add_analyze(CLI::App& root) {
       {"massive-activations", "Residual entries |x| > 100 and >= 1000x row median; mean vs zero ablation", {run_massive}, false},
       {"retrieval-heads", "Retrieval scores on NIAH, induction and echo scores; head maps for kv duo/razor", {run_retrieval}, false},
       {"zerotuning-fit", "Choose ZeroTuning's gamma by minimizing next-token entropy on KJV text", {run_zerotuning_fit}, false},
+      {"calibration-eval", "Perplexity, cloze, passkey and NIAH with no calibration, ACT and ZeroTuning, with 95% intervals",
+       {run_calibration_eval}, false},
       {"report", "sinks + entropy + massive-activations + retrieval-heads into DIR/index.html",
        {run_sinks, run_entropy, run_massive, run_retrieval}, true},
   };
@@ -592,6 +776,17 @@ void add_analyze(CLI::App& root) {
       c->add_option("--depths", o->depths, "Needle depths in [0, 1]")->delimiter(',');
       c->add_option("--segment", o->segment, "Random segment length for induction/echo")->capture_default_str();
       c->add_option("--repeats", o->repeats, "Repeats of the segment")->capture_default_str();
+    }
+    if (name == "calibration-eval") {
+      c->add_option("--gammas", o->gammas, "Candidate gammas for the ZeroTuning fit")->delimiter(',');
+      c->add_option("--heads", o->heads, "ZeroTuning heads: all | L.H+L.H+...")->capture_default_str();
+      c->add_option("--act", o->act, "The ACT backend to evaluate")->capture_default_str();
+      c->add_option("--ppl-windows", o->ppl_windows, "Held-out perplexity windows")->capture_default_str();
+      c->add_option("--ppl-length", o->ppl_length, "Tokens per perplexity window")->capture_default_str();
+      c->add_option("--cloze-passages", o->cloze_passages, "Cloze passages")->capture_default_str();
+      c->add_option("--cloze-length", o->cloze_length, "Tokens per cloze passage")->capture_default_str();
+      c->add_option("--retrieval-length", o->retrieval_length, "Passkey and NIAH prompt length")->capture_default_str();
+      c->add_option("--retrieval-trials", o->retrieval_trials, "Passkey trials (NIAH: this / 5 per depth, 5 depths)")->capture_default_str();
     }
     if (name == "zerotuning-fit") {
       c->add_option("--gammas", o->gammas, "Candidate gammas")->delimiter(',');
