@@ -582,8 +582,15 @@ struct Model::Impl {
   }
 
   Status logits_one(const float* hidden, float* logits) {
-    ATTNKIT_RETURN_IF_ERROR(quantized_matvec(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
-                                             logits, threads));
+    // The tied embedding is the largest matrix a token reads (262144 x 640 in Q8_0): the integer
+    // kernel reads its blocks in place with int16 activations, like every projection.
+    if (internal::quant_matmul_supports(embd->type)) {
+      ATTNKIT_RETURN_IF_ERROR(internal::quant_matmul(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
+                                                     1, logits, cfg.n_vocab, threads));
+    } else {
+      ATTNKIT_RETURN_IF_ERROR(quantized_matvec(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
+                                               logits, threads));
+    }
     softcap_logits(logits, cfg.n_vocab);
     return Status::ok_status();
   }
@@ -901,6 +908,7 @@ WeightBytes Model::weight_bytes() const {
   for (const LayerWeights& w : I.layers) {
     for (const StackedWeights* m : {&w.wqkv, &w.wo, &w.wgu, &w.wdown}) {
       b.mapped += m->mapped_bytes();
+      b.packed += m->packed_bytes();
       b.f32 += m->f32_bytes();
     }
     for (const std::vector<float>* v : {&w.attn_norm, &w.q_norm, &w.k_norm, &w.post_attn_norm, &w.ffn_norm, &w.post_ffn_norm})

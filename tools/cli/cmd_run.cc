@@ -148,6 +148,7 @@ Status do_bench(const RunOptions& o) {
                       {"attention", o.attention},
                       {"weights", model::weight_format_name(m->weight_format())},
                       {"weights_mapped_bytes", wb.mapped},
+                      {"weights_packed_bytes", wb.packed},
                       {"weights_f32_bytes", wb.f32},
                       {"rss_bytes", rss},
                       {"peak_rss_bytes", peak},
