@@ -450,7 +450,9 @@ struct Model::Impl {
         kpre.resize(static_cast<size_t>(n * nk));
       }
       const std::vector<double>& inv_freq = c.is_global(l) ? inv_freq_global : inv_freq_local;
-#pragma omp parallel for num_threads(threads) schedule(static)
+      // One token (decode) runs these per-token loops on the calling thread: the work is a few
+      // microseconds, about what waking the other threads costs.
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         const float* src = qkv.data() + i * nqkv;
         float* qi = q.data() + i * nq;
@@ -547,7 +549,7 @@ struct Model::Impl {
       }
       const int64_t F = c.n_ff;
       linear(h.data(), n, E, w.wgu, 2 * F, gu.data(), threads);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         const float* g = gu.data() + i * 2 * F;
         float* a = act.data() + i * F;
