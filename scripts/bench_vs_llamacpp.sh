@@ -97,6 +97,7 @@ for path in sorted(glob.glob(os.path.join(out, "attnkit_tg*.json"))):
     ours.setdefault(("tg", j["decode_tokens"], j["depth"]), []).append(j["decode_tokens_per_s"])
 last = json.load(open(sorted(glob.glob(os.path.join(out, "attnkit_pp*.json")))[-1]))
 print(f"attnkit weights {last['weights']}: {last['weights_mapped_bytes'] / 2**20:.0f} MiB mapped, "
+      f"{last.get('weights_packed_bytes', 0) / 2**20:.0f} MiB packed, "
       f"{last['weights_f32_bytes'] / 2**20:.1f} MiB f32; peak RSS {last['peak_rss_bytes'] / 2**20:.0f} MiB "
       f"(pp{last['length']} @ d{last['depth']})")
 def spread(v):

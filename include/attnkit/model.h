@@ -195,14 +195,16 @@ Status write_npy(const std::string& path, const float* data, const std::vector<i
 enum class WeightFormat { kQuantized, kF32 };
 
 // Bytes of weights the forward pass reads: GGUF blocks read in place from the file's mapping
-// (the embedding always; the projections with kQuantized) and f32 copies made at load (norm
-// weights; the projections with kF32).
+// (the embedding, which is also the output projection), integer-format projections unpacked at
+// load into int8 values with f32 scales (kQuantized; their pages of the mapping are released) and
+// f32 copies made at load (norm weights; the projections with kF32).
 // "quantized" | "f32" (CLI --weights, Python weights=); anything else fails naming the value.
 Status parse_weight_format(const std::string& name, WeightFormat* out);
 const char* weight_format_name(WeightFormat format);
 
 struct WeightBytes {
   uint64_t mapped = 0;
+  uint64_t packed = 0;
   uint64_t f32 = 0;
 };
 

@@ -228,8 +228,8 @@ class Model:
     @property
     def weights(self) -> str: ...
     @property
-    def weight_bytes(self) -> tuple[int, int]:
-        """(bytes of GGUF blocks read in place, bytes of f32 copies made at load)."""
+    def weight_bytes(self) -> tuple[int, int, int]:
+        """(bytes of GGUF blocks read in place, bytes of projections unpacked to int8 at load, bytes of f32 copies made at load)."""
     def generate(
         self, prompt: Union[str, Sequence[int]], *, max_tokens: int = 64, temperature: float = 0.0,
         top_p: float = 1.0, seed: int = 0

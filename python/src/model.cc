@@ -10,6 +10,7 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
@@ -261,9 +262,10 @@ void bind_model(nb::module_& m) {
       .def_prop_ro("weight_bytes",
                    [](const Model& m) {
                      const model::WeightBytes b = m.weight_bytes();
-                     return std::make_pair(b.mapped, b.f32);
+                     return std::make_tuple(b.mapped, b.packed, b.f32);
                    },
-                   "(bytes of GGUF blocks read in place, bytes of f32 copies made at load).")
+                   "(bytes of GGUF blocks read in place, bytes of projections unpacked to int8 at load, "
+                   "bytes of f32 copies made at load).")
       .def("generate", &generate_py, nb::arg("prompt"), nb::kw_only(), nb::arg("max_tokens") = 64,
            nb::arg("temperature") = 0.0f, nb::arg("top_p") = 1.0f, nb::arg("seed") = 0,
            "prompt (str, BOS added, or a list of token ids) -> generated text; temperature 0 is greedy.")

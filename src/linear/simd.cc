@@ -79,39 +79,6 @@ void ExpPairImpl(const float* HWY_RESTRICT q, const float* HWY_RESTRICT k, const
   }
 }
 
-void MulVecImpl(const float* x, const float* HWY_RESTRICT s, float* out, int64_t n) {  // out may alias x
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(d, x + i), hn::LoadU(d, s + i)), d, out + i);
-  for (; i < n; ++i) out[i] = x[i] * s[i];
-}
-
-void ScaleImpl(const float* x, float a, float* out, int64_t n) {  // out may alias x
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const auto av = hn::Set(d, a);
-  int64_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(d, x + i), av), d, out + i);
-  for (; i < n; ++i) out[i] = x[i] * a;
-}
-
-double SumSquaresImpl(const float* HWY_RESTRICT x, int64_t n) {
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  // Each lane sums n / N squares in f32 (a few dozen terms at head dims <= 512: relative error
-  // ~1e-6, far below what a normalization needs); the lanes and the tail are summed in double.
-  auto acc = hn::Zero(d);
-  int64_t i = 0;
-  for (; i + N <= n; i += N) {
-    const auto v = hn::LoadU(d, x + i);
-    acc = hn::MulAdd(v, v, acc);
-  }
-  double s = static_cast<double>(hn::GetLane(hn::SumOfLanes(d, acc)));
-  for (; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
-  return s;
-}
-
 // Row i of U takes -M_il U_l for every earlier row l. Each pass keeps a block of kBlock vectors of
 // row i in registers and streams the earlier rows (L1-resident at chunk sizes) past them, so
 // every broadcast M_il feeds kBlock FMAs. OpenBLAS strsm on these chunk-sized problems (64 x 64,
@@ -172,9 +139,6 @@ HWY_EXPORT(ExpShiftImpl);
 HWY_EXPORT(MulExpDiffImpl);
 HWY_EXPORT(OneMinusExpImpl);
 HWY_EXPORT(ExpPairImpl);
-HWY_EXPORT(MulVecImpl);
-HWY_EXPORT(ScaleImpl);
-HWY_EXPORT(SumSquaresImpl);
 HWY_EXPORT(UnitLowerSolveImpl);
 
 void elu1_inplace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(Elu1Impl)(x, n); }
@@ -186,12 +150,9 @@ void one_minus_exp(const float* g, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH
 void exp_pair(const float* q, const float* k, const float* b, float* qd, float* kr, int64_t n) {
   HWY_DYNAMIC_DISPATCH(ExpPairImpl)(q, k, b, qd, kr, n);
 }
-void mul_vec(const float* x, const float* s, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(MulVecImpl)(x, s, out, n); }
-void scale(const float* x, float a, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(ScaleImpl)(x, a, out, n); }
 void unit_lower_solve(const float* M, int64_t ldm, float* U, int64_t ldu, int64_t n, int64_t m) {
   HWY_DYNAMIC_DISPATCH(UnitLowerSolveImpl)(M, ldm, U, ldu, n, m);
 }
-double sum_squares(const float* x, int64_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
 
 }  // namespace linear_internal
 }  // namespace attnkit

@@ -453,7 +453,9 @@ struct Model::Impl {
         kpre.resize(static_cast<size_t>(n * nk));
       }
       const std::vector<double>& inv_freq = c.is_global(l) ? inv_freq_global : inv_freq_local;
-#pragma omp parallel for num_threads(threads) schedule(static)
+      // One token (decode) runs these per-token loops on the calling thread: the work is a few
+      // microseconds, about what waking the other threads costs.
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         const float* src = qkv.data() + i * nqkv;
         float* qi = q.data() + i * nq;
@@ -561,7 +563,7 @@ struct Model::Impl {
       }
       const int64_t F = c.n_ff;
       linear(h.data(), n, E, w.wgu, 2 * F, gu.data(), threads);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
       for (int64_t i = 0; i < n; ++i) {
         const float* g = gu.data() + i * 2 * F;
         float* a = act.data() + i * F;
@@ -596,8 +598,15 @@ struct Model::Impl {
   }
 
   Status logits_one(const float* hidden, float* logits) {
-    ATTNKIT_RETURN_IF_ERROR(quantized_matvec(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
-                                             logits, threads));
+    // The tied embedding is the largest matrix a token reads (262144 x 640 in Q8_0): the integer
+    // kernel reads its blocks in place with int16 activations, like every projection.
+    if (internal::quant_matmul_supports(embd->type)) {
+      ATTNKIT_RETURN_IF_ERROR(internal::quant_matmul(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
+                                                     1, logits, cfg.n_vocab, threads));
+    } else {
+      ATTNKIT_RETURN_IF_ERROR(quantized_matvec(embd->type, embd_data, embd->row_bytes(), cfg.n_vocab, cfg.n_embd, hidden,
+                                               logits, threads));
+    }
     softcap_logits(logits, cfg.n_vocab);
     return Status::ok_status();
   }
@@ -935,6 +944,7 @@ WeightBytes Model::weight_bytes() const {
   for (const LayerWeights& w : I.layers) {
     for (const StackedWeights* m : {&w.wqkv, &w.wo, &w.wgu, &w.wdown}) {
       b.mapped += m->mapped_bytes();
+      b.packed += m->packed_bytes();
       b.f32 += m->f32_bytes();
     }
     for (const std::vector<float>* v : {&w.attn_norm, &w.q_norm, &w.k_norm, &w.post_attn_norm, &w.ffn_norm, &w.post_ffn_norm})

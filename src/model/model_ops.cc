@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "linear/simd.h"
+#include "core/vec_ops.h"
 #include "model/model_ops.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -77,10 +77,10 @@ void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n) {
 }
 
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y) {
-  const double ss = linear_internal::sum_squares(x, n);
+  const double ss = core::sum_squares(x, n);
   const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-  linear_internal::mul_vec(x, w, y, n);
-  linear_internal::scale(y, r, y, n);
+  core::mul_vec(x, w, y, n);
+  core::scale(y, r, y, n);
 }
 
 void rope_table(const double* inv_freq, int64_t half, int64_t pos0, int64_t n_pos, float* cos_out, float* sin_out) {

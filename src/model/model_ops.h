@@ -13,7 +13,7 @@ namespace attnkit::model::internal {
 void gelu_tanh_mul(const float* g, const float* u, float* out, int64_t n);
 
 // Gemma RMSNorm y = x / sqrt(mean(x^2) + eps) * w. The sum of squares runs in f32 vector lanes
-// (linear_internal::sum_squares: each lane sums n / lanes terms, the lanes are added as a tree), so
+// (core::sum_squares: each lane sums n / lanes terms, the lanes are added as a tree), so
 // its relative error is below (n / lanes + log2(lanes) + 1) 2^-24: about 2e-6 at n = 640 on 16
 // lanes, and the result is within a few f32 ulp of the f64-normalized one. y may alias x.
 void rms_norm(const float* x, const float* w, int64_t n, float eps, float* y);

@@ -307,21 +307,57 @@ ATTNKIT_AVX2_TARGET void dot_avx2(const int8_t* s, const float* a, int64_t group
 }
 
 // AVX512-VNNI: the whole group as 32 int16 in one vector; vpdpwssd gives 16 int32 pair sums,
-// lanes 0..7 from values 0..15 and lanes 8..15 from values 16..31.
+// lanes 0..7 from values 0..15 and lanes 8..15 from values 16..31. Even and odd groups accumulate
+// in separate registers so consecutive FMAs do not wait on each other's latency.
+template <int T>
+ATTNKIT_VNNI_TARGET inline void group_vnni(const int8_t* s, const float* a, int64_t g, const QuantRow* x, __m512* acc) {
+  const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + g * kGroup)));
+  const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a[2 * g]), _mm512_set1_ps(a[2 * g + 1]));
+  for (int t = 0; t < T; ++t) {
+    const __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(x[t].q + g * kGroup));
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(scale, _mm512_set1_ps(x[t].d[g])), acc[t]);
+  }
+}
+
 template <int T>
 ATTNKIT_VNNI_TARGET void dot_vnni(const int8_t* s, const float* a, int64_t groups, const QuantRow* x, float* out) {
-  __m512 acc[T];
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g) {
-    const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + g * kGroup)));
-    const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a[2 * g]), _mm512_set1_ps(a[2 * g + 1]));
-    for (int t = 0; t < T; ++t) {
-      const __m512i q = _mm512_loadu_si512(x[t].q + g * kGroup);
-      const __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, q);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(scale, _mm512_set1_ps(x[t].d[g])), acc[t]);
-    }
+  __m512 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) {
+    group_vnni<T>(s, a, g, x, acc0);
+    group_vnni<T>(s, a, g + 1, x, acc1);
   }
-  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(acc[t]);
+  if (g < groups) group_vnni<T>(s, a, g, x, acc0);
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
+}
+
+// Q8_0 rows read in place (the tied embedding as the output projection: 262144 rows, too large
+// to copy): each 34-byte block is its f16 scale and 32 int8 values, so no unpacking is needed.
+template <int T>
+ATTNKIT_VNNI_TARGET inline void q8_0_group_vnni(const uint8_t* row, int64_t g, const QuantRow* x, __m512* acc) {
+  const uint8_t* blk = row + g * 34;
+  const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)));
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  const float dw = _cvtsh_ss(h);
+  for (int t = 0; t < T; ++t) {
+    const __m512i p = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(x[t].q + g * kGroup));
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_set1_ps(dw * x[t].d[g]), acc[t]);
+  }
+}
+
+template <int T>
+ATTNKIT_VNNI_TARGET void dot_q8_0_vnni(const uint8_t* row, int64_t groups, const QuantRow* x, float* out) {
+  __m512 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) {
+    q8_0_group_vnni<T>(row, g, x, acc0);
+    q8_0_group_vnni<T>(row, g + 1, x, acc1);
+  }
+  if (g < groups) q8_0_group_vnni<T>(row, g, x, acc0);
+  for (int t = 0; t < T; ++t) out[t] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
 }
 
 using DotFn = void (*)(const int8_t*, const float*, int64_t, const QuantRow*, float*);
@@ -350,17 +386,77 @@ Status check_args(TensorType type, int64_t block_elems, int64_t block_bytes, uin
   return Status::ok_status();
 }
 
-Status integer_matmul(const Format& f, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols, const float* x,
-                      int64_t n, float* y, int64_t ldy, int threads) {
-  const int64_t groups = cols / kGroup;
-  std::vector<int16_t> xq(static_cast<size_t>(n * cols));
-  std::vector<float> xd(static_cast<size_t>(n * groups)), xs(static_cast<size_t>(n * groups));
+using Q8DotFn = void (*)(const uint8_t*, int64_t, const QuantRow*, float*);
+const Q8DotFn kQ8Dots[4] = {dot_q8_0_vnni<1>, dot_q8_0_vnni<2>, dot_q8_0_vnni<3>, dot_q8_0_vnni<4>};
+
+// The activations of one call, quantized once (int16 blocks of 32); the buffers are per thread and
+// reused from call to call, so a decoded token allocates nothing here.
+struct QuantActivations {
+  std::vector<int16_t> q;
+  std::vector<float> d, sum;
+  std::vector<QuantRow> rows;
+
+  void quantize(const float* x, int64_t n, int64_t cols, int threads) {
+    const int64_t groups = cols / kGroup;
+    q.resize(static_cast<size_t>(n * cols));
+    d.resize(static_cast<size_t>(n * groups));
+    sum.resize(static_cast<size_t>(n * groups));
+    rows.resize(static_cast<size_t>(n));
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
-  for (int64_t t = 0; t < n; ++t)
-    quantize_row(x + t * cols, cols, xq.data() + t * cols, xd.data() + t * groups, xs.data() + t * groups);
-  std::vector<QuantRow> xr(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) xr[static_cast<size_t>(t)] = {xq.data() + t * cols, xd.data() + t * groups, xs.data() + t * groups};
-  const int isa = std::clamp(isa_flag().load(std::memory_order_relaxed), 0, 2);
+    for (int64_t t = 0; t < n; ++t)
+      quantize_row(x + t * cols, cols, q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups);
+    for (int64_t t = 0; t < n; ++t) rows[static_cast<size_t>(t)] = {q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups};
+  }
+};
+
+QuantActivations& thread_activations() {
+  static thread_local QuantActivations acts;
+  return acts;
+}
+
+int current_isa() { return std::clamp(isa_flag().load(std::memory_order_relaxed), 0, 2); }
+
+// y[t * ldy] for every token of one unpacked row (s, a, b as in the layout above).
+inline void dot_row(int isa, const int8_t* s, const float* a, const float* b, int64_t groups, const QuantActivations& x,
+                    float* y, int64_t ldy) {
+  const int64_t n = static_cast<int64_t>(x.rows.size());
+  float out[4];
+  for (int64_t t = 0; t < n; t += 4) {
+    const int T = static_cast<int>(std::min<int64_t>(4, n - t));
+    kDots[isa][T - 1](s, a, groups, x.rows.data() + t, out);
+    for (int u = 0; u < T; ++u) {
+      float v = out[u];
+      if (b != nullptr) {
+        // The k-quant minimum: sum_g b_g * (d_g * sum of the block's q) over the row.
+        const float* xs = x.rows[static_cast<size_t>(t + u)].sum;
+        float m = 0.f;
+        for (int64_t g = 0; g < groups; ++g) m += b[g] * xs[g];
+        v -= m;
+      }
+      y[(t + u) * ldy] = v;
+    }
+  }
+}
+
+Status integer_matmul(const Format& f, TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols,
+                      const float* x, int64_t n, float* y, int64_t ldy, int threads) {
+  const int64_t groups = cols / kGroup;
+  QuantActivations& xa = thread_activations();
+  xa.quantize(x, n, cols, threads);
+  const int isa = current_isa();
+  if (type == TensorType::kQ8_0 && isa == static_cast<int>(QuantIsa::kAvx512Vnni)) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* row = w + static_cast<uint64_t>(r) * row_bytes;
+      float out[4];
+      for (int64_t t = 0; t < n; t += 4) {
+        const int T = static_cast<int>(std::min<int64_t>(4, n - t));
+        kQ8Dots[T - 1](row, groups, xa.rows.data() + t, out);
+        for (int u = 0; u < T; ++u) y[(t + u) * ldy + r] = out[u];
+      }
+    }
+    return Status::ok_status();
+  }
   const int64_t blocks = cols / f.block_elems;
   const int64_t a_per_block = f.block_elems / 16, b_per_block = f.block_elems / kGroup;
   const auto unpack = isa >= static_cast<int>(QuantIsa::kAvx2) && f.unpack_avx2 != nullptr ? f.unpack_avx2 : f.unpack;
@@ -368,26 +464,12 @@ Status integer_matmul(const Format& f, const uint8_t* w, uint64_t row_bytes, int
   {
     std::vector<int8_t> s(static_cast<size_t>(cols) + 64);
     std::vector<float> a(static_cast<size_t>(2 * groups)), b(static_cast<size_t>(groups));
-    float out[4];
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const uint8_t* row = w + static_cast<uint64_t>(r) * row_bytes;
       for (int64_t k = 0; k < blocks; ++k)
         unpack(row + k * f.block_bytes, s.data() + k * f.block_elems, a.data() + k * a_per_block, b.data() + k * b_per_block);
-      for (int64_t t = 0; t < n; t += 4) {
-        const int T = static_cast<int>(std::min<int64_t>(4, n - t));
-        kDots[isa][T - 1](s.data(), a.data(), groups, xr.data() + t, out);
-        for (int u = 0; u < T; ++u) {
-          float v = out[u];
-          if (f.has_min) {
-            const float* xs_t = xr[static_cast<size_t>(t + u)].sum;
-            float m = 0.f;
-            for (int64_t g = 0; g < groups; ++g) m += b[static_cast<size_t>(g)] * xs_t[g];
-            v -= m;
-          }
-          y[(t + u) * ldy + r] = v;
-        }
-      }
+      dot_row(isa, s.data(), a.data(), f.has_min ? b.data() : nullptr, groups, xa, y + r, ldy);
     }
   }
   return Status::ok_status();
@@ -450,7 +532,7 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
   if (const Format* f = integer_format(type)) {
     ATTNKIT_RETURN_IF_ERROR(check_args(type, f->block_elems, f->block_bytes, row_bytes, rows, cols, w, x, n, y, ldy));
     if (rows == 0 || n == 0) return Status::ok_status();
-    return integer_matmul(*f, w, row_bytes, rows, cols, x, n, y, ldy, threads);
+    return integer_matmul(*f, type, w, row_bytes, rows, cols, x, n, y, ldy, threads);
   }
   if (is_float_type(type)) {
     ATTNKIT_RETURN_IF_ERROR(check_args(type, 1, type == TensorType::kF32 ? 4 : 2, row_bytes, rows, cols, w, x, n, y, ldy));
@@ -458,6 +540,84 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
     return float_matmul(type, w, row_bytes, rows, cols, x, n, y, ldy, threads);
   }
   return Status::unsupported("quant_matmul: weight type " + gguf::tensor_type_name(type) + " is not supported");
+}
+
+uint64_t PackedRows::bytes() const { return s.size() + (a.size() + b.size()) * sizeof(float); }
+
+Status pack_rows(TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols, int threads,
+                 PackedRows* out) {
+  const Format* f = integer_format(type);
+  if (f == nullptr) return Status::unsupported("pack_rows: weight type " + gguf::tensor_type_name(type) + " is not an integer format");
+  ATTNKIT_RETURN_IF_ERROR(check_args(type, f->block_elems, f->block_bytes, row_bytes, rows, cols, w, nullptr, 0, nullptr, rows));
+  if (rows > 0 && w == nullptr) return Status::invalid_argument("pack_rows: w is null");
+  if (threads <= 0) threads = omp_get_max_threads();
+  const int64_t groups = cols / kGroup, blocks = cols / f->block_elems;
+  const int64_t a_per_block = f->block_elems / 16, b_per_block = f->block_elems / kGroup;
+  out->type = type;
+  out->rows = rows;
+  out->cols = cols;
+  out->has_min = f->has_min;
+  out->s.assign(static_cast<size_t>(rows * cols), 0);
+  out->a.assign(static_cast<size_t>(rows * 2 * groups), 0.f);
+  out->b.assign(f->has_min ? static_cast<size_t>(rows * groups) : 0, 0.f);
+  const auto unpack = current_isa() >= static_cast<int>(QuantIsa::kAvx2) && f->unpack_avx2 != nullptr ? f->unpack_avx2 : f->unpack;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w + static_cast<uint64_t>(r) * row_bytes;
+    int8_t* s = out->s.data() + r * cols;
+    float* a = out->a.data() + r * 2 * groups;
+    float* b = f->has_min ? out->b.data() + r * groups : nullptr;
+    for (int64_t k = 0; k < blocks; ++k)
+      unpack(row + k * f->block_bytes, s + k * f->block_elems, a + k * a_per_block, b ? b + k * b_per_block : nullptr);
+  }
+  return Status::ok_status();
+}
+
+Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
+                     int threads) {
+  if (n_parts <= 0) return Status::invalid_argument("packed_matmul: n_parts " + std::to_string(n_parts) + " must be >= 1");
+  const int64_t cols = parts[0]->cols;
+  int64_t rows = 0;
+  for (int k = 0; k < n_parts; ++k) {
+    if (parts[k]->cols != cols)
+      return Status::invalid_argument("packed_matmul: part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
+                                      ", expected " + std::to_string(cols) + " like part 0");
+    rows += parts[k]->rows;
+  }
+  if (n < 0) return Status::invalid_argument("packed_matmul: n " + std::to_string(n) + " must be >= 0");
+  if (ldy < rows) return Status::invalid_argument("packed_matmul: ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  if (rows == 0 || n == 0) return Status::ok_status();
+  if (x == nullptr || y == nullptr) return Status::invalid_argument("packed_matmul: x or y is null");
+  if (threads <= 0) threads = omp_get_max_threads();
+  const int64_t groups = cols / kGroup;
+  QuantActivations& xa = thread_activations();
+  xa.quantize(x, n, cols, threads);
+  const int isa = current_isa();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    int k = 0;
+    int64_t r0 = 0;
+    while (r - r0 >= parts[k]->rows) r0 += parts[k++]->rows;
+    const PackedRows& p = *parts[k];
+    const int64_t i = r - r0;
+    dot_row(isa, p.s.data() + i * cols, p.a.data() + i * 2 * groups, p.has_min ? p.b.data() + i * groups : nullptr, groups, xa,
+            y + r, ldy);
+  }
+  return Status::ok_status();
+}
+
+void packed_dequantize(const PackedRows& p, int64_t r0, int64_t m, float* out) {
+  const int64_t groups = p.cols / kGroup;
+  for (int64_t r = 0; r < m; ++r) {
+    const int8_t* s = p.s.data() + (r0 + r) * p.cols;
+    const float* a = p.a.data() + (r0 + r) * 2 * groups;
+    const float* b = p.has_min ? p.b.data() + (r0 + r) * groups : nullptr;
+    float* o = out + r * p.cols;
+    for (int64_t h = 0; h < 2 * groups; ++h) {
+      const float ah = a[h], bh = b ? b[h / 2] : 0.f;
+      for (int i = 0; i < 16; ++i) o[16 * h + i] = ah * static_cast<float>(s[16 * h + i]) - bh;
+    }
+  }
 }
 
 void quant_activation_error(const float* x, int64_t n, int64_t cols, float* err) {

@@ -55,6 +55,34 @@ bool quant_matmul_supports(gguf::TensorType type);
 Status quant_matmul(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols,
                     const float* x, int64_t n, float* y, int64_t ldy, int threads);
 
+// Rows of an integer format unpacked once (at load) into the layout the integer dots read: int8
+// values s [rows, cols], an f32 scale per 16 values a [rows, cols / 16] and, for Q4_K / Q5_K, an
+// f32 offset per 32 values b [rows, cols / 32], so W = a s - b exactly as the blocks dequantize.
+// 1.25 bytes per weight (1.375 with offsets) against 0.69..1.06 in the blocks: decode skips the
+// unpacking of every block on every token (on the shipped file it took about as long as the dots).
+struct PackedRows {
+  gguf::TensorType type = gguf::TensorType::kQ8_0;
+  int64_t rows = 0, cols = 0;
+  bool has_min = false;
+  std::vector<int8_t> s;
+  std::vector<float> a, b;
+  uint64_t bytes() const;
+};
+
+// Unpacks rows x cols of an integer format (rows row_bytes apart) into *out.
+Status pack_rows(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols, int threads,
+                 PackedRows* out);
+
+// The same product as quant_matmul (same int16 activations, same integer sums, same error bound)
+// for n_parts packed matrices of equal cols stacked by rows: part k's outputs follow part k - 1's
+// in each row of y. The activations are quantized once for all parts.
+Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
+                     int threads);
+
+// f32 values of rows [r0, r0 + m) of a packed matrix into out [m, cols] (the same values as the
+// blocks' dequantization).
+void packed_dequantize(const PackedRows& p, int64_t r0, int64_t m, float* out);
+
 // |x - x^| of the activation quantization quant_matmul applies to integer formats ([n, cols]).
 void quant_activation_error(const float* x, int64_t n, int64_t cols, float* err);
 

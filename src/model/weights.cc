@@ -3,6 +3,8 @@
 
 #include <cblas.h>
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -43,6 +45,24 @@ void parallel_sgemm_nt(const float* x, int64_t n, int64_t in, const float* w, in
   }
 }
 
+namespace {
+
+bool is_float_type(gguf::TensorType t) {
+  return t == gguf::TensorType::kF32 || t == gguf::TensorType::kF16 || t == gguf::TensorType::kBF16;
+}
+
+// Drops this process's resident copy of the whole pages inside [p, p + bytes) of the read-only file
+// mapping once the blocks are packed; the mapping stays valid (a later read faults the page in
+// again from the file), so nothing else that reads the tensor breaks.
+void release_pages(const uint8_t* p, uint64_t bytes) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+}  // namespace
+
 Status StackedWeights::add(const gguf::GgufFile& file, const std::string& name, int64_t rows, int64_t cols,
                            WeightMode mode) {
   const gguf::TensorInfo* t = file.find_tensor(name);
@@ -59,8 +79,15 @@ Status StackedWeights::add(const gguf::GgufFile& file, const std::string& name, 
   p.rows = rows;
   p.row_bytes = t->row_bytes();
   if (mode == WeightMode::kQuantized && quant_matmul_supports(t->type)) {
-    ATTNKIT_RETURN_IF_ERROR(file.tensor_data(*t, &p.data));
-    mapped_bytes_ += p.row_bytes * static_cast<uint64_t>(rows);
+    const uint8_t* data = nullptr;
+    ATTNKIT_RETURN_IF_ERROR(file.tensor_data(*t, &data));
+    if (is_float_type(t->type)) {
+      p.data = data;
+      mapped_bytes_ += p.row_bytes * static_cast<uint64_t>(rows);
+    } else {
+      ATTNKIT_RETURN_IF_ERROR(pack_rows(t->type, data, p.row_bytes, rows, cols, 0, &p.packed));
+      release_pages(data, p.row_bytes * static_cast<uint64_t>(rows));
+    }
   } else {
     p.f32.resize(static_cast<size_t>(rows * cols));
     ATTNKIT_RETURN_IF_ERROR(file.dequantize_rows(*t, 0, rows, p.f32.data()));
@@ -69,6 +96,12 @@ Status StackedWeights::add(const gguf::GgufFile& file, const std::string& name, 
   rows_ += rows;
   cols_ = cols;
   return Status::ok_status();
+}
+
+uint64_t StackedWeights::packed_bytes() const {
+  uint64_t b = 0;
+  for (const Part& p : parts_) b += p.packed.bytes();
+  return b;
 }
 
 uint64_t StackedWeights::f32_bytes() const {
@@ -104,13 +137,46 @@ Status tiled_dequant_sgemm(gguf::TensorType type, const uint8_t* w, uint64_t row
   return Status::ok_status();
 }
 
+// The same tiling for packed rows: a tile is dequantized as a s - b (see quant_matmul.h).
+void packed_tiled_sgemm(const PackedRows& p, const float* x, int64_t n, float* y, int64_t ldy, int threads) {
+  const int64_t cols = p.cols;
+  const int64_t tile = std::clamp<int64_t>(65536 / cols / 16 * 16, 16, 256);
+  const int64_t tiles = (p.rows + tile - 1) / tile;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> buf(static_cast<size_t>(tile * cols));
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < tiles; ++k) {
+      const int64_t r0 = k * tile, m = std::min(tile, p.rows - r0);
+      packed_dequantize(p, r0, m, buf.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(m), static_cast<int>(cols),
+                  1.0f, x, static_cast<int>(cols), buf.data(), static_cast<int>(cols), 0.0f, y + r0, static_cast<int>(ldy));
+    }
+  }
+}
+
 }  // namespace
 
 Status StackedWeights::apply(const float* x, int64_t n, float* y, int64_t ldy, int threads) const {
   if (ldy < rows_) return Status::invalid_argument("StackedWeights::apply: ldy " + std::to_string(ldy) + " < rows " + std::to_string(rows_));
+  const bool all_packed =
+      std::all_of(parts_.begin(), parts_.end(), [](const Part& p) { return p.packed.rows == p.rows && p.rows > 0; });
+  if (all_packed && n < kTiledSgemmMinTokens) {
+    // Decode: one activation quantization and one parallel loop over the whole stack.
+    const PackedRows* packed[8];
+    if (parts_.size() <= 8) {
+      for (size_t k = 0; k < parts_.size(); ++k) packed[k] = &parts_[k].packed;
+      return packed_matmul(packed, static_cast<int>(parts_.size()), x, n, y, ldy, threads);
+    }
+  }
   int64_t r0 = 0;
   for (const Part& p : parts_) {
-    if (p.data != nullptr && n >= kTiledSgemmMinTokens) {
+    if (p.packed.rows > 0 && n >= kTiledSgemmMinTokens) {
+      packed_tiled_sgemm(p.packed, x, n, y + r0, ldy, threads);
+    } else if (p.packed.rows > 0) {
+      const PackedRows* one = &p.packed;
+      ATTNKIT_RETURN_IF_ERROR(packed_matmul(&one, 1, x, n, y + r0, ldy, threads));
+    } else if (p.data != nullptr && n >= kTiledSgemmMinTokens) {
       ATTNKIT_RETURN_IF_ERROR(tiled_dequant_sgemm(p.type, p.data, p.row_bytes, p.rows, cols_, x, n, y + r0, ldy, threads));
     } else if (p.data != nullptr) {
       ATTNKIT_RETURN_IF_ERROR(quant_matmul(p.type, p.data, p.row_bytes, p.rows, cols_, x, n, y + r0, ldy, threads));

@@ -2,10 +2,13 @@
 //
 // A StackedWeights is one or more GGUF tensors of the same width stacked by rows (Q, K and V make
 // one QKV projection; gate and up one FFN input projection), applied as y = x W^T.
-//   kQuantized (default): each tensor stays in its GGUF block format inside the file's mapping.
-//     A few tokens (decode) are multiplied by quant_matmul (int16 activations, integer dots; see
-//     quant_matmul.h); many tokens (prefill) by tiles dequantized on the fly and sgemm. A type
-//     quant_matmul does not read (Q2_K, Q3_K, ...) is dequantized to f32 at load instead.
+//   kQuantized (default): each integer-format tensor is unpacked once at load into PackedRows
+//     (int8 values and f32 scales, 1.25..1.375 bytes per weight; see quant_matmul.h) and its
+//     blocks' pages of the mapping are released. A few tokens (decode) are multiplied by
+//     packed_matmul (int16 activations, integer dots, one activation quantization for the whole
+//     stack); many tokens (prefill) by tiles dequantized from the packed rows and sgemm. F32 / F16
+//     / BF16 tensors stay in the mapping (quant_matmul); a type quant_matmul does not read (Q2_K,
+//     Q3_K, ...) is dequantized to f32 at load instead.
 //   kF32: every tensor is dequantized once to an f32 copy and applied with OpenBLAS sgemm (several
 //     tokens) or an f32 matvec (one token): the accuracy reference for the quantized path.
 #pragma once
@@ -16,6 +19,7 @@
 
 #include "attnkit/gguf.h"
 #include "attnkit/status.h"
+#include "model/quant_matmul.h"
 
 namespace attnkit::model::internal {
 
@@ -37,16 +41,18 @@ class StackedWeights {
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  // Bytes this matrix occupies: the mapped GGUF blocks it reads plus any f32 copies.
+  // Bytes this matrix occupies: the mapped GGUF data it reads, its packed rows, its f32 copies.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
+  uint64_t packed_bytes() const;
   uint64_t f32_bytes() const;
 
  private:
   struct Part {
     gguf::TensorType type = gguf::TensorType::kF32;
-    const uint8_t* data = nullptr;  // GGUF blocks (quantized parts), else null
+    const uint8_t* data = nullptr;  // float rows read in the mapping, else null
     uint64_t row_bytes = 0;
     int64_t rows = 0;
+    PackedRows packed;       // integer formats in quantized mode (packed.rows == rows), else empty
     std::vector<float> f32;  // dequantized rows (f32 mode, or a type quant_matmul does not read)
   };
   std::vector<Part> parts_;

@@ -1,7 +1,7 @@
 // Quantized-weight matrix products (src/model/quant_matmul.cc) on the real Gemma 3 270M tensors:
 // every weight format the shipped GGUF holds (Q5_0, Q8_0, Q4_K, Q6_K) and F32 / F16 / BF16 copies
-// of a real tensor, on every integer-dot path this CPU has, 1 and 2 threads, odd row and token
-// counts. The reference is the `gguf` layer's dequantization followed by a double-precision dot.
+// of a real tensor, on every integer-dot path this CPU has, read in place (quant_matmul) and from
+// packed rows stacked in two parts (packed_matmul), 1 and 2 threads, odd row and token counts. The reference is the `gguf` layer's dequantization followed by a double-precision dot.
 //
 // Bound asserted per output (see quant_matmul.h): the kernel computes the exact dot of the
 // dequantized weights with the int16-quantized activations x^, so
@@ -100,14 +100,30 @@ void check_matrix(const std::string& what, TensorType type, const uint8_t* data,
         ref_energy += s * s;
       }
     }
+    // Integer formats also go through their packed rows, split into two stacked parts.
+    PackedRows lo, hi;
+    if (quantized_activations) {
+      ASSERT_TRUE(pack_rows(type, data, row_bytes, rows / 2, cols, 2, &lo).ok()) << what;
+      ASSERT_TRUE(pack_rows(type, data + (rows / 2) * row_bytes, row_bytes, rows - rows / 2, cols, 1, &hi).ok()) << what;
+      // Packed rows dequantize to the blocks' values.
+      std::vector<float> wp(static_cast<size_t>(rows * cols));
+      packed_dequantize(lo, 0, lo.rows, wp.data());
+      packed_dequantize(hi, 0, hi.rows, wp.data() + lo.rows * cols);
+      for (size_t i = 0; i < wp.size(); ++i)
+        ASSERT_NEAR(wp[i], w_f32[i], 1e-6f * std::fabs(w_f32[i]) + 1e-7f) << what << " packed value " << i;
+    }
     std::vector<float> first;
     for (QuantIsa isa : available_isas()) {
       set_quant_isa(isa);
-      for (int threads : {1, 2}) {
+      for (int variant = 0; variant < (quantized_activations ? 4 : 2); ++variant) {
+        const int threads = 1 + variant % 2;
+        const bool packed = variant >= 2;
         // One guard column each side of the rows (ldy = rows + 2) must stay untouched.
         const int64_t ldy = rows + 2;
         std::vector<float> y(static_cast<size_t>(n * ldy), 12345.f);
-        Status s = quant_matmul(type, data, row_bytes, rows, cols, x.data(), n, y.data() + 1, ldy, threads);
+        const PackedRows* parts[2] = {&lo, &hi};
+        Status s = packed ? packed_matmul(parts, 2, x.data(), n, y.data() + 1, ldy, threads)
+                          : quant_matmul(type, data, row_bytes, rows, cols, x.data(), n, y.data() + 1, ldy, threads);
         ASSERT_TRUE(s.ok()) << what << ": " << s.message();
         double err_energy = 0;
         std::vector<float> got;
@@ -119,7 +135,8 @@ void check_matrix(const std::string& what, TensorType type, const uint8_t* data,
             const double e = std::fabs(v - ref[static_cast<size_t>(t * rows + r)]);
             ASSERT_TRUE(std::isfinite(v)) << what;
             ASSERT_LE(e, bound[static_cast<size_t>(t * rows + r)])
-                << what << " " << quant_isa_name(isa) << " threads " << threads << " n " << n << " token " << t << " row " << r
+                << what << " " << quant_isa_name(isa) << (packed ? " packed" : "") << " threads " << threads << " n " << n
+                << " token " << t << " row " << r
                 << ": got " << v << " want " << ref[static_cast<size_t>(t * rows + r)];
             err_energy += e * e;
             got.push_back(v);
@@ -220,6 +237,28 @@ TEST(QuantMatmul, BadArgumentsNameTheParameter) {
   EXPECT_NE(s.message().find("q2_K"), std::string::npos) << s.message();
   EXPECT_FALSE(quant_matmul_supports(TensorType::kQ2_K));
   EXPECT_TRUE(quant_matmul_supports(TensorType::kQ6_K));
+}
+
+TEST(QuantMatmul, PackedBadArgumentsNameTheParameter) {
+  const gguf::GgufFile& f = real_file();
+  PackedRows q, down;
+  for (auto [name, out] : {std::pair{"blk.0.attn_q.weight", &q}, std::pair{"blk.0.ffn_down.weight", &down}}) {
+    const gguf::TensorInfo* t = f.find_tensor(name);
+    ASSERT_NE(t, nullptr);
+    const uint8_t* data = nullptr;
+    ASSERT_TRUE(f.tensor_data(*t, &data).ok());
+    ASSERT_TRUE(pack_rows(t->type, data, t->row_bytes(), 3, t->row_elems(), 1, out).ok());
+  }
+  std::vector<float> x(2048, 1.f), y(8, 0.f);
+  const PackedRows* parts[2] = {&q, &down};
+  Status s = packed_matmul(parts, 2, x.data(), 1, y.data(), 6, 1);
+  EXPECT_NE(s.message().find("part 1 has cols 2048"), std::string::npos) << s.message();
+  s = packed_matmul(parts, 1, x.data(), 1, y.data(), 2, 1);
+  EXPECT_NE(s.message().find("ldy 2"), std::string::npos) << s.message();
+  std::vector<uint8_t> w(84, 0);
+  s = pack_rows(TensorType::kQ2_K, w.data(), 84, 1, 256, 1, &q);
+  EXPECT_EQ(s.code(), StatusCode::kUnsupported);
+  EXPECT_NE(s.message().find("q2_K"), std::string::npos) << s.message();
 }
 
 // An all-zero activation block has scale 0 and must give exact zeros, not NaN.

@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -25,6 +24,7 @@
 #include "attnkit/tokenizer.h"
 #include "commands.h"
 #include "core/output_file.h"
+#include "attnkit/bench.h"
 #include "attnkit/eval.h"
 
 namespace attnkit::cli {
@@ -70,31 +70,18 @@ Status load_model(const RunOptions& o, std::unique_ptr<model::Model>* m) {
   return (*m)->set_kv_policy(o.kv);
 }
 
-// Resident and peak resident set of this process (VmRSS / VmHWM of /proc/self/status), in bytes;
-// 0 where the file is absent.
-void read_rss(uint64_t* rss, uint64_t* peak) {
-  *rss = *peak = 0;
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    const bool is_rss = line.rfind("VmRSS:", 0) == 0, is_hwm = line.rfind("VmHWM:", 0) == 0;
-    if (!is_rss && !is_hwm) continue;
-    const uint64_t kb = std::strtoull(line.c_str() + 6, nullptr, 10);
-    (is_rss ? *rss : *peak) = kb * 1024;
-  }
-}
-
-// Median, min, max and spread (max / min - 1) of the samples of a rate.
+// Median, min, max and spread (max / min - 1) of the samples of a rate (the median is the bench
+// harness's).
 struct RateStats {
   double median = 0, min = 0, max = 0, spread = 0;
 };
-RateStats rate_stats(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
+RateStats rate_stats(const std::vector<double>& v) {
   RateStats r;
-  r.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-  r.min = v.front();
-  r.max = v.back();
+  if (v.empty()) return r;
+  r.median = bench::median(v);
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  r.min = *lo;
+  r.max = *hi;
   r.spread = r.min > 0 ? r.max / r.min - 1 : 0.0;
   return r;
 }
@@ -137,8 +124,6 @@ Status do_bench(const RunOptions& o) {
   }
   const RateStats pf = rate_stats(prefill_tps), dc = rate_stats(decode_tps);
   const model::WeightBytes wb = m->weight_bytes();
-  uint64_t rss = 0, peak = 0;
-  read_rss(&rss, &peak);
   nlohmann::json j = {{"length", o.length},
                       {"depth", o.depth},
                       {"decode_tokens", o.decode_tokens},
@@ -148,9 +133,8 @@ Status do_bench(const RunOptions& o) {
                       {"attention", o.attention},
                       {"weights", model::weight_format_name(m->weight_format())},
                       {"weights_mapped_bytes", wb.mapped},
+                      {"weights_packed_bytes", wb.packed},
                       {"weights_f32_bytes", wb.f32},
-                      {"rss_bytes", rss},
-                      {"peak_rss_bytes", peak},
                       {"prefill_tokens_per_s", pf.median},
                       {"prefill_tokens_per_s_min", pf.min},
                       {"prefill_tokens_per_s_max", pf.max},
@@ -159,7 +143,7 @@ Status do_bench(const RunOptions& o) {
                       {"decode_tokens_per_s_min", dc.min},
                       {"decode_tokens_per_s_max", dc.max},
                       {"decode_spread", dc.spread}};
-  j.update(eval::kv_report(*m));
+  j.update(eval::kv_report(*m));  // KV figures and peak_rss_bytes
   std::cout << j.dump(2) << std::endl;
   if (!o.json_path.empty()) ATTNKIT_RETURN_IF_ERROR(write_file_atomic(o.json_path, j.dump(2) + "\n", "run: --json"));
   return Status::ok_status();
