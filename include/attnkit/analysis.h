@@ -258,9 +258,7 @@ Status zerotuning_fit(model::Model* m, const std::vector<int32_t>& tokens, const
 
 // ---- calibration evaluation (`attnkit analyze calibration-eval`) ----
 
-// Wilson score interval of k successes in n trials at normal quantile z (1.96: 95%); [0, 1] when
-// n is 0.
-void wilson_interval(int64_t k, int64_t n, double z, double* lo, double* hi);
+// Accuracies get eval::wilson_interval (attnkit/eval.h).
 // Percentile bootstrap interval (2.5% and 97.5% quantiles of `resamples` resampled means, fixed
 // seed) of the mean of x. For paired comparisons pass the per-unit differences.
 void bootstrap_mean_interval(const std::vector<double>& x, int64_t resamples, uint64_t seed, double* lo, double* hi);

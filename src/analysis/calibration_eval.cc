@@ -19,19 +19,6 @@
 
 namespace attnkit::analysis {
 
-void wilson_interval(int64_t k, int64_t n, double z, double* lo, double* hi) {
-  if (n <= 0) {
-    *lo = 0;
-    *hi = 1;
-    return;
-  }
-  const double nn = static_cast<double>(n), p = static_cast<double>(k) / nn, z2 = z * z;
-  const double center = (p + z2 / (2 * nn)) / (1 + z2 / nn);
-  const double half = z / (1 + z2 / nn) * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
-  *lo = std::max(0.0, center - half);
-  *hi = std::min(1.0, center + half);
-}
-
 void bootstrap_mean_interval(const std::vector<double>& x, int64_t resamples, uint64_t seed, double* lo, double* hi) {
   if (x.empty() || resamples < 1) {
     *lo = *hi = std::nan("");

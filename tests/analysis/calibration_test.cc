@@ -6,6 +6,7 @@
 #include <random>
 
 #include "attnkit/analysis.h"
+#include "attnkit/eval.h"
 #include "attnkit/model.h"
 
 namespace attnkit::analysis {
@@ -173,13 +174,13 @@ TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
 
 TEST(CalibrationStatistics, WilsonIntervalMatchesItsFormula) {
   double lo = 0, hi = 0;
-  wilson_interval(8, 10, 1.96, &lo, &hi);  // the textbook example: 0.490 .. 0.943
+  eval::wilson_interval(8, 10, 1.96, &lo, &hi);  // the textbook example: 0.490 .. 0.943
   EXPECT_NEAR(lo, 0.4902, 1e-4);
   EXPECT_NEAR(hi, 0.9433, 1e-4);
-  wilson_interval(0, 10, 1.96, &lo, &hi);  // never a zero-width interval at 0 successes
+  eval::wilson_interval(0, 10, 1.96, &lo, &hi);  // never a zero-width interval at 0 successes
   EXPECT_NEAR(lo, 0.0, 1e-12);
   EXPECT_NEAR(hi, 0.2775, 1e-4);
-  wilson_interval(50, 50, 1.96, &lo, &hi);
+  eval::wilson_interval(50, 50, 1.96, &lo, &hi);
   EXPECT_NEAR(lo, 0.9287, 1e-4);
   EXPECT_EQ(hi, 1.0);
 }

@@ -613,7 +613,7 @@ Status run_calibration_eval(const AnalyzeOptions& o, model::Model* m, const std:
                                         std::make_tuple("passkey", &s.passkey, &scores[0].passkey),
                                         std::make_tuple("niah", &s.niah, &scores[0].niah)}) {
       const int64_t k = static_cast<int64_t>(std::llround(mean(*v) * static_cast<double>(v->size())));
-      an::wilson_interval(k, static_cast<int64_t>(v->size()), 1.96, &lo, &hi);
+      eval::wilson_interval(k, static_cast<int64_t>(v->size()), 1.96, &lo, &hi);
       json a = {{"accuracy", mean(*v)}, {"correct", k}, {"n", v->size()}, {"wilson95", interval(lo, hi)}};
       if (b > 0) {
         const std::vector<double> d = diff(*v, *base);
