@@ -139,8 +139,7 @@ Status read_prompt(const model::Model& m, const std::string& path, std::vector<i
   return m.tokenizer().encode(ss.str(), eo, ids);
 }
 
-Status dist_run(const DistRunOptions& o) {
-  MpiSession mpi;
+Status dist_run(const DistRunOptions& o, const MpiSession& mpi) {
   const MPI_Comm comm = mpi.comm;
   const int rank = mpi.rank, ranks = mpi.ranks;
   Status st;
@@ -240,7 +239,12 @@ void add_dist_run(CLI::App& root) {
   cmd->add_flag("--allow-past-context", o->allow_past_context, "Run past the model's trained context");
   add_threads_option(cmd, &o->threads, "OpenMP threads per rank");
   cmd->add_option("--json", o->json_path, "Write the result to FILE (rank 0)");
-  cmd->callback([o] { check(dist_run(*o)); });
+  // The error is printed while MPI is still up: MPI_Finalize in the session's destructor waits for
+  // every rank, so no rank exits (and makes mpirun kill the others) before all have printed.
+  cmd->callback([o] {
+    MpiSession mpi;
+    check(dist_run(*o, mpi));
+  });
 }
 
 }  // namespace
