@@ -36,7 +36,6 @@ sentencepiece, protobuf):
 """
 import argparse
 import base64
-import json
 import math
 import os
 import platform
@@ -46,7 +45,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
-from golden_hf import default_model, kjv_text  # noqa: E402  (same model lookup and KJV extraction)
+from golden_hf import default_model, kjv_text, write_json_atomic  # noqa: E402  (same model lookup, KJV extraction, output)
 
 # (name, first verse, tokens): Genesis 1:1, Psalm 1:1 (verse 13940), Matthew 1:1 (verse 23145).
 PROMPTS = [("genesis", 0, 64), ("psalms", 13940, 96), ("matthew", 23145, 160)]
@@ -124,11 +123,7 @@ def main():
             })
             print(f"{name}: {n} tokens, layer 17 alpha0 {np.round(alpha0[17], 3).tolist()}", file=sys.stderr)
 
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, separators=(",", ":"))
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, result)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)", file=sys.stderr)
 
 

@@ -46,6 +46,17 @@ def kjv_text():
     return "\n".join(lines)
 
 
+def write_json_atomic(path, obj):
+    """Writes obj as compact JSON to a temporary file beside path and renames it into place, so an
+    interrupted run never leaves a half-written golden file (the project's rule for outputs)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, separators=(",", ":"))
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
 def default_model():
     here = os.path.dirname(os.path.abspath(__file__))
     import glob
@@ -121,10 +132,7 @@ def main():
             result["perplexity"] = {"corpus": "kjv (bible -f -l100000 Gen1:1-Rev22:21, references stripped)",
                                     "n_tokens": len(ids), "perplexity": ppl,
                                     "prefix_perplexity": {str(k): v for k, v in prefix.items()}, "ids": ids}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, separators=(",", ":"))
-        fh.write("\n")
+    write_json_atomic(args.out, result)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -76,7 +76,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
-from golden_hf import default_model, kjv_text  # noqa: E402  (same model lookup and KJV extraction)
+from golden_hf import default_model, kjv_text, write_json_atomic  # noqa: E402  (same model lookup, KJV extraction, output)
 
 GLOBAL_LAYERS = [5, 11, 17]
 RATIOS = [0.5, 0.75]
@@ -246,12 +246,7 @@ def main():
             if args.verify and pi == 0:
                 verify(model, ids, specs, result)
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, separators=(",", ":"))
-        fh.write("\n")
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, result)
     print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)", file=sys.stderr)
 
 

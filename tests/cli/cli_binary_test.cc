@@ -334,6 +334,30 @@ TEST_F(CliBinary, NiahWritesItsHeatmap) {
   EXPECT_EQ(image.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
 }
 
+// `eval perplexity --offset N` reads the text from its token N and numbers its windows in the
+// whole text; a run that ignored the offset would score the opening of Genesis again.
+TEST_F(CliBinary, PerplexityOffsetRecordsWhereTheTextStarts) {
+  std::string model;
+  if (!attnkit::gguf::find_default_model(&model).ok()) GTEST_SKIP() << "Gemma 3 270M GGUF not installed";
+  nlohmann::json runs[2];
+  for (int64_t offset : {0, 300}) {
+    const std::string json = temp_json("ppl_offset");
+    const Result r = run_cli("eval perplexity --length 41 --window 16 --threads 2 --offset " + std::to_string(offset) +
+                             " --json " + json);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    runs[offset ? 1 : 0] = nlohmann::json::parse(read_text(json));
+    fs::remove(json);
+  }
+  const nlohmann::json& j = runs[1];
+  EXPECT_EQ(j["offset"], 300);
+  EXPECT_EQ(j["predicted_text_tokens"], nlohmann::json::array({300, 340}));
+  ASSERT_EQ(j["windows"].size(), 3u);
+  EXPECT_EQ(j["windows"][0]["text_begin"], 300);
+  EXPECT_EQ(j["windows"][2]["text_end"], 340);
+  EXPECT_EQ(runs[0]["windows"][2]["text_end"], 40);
+  EXPECT_NE(j["nll"].get<double>(), runs[0]["nll"].get<double>());
+}
+
 // Every command checks --threads while parsing: negative counts and counts past the cap
 // (attnkit/threads.h) fail with the value named, before a model is loaded or a case runs.
 TEST_F(CliBinary, EveryCommandRefusesBadThreadCounts) {

@@ -27,9 +27,9 @@
 #include "attnkit/kv_cache.h"
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
-#include "attnkit/eval.h"
 #include "testing/attn_case.h"
 #include "testing/base64.h"
+#include "testing/kjv.h"
 
 namespace attnkit::kv {
 namespace {
@@ -112,15 +112,8 @@ TEST(KvpressGolden, KeptPositionsAndGreedyTokens) {
   lo.kv_storage = KvStorage::kF32;
   std::unique_ptr<model::Model> m;
   ASSERT_TRUE(model::Model::load(path, lo, &m).ok());
-  std::string text;
-  ASSERT_TRUE(eval::kjv_text("", &text).ok());
-  std::vector<std::string> lines;
-  for (size_t s = 0; s < text.size();) {
-    size_t e = text.find('\n', s);
-    if (e == std::string::npos) e = text.size();
-    lines.push_back(text.substr(s, e - s));
-    s = e + 1;
-  }
+  const std::vector<std::string> lines = testing::kjv_lines();
+  ASSERT_FALSE(lines.empty());
   // The first prompt always; all three with ATTNKIT_LONG_TESTS=1.
   const size_t n_prompts = testing::long_tests_enabled() ? g["prompts"].size() : 1;
   const std::map<std::string, std::string> spec = {{"streaming", "streaming:sinks=4"},
@@ -131,12 +124,7 @@ TEST(KvpressGolden, KeptPositionsAndGreedyTokens) {
   for (size_t pi = 0; pi < n_prompts; ++pi) {
     const auto& pr = g["prompts"][pi];
     const int64_t n = pr["n_tokens"];
-    std::string joined;
-    for (int64_t i = 0; i < n && pr["first_verse"].get<size_t>() + static_cast<size_t>(i) < lines.size(); ++i)
-      joined += (i ? "\n" : "") + lines[pr["first_verse"].get<size_t>() + static_cast<size_t>(i)];
-    std::vector<int32_t> ids = m->tokenizer().encode(joined);
-    ids.resize(static_cast<size_t>(n - 1));
-    ids.insert(ids.begin(), m->tokenizer().bos_id());
+    const std::vector<int32_t> ids = testing::kjv_prompt_ids(m->tokenizer(), lines, pr["first_verse"].get<size_t>(), n);
     ASSERT_EQ(ids_sha256(ids), pr["ids_sha256"].get<std::string>()) << "prompt " << pi << ": attnkit's ids differ from the reference's";
     m->set_prefill_chunk(n);
     model::GenerateOptions go;

@@ -2,6 +2,7 @@
 // passkey retrieval on the real model (asserted correct).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -152,6 +153,45 @@ TEST_F(EvalModelTest, KjvTokenizationMatchesTheReferenceIds) {
 
 namespace attnkit::eval {
 namespace {
+
+// A perplexity input read from an offset is the same run of text tokens as inside a longer input
+// from the start: what lets a window of a long run be read again fresh and compared.
+TEST_F(EvalModelTest, PerplexityIdsReadTheTextFromTheOffset) {
+  std::string text;
+  ASSERT_TRUE(kjv_text("", &text).ok());
+  const Tokenizer& tok = model_->tokenizer();
+  std::vector<int32_t> whole, part;
+  ASSERT_TRUE(kjv_perplexity_ids(tok, text, 0, 701, &whole).ok());
+  std::vector<int32_t> expected = tok.encode(text.substr(0, 6000));
+  ASSERT_GE(expected.size(), 700u);
+  expected.resize(700);
+  expected.insert(expected.begin(), tok.bos_id());
+  EXPECT_EQ(whole, expected);
+  for (int64_t offset : {1, 250, 600}) {
+    SCOPED_TRACE("offset " + std::to_string(offset));
+    ASSERT_TRUE(kjv_perplexity_ids(tok, text, offset, 701 - offset, &part).ok());
+    ASSERT_EQ(part.size(), static_cast<size_t>(701 - offset));
+    EXPECT_EQ(part[0], tok.bos_id());
+    EXPECT_TRUE(std::equal(part.begin() + 1, part.end(), whole.begin() + 1 + offset));
+  }
+  // The text's last tokens, where the prefix heuristic no longer applies.
+  const std::vector<int32_t> all = tok.encode(text);
+  const int64_t last = static_cast<int64_t>(all.size()) - 5;
+  ASSERT_TRUE(kjv_perplexity_ids(tok, text, last, 6, &part).ok());
+  EXPECT_TRUE(std::equal(part.begin() + 1, part.end(), all.begin() + last));
+  struct Bad {
+    int64_t offset, n;
+    std::string says;
+  };
+  for (const Bad& b : {Bad{-1, 10, "offset -1 must be >= 0"}, Bad{0, 1, "length 1 must be >= 2"},
+                       Bad{last, 7, "offset " + std::to_string(last) + " with length 7"},
+                       Bad{int64_t{1} << 62, 10, "offset 4611686018427387904 with length 10"},
+                       Bad{10, int64_t{1} << 62, "length 4611686018427387904"}}) {
+    const Status s = kjv_perplexity_ids(tok, text, b.offset, b.n, &part);
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.message().find(b.says), std::string::npos) << s.message();
+  }
+}
 
 // Wilson 95% intervals from the formula, checked against values computed independently
 // (statsmodels' proportion_confint(method="wilson") gives the same to 4 decimals).

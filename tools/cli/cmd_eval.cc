@@ -1,5 +1,5 @@
 // `attnkit eval perplexity|passkey|niah|speed`: long-context evaluations of Gemma 3 270M on attnkit.
-//   attnkit eval perplexity [--length 8192] [--streaming] [--window 4096] [--png curve.png] [--json FILE]
+//   attnkit eval perplexity [--length 8192] [--offset 0] [--streaming] [--window 4096] [--png curve.png] [--json FILE]
 //   attnkit eval passkey --length 1024,2048,4096 [--trials 5] [--json FILE]
 //   attnkit eval niah --length 1024,2048 [--depths 0,0.25,0.5,0.75,1] [--png heatmap.png] [--json FILE]
 // Common: --model PATH (default: the installed package's GGUF), --threads T, --attention NAME[:params],
@@ -45,6 +45,7 @@ struct EvalOptions {
   std::string json_path;
   std::string png_path = "out/niah_heatmap.png";  // "" = no heatmap
   int64_t window = 4096;     // perplexity: predicted tokens per window of the per-window curve
+  int64_t offset = 0;        // perplexity: first text token read after BOS
   std::string curve_png;     // perplexity: per-window curve PNG ("" = none)
   std::string corpus_cache;
   std::string dump_prompts;   // write every trial's prompt (ids and text) to this JSON file
@@ -101,6 +102,7 @@ Status do_perplexity(const EvalOptions& o) {
                                     "); run once per length");
   const int64_t n = o.lengths.empty() ? 8192 : o.lengths[0];
   if (n < 2) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " must be >= 2");
+  if (o.offset < 0) return Status::invalid_argument("eval perplexity: --offset " + std::to_string(o.offset) + " must be >= 0");
   if (o.window < 1) return Status::invalid_argument("eval perplexity: --window " + std::to_string(o.window) + " must be >= 1");
   ATTNKIT_RETURN_IF_ERROR(check_outputs(o, false));
   if (!o.curve_png.empty()) ATTNKIT_RETURN_IF_ERROR(check_output_path(o.curve_png, "eval perplexity: --png"));
@@ -108,12 +110,9 @@ Status do_perplexity(const EvalOptions& o) {
   ATTNKIT_RETURN_IF_ERROR(load(o, &m));
   std::string text;
   ATTNKIT_RETURN_IF_ERROR(eval::kjv_text(cache_path(o), &text));
-  // Tokenize a prefix long enough for n tokens (KJV averages ~4 characters per token).
-  std::vector<int32_t> ids = m->tokenizer().encode(text.substr(0, static_cast<size_t>(std::min<int64_t>(
-                                                       static_cast<int64_t>(text.size()), n * 8 + 1000))));
-  ids.insert(ids.begin(), m->tokenizer().bos_id());
-  if (static_cast<int64_t>(ids.size()) < n) return Status::invalid_argument("eval perplexity: --length " + std::to_string(n) + " exceeds the text");
-  ids.resize(static_cast<size_t>(n));
+  std::vector<int32_t> ids;
+  const Status got = eval::kjv_perplexity_ids(m->tokenizer(), text, o.offset, n, &ids);
+  if (!got.ok()) return Status(got.code(), "eval " + got.message() + " (--offset, --length)");
   eval::PerplexityResult r;
   eval::PerplexityOptions po;
   po.streaming = o.streaming;
@@ -122,13 +121,17 @@ Status do_perplexity(const EvalOptions& o) {
   nlohmann::json windows = nlohmann::json::array();
   int64_t kv_min = -1, kv_max = -1;
   for (const auto& w : r.windows) {
-    windows.push_back({{"begin", w.begin}, {"end", w.end}, {"nll", w.nll}, {"perplexity", w.perplexity},
+    // text_begin/text_end: the same predicted tokens numbered in the whole text, so windows of runs
+    // at different offsets can be matched.
+    windows.push_back({{"begin", w.begin}, {"end", w.end}, {"text_begin", o.offset + w.begin}, {"text_end", o.offset + w.end},
+                       {"nll", w.nll}, {"perplexity", w.perplexity},
                        {"kv_bytes_in_use", w.kv_bytes_in_use}, {"kv_bytes_allocated", w.kv_bytes_allocated}});
     kv_min = kv_min < 0 ? w.kv_bytes_in_use : std::min(kv_min, w.kv_bytes_in_use);
     kv_max = std::max(kv_max, w.kv_bytes_in_use);
   }
   nlohmann::json j = {{"eval", "perplexity"},     {"mode", o.streaming ? "streaming" : "full"},
                       {"attention", o.attention}, {"corpus", "kjv"},
+                      {"offset", o.offset},       {"predicted_text_tokens", {o.offset, o.offset + r.n_predicted}},
                       {"n_tokens", r.n_tokens},   {"nll", r.nll},
                       {"perplexity", r.perplexity}, {"seconds", r.seconds},
                       {"tokens_per_s", static_cast<double>(r.n_tokens) / r.seconds}, {"threads", m->threads()},
@@ -149,7 +152,7 @@ Status do_perplexity(const EvalOptions& o) {
   }
   c.series.push_back(std::move(s));
   c.title = std::string("Perplexity per ") + std::to_string(o.window) + "-token window, KJV, " +
-            (o.streaming ? "token by token" : "chunked prefill");
+            (o.streaming ? "token by token" : "chunked prefill") + (o.offset ? ", from text token " + std::to_string(o.offset) : "");
   c.x_label = "tokens (end of window)";
   c.y_label = "perplexity of the window";
   return plot::lines(c, o.curve_png);
@@ -306,8 +309,11 @@ void add_eval(CLI::App& root) {
   cmd->require_subcommand(1);
   {
     auto o = std::make_shared<EvalOptions>();
-    CLI::App* c = cmd->add_subcommand("perplexity", "Perplexity over the first --length tokens (default 8192) of the KJV text");
+    CLI::App* c = cmd->add_subcommand("perplexity", "Perplexity over --length tokens (default 8192) of the KJV text, BOS first");
     common(c, o);
+    c->add_option("--offset", o->offset,
+                  "Read the text from its token N (after BOS), so a window of a longer run can be read again fresh")
+        ->capture_default_str();
     c->add_flag("--streaming", o->streaming, "Token by token through the decode path instead of chunked prefill");
     c->add_option("--window", o->window, "Predicted tokens per window of the per-window perplexity (JSON windows)")
         ->capture_default_str();
