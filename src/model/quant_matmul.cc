@@ -402,9 +402,7 @@ struct QuantActivations {
     d.resize(static_cast<size_t>(n * groups));
     sum.resize(static_cast<size_t>(n * groups));
     rows.resize(static_cast<size_t>(n));
-#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
-    for (int64_t t = 0; t < n; ++t)
-      quantize_row(x + t * cols, cols, q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups);
+    quantize_activations_int16(x, n, cols, threads, q.data(), d.data(), sum.data());
     for (int64_t t = 0; t < n; ++t) rows[static_cast<size_t>(t)] = {q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups};
   }
 };
@@ -540,6 +538,12 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
     return float_matmul(type, w, row_bytes, rows, cols, x, n, y, ldy, threads);
   }
   return Status::unsupported("quant_matmul: weight type " + gguf::tensor_type_name(type) + " is not supported");
+}
+
+void quantize_activations_int16(const float* x, int64_t n, int64_t cols, int threads, int16_t* q, float* d, float* sum) {
+  const int64_t groups = cols / kGroup;
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
+  for (int64_t t = 0; t < n; ++t) quantize_row(x + t * cols, cols, q + t * cols, d + t * groups, sum + t * groups);
 }
 
 uint64_t PackedRows::bytes() const { return s.size() + (a.size() + b.size()) * sizeof(float); }
