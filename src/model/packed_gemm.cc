@@ -109,6 +109,7 @@ ATTNKIT_VNNI_TARGET void kernel_vnni(const PanelTile& tile, const Acts& x, int64
   const int16_t* q[T];
   const float* d[T];
   const float* sm[T];
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
     q[t] = x.q + (t0 + t) * x.cols;
     d[t] = x.d + (t0 + t) * x.groups;
@@ -116,15 +117,19 @@ ATTNKIT_VNNI_TARGET void kernel_vnni(const PanelTile& tile, const Acts& x, int64
   }
   const bool has_min = !tile.b.empty();
   __m512 f0[T], f1[T];
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) f0[t] = f1[t] = _mm512_setzero_ps();
   const int16_t* w = tile.w.data();
   for (int64_t h = 0; h < spans; ++h) {
     __m512i i0[T], i1[T];
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) i0[t] = i1[t] = _mm512_setzero_si512();
+    #pragma GCC unroll 16
     for (int64_t k = 0; k < kSteps; ++k) {
       const int64_t c = (h * kSteps + k);
       const __m512i w0 = _mm512_loadu_si512(w + c * kPairStride);
       const __m512i w1 = _mm512_loadu_si512(w + c * kPairStride + 32);
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
         const __m512i b = _mm512_set1_epi32(load_pair(q[t] + 2 * c));
         i0[t] = _mm512_dpwssd_epi32(i0[t], w0, b);
@@ -133,6 +138,7 @@ ATTNKIT_VNNI_TARGET void kernel_vnni(const PanelTile& tile, const Acts& x, int64
     }
     const int64_t g = h * kSpan / kGroup;
     const __m512 a0 = _mm512_loadu_ps(tile.a.data() + h * kPanel), a1 = _mm512_loadu_ps(tile.a.data() + h * kPanel + 16);
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const __m512 dv = _mm512_set1_ps(d[t][g]);
       f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0[t]), _mm512_mul_ps(a0, dv), f0[t]);
@@ -140,6 +146,7 @@ ATTNKIT_VNNI_TARGET void kernel_vnni(const PanelTile& tile, const Acts& x, int64
     }
     if (has_min && ((h + 1) * kSpan) % kGroup == 0) {
       const __m512 b0 = _mm512_loadu_ps(tile.b.data() + g * kPanel), b1 = _mm512_loadu_ps(tile.b.data() + g * kPanel + 16);
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
         const __m512 sv = _mm512_set1_ps(sm[t][g]);
         f0[t] = _mm512_fnmadd_ps(b0, sv, f0[t]);
@@ -149,6 +156,7 @@ ATTNKIT_VNNI_TARGET void kernel_vnni(const PanelTile& tile, const Acts& x, int64
   }
   const __mmask16 k0 = static_cast<__mmask16>((1u << std::min<int64_t>(m, 16)) - 1u);
   const __mmask16 k1 = static_cast<__mmask16>((1u << std::clamp<int64_t>(m - 16, 0, 16)) - 1u);
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
     float* yt = y + (t0 + t) * ldy;
     _mm512_mask_storeu_ps(yt, k0, f0[t]);
@@ -164,17 +172,21 @@ ATTNKIT_AVX2_TARGET void kernel_avx2_half(const PanelTile& tile, int64_t j, cons
   const int64_t spans = x.cols / kSpan;
   const bool has_min = !tile.b.empty();
   __m256 f0[T], f1[T];
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) f0[t] = f1[t] = _mm256_setzero_ps();
   const int16_t* w = tile.w.data() + 32 * j;
   const float* ta = tile.a.data() + 16 * j;
   const float* tb = has_min ? tile.b.data() + 16 * j : nullptr;
   for (int64_t h = 0; h < spans; ++h) {
     __m256i i0[T], i1[T];
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) i0[t] = i1[t] = _mm256_setzero_si256();
+    #pragma GCC unroll 16
     for (int64_t k = 0; k < kSteps; ++k) {
       const int64_t c = h * kSteps + k;
       const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * kPairStride));
       const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + c * kPairStride + 16));
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
         const __m256i b = _mm256_set1_epi32(load_pair(x.q + (t0 + t) * x.cols + 2 * c));
         i0[t] = _mm256_add_epi32(i0[t], _mm256_madd_epi16(w0, b));
@@ -183,6 +195,7 @@ ATTNKIT_AVX2_TARGET void kernel_avx2_half(const PanelTile& tile, int64_t j, cons
     }
     const int64_t g = h * kSpan / kGroup;
     const __m256 a0 = _mm256_loadu_ps(ta + h * kPanel), a1 = _mm256_loadu_ps(ta + h * kPanel + 8);
+    #pragma GCC unroll 16
     for (int t = 0; t < T; ++t) {
       const __m256 dv = _mm256_set1_ps(x.d[(t0 + t) * x.groups + g]);
       f0[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0[t]), _mm256_mul_ps(a0, dv), f0[t]);
@@ -190,6 +203,7 @@ ATTNKIT_AVX2_TARGET void kernel_avx2_half(const PanelTile& tile, int64_t j, cons
     }
     if (has_min && ((h + 1) * kSpan) % kGroup == 0) {
       const __m256 b0 = _mm256_loadu_ps(tb + g * kPanel), b1 = _mm256_loadu_ps(tb + g * kPanel + 8);
+      #pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
         const __m256 sv = _mm256_set1_ps(x.sum[(t0 + t) * x.groups + g]);
         f0[t] = _mm256_fnmadd_ps(b0, sv, f0[t]);
@@ -198,6 +212,7 @@ ATTNKIT_AVX2_TARGET void kernel_avx2_half(const PanelTile& tile, int64_t j, cons
     }
   }
   const int64_t here = std::clamp<int64_t>(m - 16 * j, 0, 16);
+  #pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
     float* yt = y + (t0 + t) * ldy + 16 * j;
     if (here == 16) {
