@@ -283,19 +283,11 @@ PrefillGemm set_prefill_gemm(PrefillGemm g) { return static_cast<PrefillGemm>(pr
 Status packed_gemm(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
                    int threads) {
   const QuantIsa isa = quant_isa();
-  if (isa == QuantIsa::kScalar || n_parts <= 0) return packed_matmul(parts, n_parts, x, n, y, ldy, threads);
-  const int64_t cols = parts[0]->cols;
+  if (isa == QuantIsa::kScalar) return packed_matmul(parts, n_parts, x, n, y, ldy, threads);
   int64_t rows = 0;
-  for (int k = 0; k < n_parts; ++k) {
-    if (parts[k]->cols != cols)
-      return Status::invalid_argument("packed_gemm: part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
-                                      ", expected " + std::to_string(cols) + " like part 0");
-    rows += parts[k]->rows;
-  }
-  if (n < 0) return Status::invalid_argument("packed_gemm: n " + std::to_string(n) + " must be >= 0");
-  if (ldy < rows) return Status::invalid_argument("packed_gemm: ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  ATTNKIT_RETURN_IF_ERROR(check_packed_stack("packed_gemm", parts, n_parts, x, n, y, ldy, &rows));
   if (rows == 0 || n == 0) return Status::ok_status();
-  if (x == nullptr || y == nullptr) return Status::invalid_argument("packed_gemm: x or y is null");
+  const int64_t cols = parts[0]->cols;
   if (threads <= 0) threads = omp_get_max_threads();
 
   static thread_local GemmBuffers buf;

@@ -577,21 +577,31 @@ Status pack_rows(TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t 
   return Status::ok_status();
 }
 
-Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
-                     int threads) {
-  if (n_parts <= 0) return Status::invalid_argument("packed_matmul: n_parts " + std::to_string(n_parts) + " must be >= 1");
+Status check_packed_stack(const char* fn, const PackedRows* const* parts, int n_parts, const float* x, int64_t n,
+                          const float* y, int64_t ldy, int64_t* rows_out) {
+  const std::string f = fn;
+  if (n_parts <= 0) return Status::invalid_argument(f + ": n_parts " + std::to_string(n_parts) + " must be >= 1");
   const int64_t cols = parts[0]->cols;
   int64_t rows = 0;
   for (int k = 0; k < n_parts; ++k) {
     if (parts[k]->cols != cols)
-      return Status::invalid_argument("packed_matmul: part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
+      return Status::invalid_argument(f + ": part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
                                       ", expected " + std::to_string(cols) + " like part 0");
     rows += parts[k]->rows;
   }
-  if (n < 0) return Status::invalid_argument("packed_matmul: n " + std::to_string(n) + " must be >= 0");
-  if (ldy < rows) return Status::invalid_argument("packed_matmul: ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  if (n < 0) return Status::invalid_argument(f + ": n " + std::to_string(n) + " must be >= 0");
+  if (ldy < rows) return Status::invalid_argument(f + ": ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  if (rows > 0 && n > 0 && (x == nullptr || y == nullptr)) return Status::invalid_argument(f + ": x or y is null");
+  *rows_out = rows;
+  return Status::ok_status();
+}
+
+Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
+                     int threads) {
+  int64_t rows = 0;
+  ATTNKIT_RETURN_IF_ERROR(check_packed_stack("packed_matmul", parts, n_parts, x, n, y, ldy, &rows));
   if (rows == 0 || n == 0) return Status::ok_status();
-  if (x == nullptr || y == nullptr) return Status::invalid_argument("packed_matmul: x or y is null");
+  const int64_t cols = parts[0]->cols;
   if (threads <= 0) threads = omp_get_max_threads();
   const int64_t groups = cols / kGroup;
   QuantActivations& xa = thread_activations();

@@ -79,6 +79,11 @@ Status pack_rows(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, in
 Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
                      int threads);
 
+// The argument checks of packed_matmul and packed_gemm (fn names the caller in the message);
+// sets *rows to the stack's total rows.
+Status check_packed_stack(const char* fn, const PackedRows* const* parts, int n_parts, const float* x, int64_t n,
+                          const float* y, int64_t ldy, int64_t* rows);
+
 // Prefill products (many tokens) on packed rows, src/model/packed_gemm.cc: the same product as
 // packed_matmul (same int16 activations, same exact integer sums, so the same error bound), as a
 // register-blocked GEMM. Each thread widens a panel of 32 rows to int16 pairs interleaved by row
