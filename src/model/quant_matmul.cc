@@ -259,6 +259,26 @@ void quantize_row(const float* x, int64_t cols, int16_t* q, float* d, float* sum
   }
 }
 
+// The same quantization on AVX-512: _mm512_cvtps_epi32 rounds to nearest even in the default
+// rounding mode, as std::nearbyint does, and the products x * inv are the same f32 values, so the
+// result is bit for bit the portable one's (quant_activation_error describes both).
+ATTNKIT_VNNI_TARGET void quantize_row_avx512(const float* x, int64_t cols, int16_t* q, float* d, float* sum) {
+  const __m512 lim = _mm512_set1_ps(kQMax);
+  for (int64_t g = 0; g < cols / kGroup; ++g) {
+    const __m512 v0 = _mm512_loadu_ps(x + g * kGroup), v1 = _mm512_loadu_ps(x + g * kGroup + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float dg = amax / kQMax;
+    const __m512 inv = _mm512_set1_ps(dg > 0.f ? 1.f / dg : 0.f);
+    const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), lim);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, inv), neg), lim));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, inv), neg), lim));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kGroup), _mm512_cvtsepi32_epi16(i0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kGroup + 16), _mm512_cvtsepi32_epi16(i1));
+    d[g] = dg;
+    sum[g] = dg * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
+  }
+}
+
 // ---- integer dots of one unpacked row against up to 4 activation rows ----
 // |s| <= 128 and |q| <= 32767, so a half-group sum (16 products) stays below 2^26: int32 is exact.
 
@@ -542,8 +562,9 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
 
 void quantize_activations_int16(const float* x, int64_t n, int64_t cols, int threads, int16_t* q, float* d, float* sum) {
   const int64_t groups = cols / kGroup;
+  const auto row = current_isa() == static_cast<int>(QuantIsa::kAvx512Vnni) ? quantize_row_avx512 : quantize_row;
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
-  for (int64_t t = 0; t < n; ++t) quantize_row(x + t * cols, cols, q + t * cols, d + t * groups, sum + t * groups);
+  for (int64_t t = 0; t < n; ++t) row(x + t * cols, cols, q + t * cols, d + t * groups, sum + t * groups);
 }
 
 uint64_t PackedRows::bytes() const { return s.size() + (a.size() + b.size()) * sizeof(float); }

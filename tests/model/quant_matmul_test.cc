@@ -346,6 +346,28 @@ TEST(PackedGemm, RealQ8_0) { check_gemm("blk.0.attn_v.weight", TensorType::kQ8_0
 TEST(PackedGemm, RealQ4_K) { check_gemm("blk.0.attn_output.weight", TensorType::kQ4_K, 67); }
 TEST(PackedGemm, RealQ6_K) { check_gemm("blk.0.ffn_down.weight", TensorType::kQ6_K, 53); }
 
+// The activation quantization is bit for bit the same on every path (the AVX-512 one rounds with
+// cvtps2dq, the portable one with nearbyint), including values at the clamp and exact halves.
+TEST(PackedGemm, ActivationQuantizationSameOnEveryPath) {
+  QuantIsaGuard guard;
+  const int64_t n = 5, cols = 640, groups = cols / 32;
+  std::vector<float> x = activations(n, cols, 99);
+  for (int64_t i = 0; i < 32; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i) + 0.5f;  // halves after scaling
+  x[40] = -1e30f;
+  std::vector<int16_t> q0(static_cast<size_t>(n * cols)), q1(q0.size());
+  std::vector<float> d0(static_cast<size_t>(n * groups)), d1(d0.size()), s0(d0.size()), s1(d0.size());
+  set_quant_isa(QuantIsa::kScalar);
+  quantize_activations_int16(x.data(), n, cols, 2, q0.data(), d0.data(), s0.data());
+  for (QuantIsa isa : available_isas()) {
+    set_quant_isa(isa);
+    quantize_activations_int16(x.data(), n, cols, 2, q1.data(), d1.data(), s1.data());
+    EXPECT_EQ(q0, q1) << quant_isa_name(isa);
+    EXPECT_EQ(d0, d1) << quant_isa_name(isa);
+    EXPECT_EQ(s0, s1) << quant_isa_name(isa);
+  }
+  EXPECT_EQ(q0[40], -32767);
+}
+
 TEST(PackedGemm, BadArguments) {
   const gguf::GgufFile& f = real_file();
   const gguf::TensorInfo* q = f.find_tensor("blk.0.attn_q.weight");
