@@ -13,6 +13,10 @@
 #include <immintrin.h>
 #include <omp.h>
 
+// GCC 12's AVX-512 headers pass _mm512_undefined_*() as the unused merge source of unmasked
+// conversions and shifts, which -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
