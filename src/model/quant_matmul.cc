@@ -259,6 +259,26 @@ void quantize_row(const float* x, int64_t cols, int16_t* q, float* d, float* sum
   }
 }
 
+// The same quantization on AVX-512: _mm512_cvtps_epi32 rounds to nearest even in the default
+// rounding mode, as std::nearbyint does, and the products x * inv are the same f32 values, so the
+// result is bit for bit the portable one's (quant_activation_error describes both).
+ATTNKIT_VNNI_TARGET void quantize_row_avx512(const float* x, int64_t cols, int16_t* q, float* d, float* sum) {
+  const __m512 lim = _mm512_set1_ps(kQMax);
+  for (int64_t g = 0; g < cols / kGroup; ++g) {
+    const __m512 v0 = _mm512_loadu_ps(x + g * kGroup), v1 = _mm512_loadu_ps(x + g * kGroup + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float dg = amax / kQMax;
+    const __m512 inv = _mm512_set1_ps(dg > 0.f ? 1.f / dg : 0.f);
+    const __m512 neg = _mm512_sub_ps(_mm512_setzero_ps(), lim);
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v0, inv), neg), lim));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v1, inv), neg), lim));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kGroup), _mm512_cvtsepi32_epi16(i0));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kGroup + 16), _mm512_cvtsepi32_epi16(i1));
+    d[g] = dg;
+    sum[g] = dg * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
+  }
+}
+
 // ---- integer dots of one unpacked row against up to 4 activation rows ----
 // |s| <= 128 and |q| <= 32767, so a half-group sum (16 products) stays below 2^26: int32 is exact.
 
@@ -402,9 +422,7 @@ struct QuantActivations {
     d.resize(static_cast<size_t>(n * groups));
     sum.resize(static_cast<size_t>(n * groups));
     rows.resize(static_cast<size_t>(n));
-#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
-    for (int64_t t = 0; t < n; ++t)
-      quantize_row(x + t * cols, cols, q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups);
+    quantize_activations_int16(x, n, cols, threads, q.data(), d.data(), sum.data());
     for (int64_t t = 0; t < n; ++t) rows[static_cast<size_t>(t)] = {q.data() + t * cols, d.data() + t * groups, sum.data() + t * groups};
   }
 };
@@ -542,6 +560,13 @@ Status quant_matmul(TensorType type, const uint8_t* w, uint64_t row_bytes, int64
   return Status::unsupported("quant_matmul: weight type " + gguf::tensor_type_name(type) + " is not supported");
 }
 
+void quantize_activations_int16(const float* x, int64_t n, int64_t cols, int threads, int16_t* q, float* d, float* sum) {
+  const int64_t groups = cols / kGroup;
+  const auto row = current_isa() == static_cast<int>(QuantIsa::kAvx512Vnni) ? quantize_row_avx512 : quantize_row;
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1)
+  for (int64_t t = 0; t < n; ++t) row(x + t * cols, cols, q + t * cols, d + t * groups, sum + t * groups);
+}
+
 uint64_t PackedRows::bytes() const { return s.size() + (a.size() + b.size()) * sizeof(float); }
 
 Status pack_rows(TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t rows, int64_t cols, int threads,
@@ -573,21 +598,31 @@ Status pack_rows(TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t 
   return Status::ok_status();
 }
 
-Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
-                     int threads) {
-  if (n_parts <= 0) return Status::invalid_argument("packed_matmul: n_parts " + std::to_string(n_parts) + " must be >= 1");
+Status check_packed_stack(const char* fn, const PackedRows* const* parts, int n_parts, const float* x, int64_t n,
+                          const float* y, int64_t ldy, int64_t* rows_out) {
+  const std::string f = fn;
+  if (n_parts <= 0) return Status::invalid_argument(f + ": n_parts " + std::to_string(n_parts) + " must be >= 1");
   const int64_t cols = parts[0]->cols;
   int64_t rows = 0;
   for (int k = 0; k < n_parts; ++k) {
     if (parts[k]->cols != cols)
-      return Status::invalid_argument("packed_matmul: part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
+      return Status::invalid_argument(f + ": part " + std::to_string(k) + " has cols " + std::to_string(parts[k]->cols) +
                                       ", expected " + std::to_string(cols) + " like part 0");
     rows += parts[k]->rows;
   }
-  if (n < 0) return Status::invalid_argument("packed_matmul: n " + std::to_string(n) + " must be >= 0");
-  if (ldy < rows) return Status::invalid_argument("packed_matmul: ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  if (n < 0) return Status::invalid_argument(f + ": n " + std::to_string(n) + " must be >= 0");
+  if (ldy < rows) return Status::invalid_argument(f + ": ldy " + std::to_string(ldy) + " is less than rows " + std::to_string(rows));
+  if (rows > 0 && n > 0 && (x == nullptr || y == nullptr)) return Status::invalid_argument(f + ": x or y is null");
+  *rows_out = rows;
+  return Status::ok_status();
+}
+
+Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
+                     int threads) {
+  int64_t rows = 0;
+  ATTNKIT_RETURN_IF_ERROR(check_packed_stack("packed_matmul", parts, n_parts, x, n, y, ldy, &rows));
   if (rows == 0 || n == 0) return Status::ok_status();
-  if (x == nullptr || y == nullptr) return Status::invalid_argument("packed_matmul: x or y is null");
+  const int64_t cols = parts[0]->cols;
   if (threads <= 0) threads = omp_get_max_threads();
   const int64_t groups = cols / kGroup;
   QuantActivations& xa = thread_activations();

@@ -79,9 +79,38 @@ Status pack_rows(gguf::TensorType type, const uint8_t* w, uint64_t row_bytes, in
 Status packed_matmul(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
                      int threads);
 
+// The argument checks of packed_matmul and packed_gemm (fn names the caller in the message);
+// sets *rows to the stack's total rows.
+Status check_packed_stack(const char* fn, const PackedRows* const* parts, int n_parts, const float* x, int64_t n,
+                          const float* y, int64_t ldy, int64_t* rows);
+
+// Prefill products (many tokens) on packed rows, src/model/packed_gemm.cc: the same product as
+// packed_matmul (same int16 activations, same exact integer sums, so the same error bound), as a
+// register-blocked GEMM. Each thread widens a panel of 32 rows to int16 pairs interleaved by row
+// ([cols / 2][32][2], 64 bytes per pair of columns and 16 rows) and multiplies it with every
+// token: vpdpwssd of 16 rows' pairs against one broadcast int16 pair of a token (AVX512-VNNI) or
+// vpmaddwd + vpaddd on 8 rows (AVX2), int32 sums flushed to f32 once per scale span (16 values for
+// Q6_K, 32 otherwise) with the weight scale times the activation scale. The portable path is
+// packed_matmul itself.
+Status packed_gemm(const PackedRows* const* parts, int n_parts, const float* x, int64_t n, float* y, int64_t ldy,
+                   int threads);
+
+// Which product the model uses for prefill on packed rows: the integer GEMM above (the default on
+// AVX2 and AVX512-VNNI CPUs) or tiles dequantized to f32 and OpenBLAS sgemm (the default on other
+// CPUs, and selectable for comparison: environment ATTNKIT_PREFILL_GEMM=sgemm, or the setter).
+enum class PrefillGemm { kInteger = 0, kSgemm = 1 };
+PrefillGemm prefill_gemm();
+// Returns the previous choice. kInteger on a CPU without AVX2 still means sgemm tiles (see above).
+PrefillGemm set_prefill_gemm(PrefillGemm g);
+
 // f32 values of rows [r0, r0 + m) of a packed matrix into out [m, cols] (the same values as the
 // blocks' dequantization).
 void packed_dequantize(const PackedRows& p, int64_t r0, int64_t m, float* out);
+
+// The activation quantization every integer product here applies: x [n, cols] to int16 q
+// [n, cols] with a scale d [n, cols / 32] per 32 values (d = max|x| / 32767, q = round(x / d)) and
+// sum [n, cols / 32] = d * (sum of the block's q), which the k-quant minimum multiplies.
+void quantize_activations_int16(const float* x, int64_t n, int64_t cols, int threads, int16_t* q, float* d, float* sum);
 
 // |x - x^| of the activation quantization quant_matmul applies to integer formats ([n, cols]).
 void quant_activation_error(const float* x, int64_t n, int64_t cols, float* err);

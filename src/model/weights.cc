@@ -161,13 +161,14 @@ Status StackedWeights::apply(const float* x, int64_t n, float* y, int64_t ldy, i
   if (ldy < rows_) return Status::invalid_argument("StackedWeights::apply: ldy " + std::to_string(ldy) + " < rows " + std::to_string(rows_));
   const bool all_packed =
       std::all_of(parts_.begin(), parts_.end(), [](const Part& p) { return p.packed.rows == p.rows && p.rows > 0; });
-  if (all_packed && n < kTiledSgemmMinTokens) {
-    // Decode: one activation quantization and one parallel loop over the whole stack.
+  const bool integer_gemm = prefill_gemm() == PrefillGemm::kInteger && quant_isa() != QuantIsa::kScalar;
+  if (all_packed && parts_.size() <= 8 && (n < kTiledSgemmMinTokens || integer_gemm)) {
+    // One activation quantization and one parallel loop over the whole stack: the integer dots
+    // for a few tokens (decode), the integer GEMM for many (prefill).
     const PackedRows* packed[8];
-    if (parts_.size() <= 8) {
-      for (size_t k = 0; k < parts_.size(); ++k) packed[k] = &parts_[k].packed;
-      return packed_matmul(packed, static_cast<int>(parts_.size()), x, n, y, ldy, threads);
-    }
+    for (size_t k = 0; k < parts_.size(); ++k) packed[k] = &parts_[k].packed;
+    return n < kTiledSgemmMinTokens ? packed_matmul(packed, static_cast<int>(parts_.size()), x, n, y, ldy, threads)
+                                    : packed_gemm(packed, static_cast<int>(parts_.size()), x, n, y, ldy, threads);
   }
   int64_t r0 = 0;
   for (const Part& p : parts_) {

@@ -6,7 +6,9 @@
 //     (int8 values and f32 scales, 1.25..1.375 bytes per weight; see quant_matmul.h) and its
 //     blocks' pages of the mapping are released. A few tokens (decode) are multiplied by
 //     packed_matmul (int16 activations, integer dots, one activation quantization for the whole
-//     stack); many tokens (prefill) by tiles dequantized from the packed rows and sgemm. F32 / F16
+//     stack); many tokens (prefill) by packed_gemm, the integer GEMM with the same activations and
+//     sums, on AVX2 / AVX512-VNNI CPUs, else (or with ATTNKIT_PREFILL_GEMM=sgemm) by tiles
+//     dequantized from the packed rows and sgemm. F32 / F16
 //     / BF16 tensors stay in the mapping (quant_matmul); a type quant_matmul does not read (Q2_K,
 //     Q3_K, ...) is dequantized to f32 at load instead.
 //   kF32: every tensor is dequantized once to an f32 copy and applied with OpenBLAS sgemm (several
@@ -25,10 +27,9 @@ namespace attnkit::model::internal {
 
 enum class WeightMode { kQuantized, kF32 };
 
-// From this many tokens on, quantized rows are dequantized tile by tile and multiplied with sgemm
-// (f32 activations, OpenBLAS's compute rate); below it quant_matmul reads the blocks directly. On
-// 8192 KJV tokens (prefill plus logits) the integer kernel ran at half the f32-weight path's rate,
-// while one token is bound by the bytes of weights read, 6x fewer as blocks than as f32.
+// From this many tokens on, packed rows are multiplied as a GEMM (packed_gemm, or dequantized
+// tiles + sgemm where selected); below it by the row-at-a-time integer dots, which are bound by
+// the bytes of weights read and reach no GEMM's compute rate (each row is re-read per 4 tokens).
 constexpr int64_t kTiledSgemmMinTokens = 8;
 
 class StackedWeights {

@@ -17,6 +17,7 @@
 
 #include "attnkit/gguf.h"
 #include "attnkit/model.h"
+#include "model/quant_matmul.h"
 
 namespace attnkit::model {
 namespace {
@@ -121,6 +122,26 @@ TEST_F(GemmaQuantTest, PerplexityWithinHalfPercentOfF32) {
   std::printf("perplexity of 1024 KJV tokens: quantized %.5f, f32 weights %.5f (%+.3f%%)\n", pq, pr, 100 * (pq / pr - 1));
   EXPECT_TRUE(std::isfinite(pq));
   EXPECT_NEAR(pq, pr, 0.005 * pr);
+}
+
+// Prefill's two products on the packed rows: the integer GEMM (int16 activations, exact integer
+// sums) against f32 tiles + sgemm (f32 activations). The activation rounding is the only
+// difference, and it must cost no more than 0.01% of perplexity over two 512-token chunks.
+TEST_F(GemmaQuantTest, PrefillIntegerGemmMatchesSgemmTiles) {
+  if (internal::quant_isa() == internal::QuantIsa::kScalar) GTEST_SKIP() << "no AVX2: prefill uses sgemm tiles only";
+  std::vector<int32_t> ids = golden()["perplexity"]["ids"].get<std::vector<int32_t>>();
+  ASSERT_GE(ids.size(), 1025u);
+  ids.resize(1025);
+  const internal::PrefillGemm saved = internal::set_prefill_gemm(internal::PrefillGemm::kSgemm);
+  const double ps = perplexity(quant_.get(), ids);
+  internal::set_prefill_gemm(internal::PrefillGemm::kInteger);
+  const double pi = perplexity(quant_.get(), ids);
+  internal::set_prefill_gemm(saved);
+  std::printf("perplexity of 1024 KJV tokens: integer GEMM %.6f, sgemm tiles %.6f (%+.5f%%)\n", pi, ps, 100 * (pi / ps - 1));
+  EXPECT_TRUE(std::isfinite(pi));
+  EXPECT_NEAR(pi, ps, 1e-4 * ps);
+  // The two paths are not the same code: if the setter did nothing the logits would be identical.
+  EXPECT_NE(pi, ps);
 }
 
 TEST_F(GemmaQuantTest, DecodeAgreesWithPrefill) {

@@ -275,3 +275,122 @@ TEST(QuantMatmul, ZeroActivations) {
 
 }  // namespace
 }  // namespace attnkit::model::internal
+
+namespace attnkit::model::internal {
+namespace {
+
+// packed_gemm (the prefill product) on rows [1, 1 + rows) of a real tensor, stacked as two parts,
+// on every integer path this CPU has (the portable one is packed_matmul itself), for token counts
+// around the micro-kernels' 4 and 6 tokens and row counts that leave partial 16- and 32-row
+// panels. Asserted per output: the bound of the header, |y - W x| <= sum |W| |x - x^| plus f32
+// rounding, against dequantize-then-double-dot; and agreement with packed_matmul (the same
+// integer sums, only the f32 order of the scaled sums differs).
+void check_gemm(const std::string& name, TensorType expected_type, int64_t rows) {
+  QuantIsaGuard guard;
+  const gguf::GgufFile& f = real_file();
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  ASSERT_NE(t, nullptr) << name;
+  ASSERT_EQ(t->type, expected_type) << name;
+  const uint8_t* data = nullptr;
+  ASSERT_TRUE(f.tensor_data(*t, &data).ok());
+  const int64_t cols = t->row_elems();
+  data += t->row_bytes();
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  ASSERT_TRUE(f.dequantize_rows(*t, 1, rows, w.data()).ok());
+  // Part 0 ends in a partial 32-row panel whose last 16-row vector is partial too (rows 0..40).
+  const int64_t rows0 = std::min<int64_t>(41, rows - 1);
+  PackedRows lo, hi;
+  ASSERT_TRUE(pack_rows(t->type, data, t->row_bytes(), rows0, cols, 2, &lo).ok());
+  ASSERT_TRUE(pack_rows(t->type, data + rows0 * t->row_bytes(), t->row_bytes(), rows - rows0, cols, 2, &hi).ok());
+  const PackedRows* parts[2] = {&lo, &hi};
+  for (int64_t n : {1, 5, 8, 13, 37}) {
+    const std::vector<float> x = activations(n, cols, static_cast<uint64_t>(rows * 7 + n));
+    std::vector<float> xerr(x.size());
+    quant_activation_error(x.data(), n, cols, xerr.data());
+    const int64_t ldy = rows + 2;
+    std::vector<float> dots(static_cast<size_t>(n * ldy), 0.f);
+    ASSERT_TRUE(packed_matmul(parts, 2, x.data(), n, dots.data() + 1, ldy, 1).ok());
+    for (QuantIsa isa : available_isas()) {
+      set_quant_isa(isa);
+      for (int threads : {1, 2}) {
+        std::vector<float> y(static_cast<size_t>(n * ldy), 12345.f);
+        const Status s = packed_gemm(parts, 2, x.data(), n, y.data() + 1, ldy, threads);
+        ASSERT_TRUE(s.ok()) << s.message();
+        for (int64_t tk = 0; tk < n; ++tk) {
+          ASSERT_EQ(y[static_cast<size_t>(tk * ldy)], 12345.f) << name << " guard before token " << tk;
+          if (tk + 1 < n) ASSERT_EQ(y[static_cast<size_t>(tk * ldy + rows + 1)], 12345.f) << name << " guard after token " << tk;
+          for (int64_t r = 0; r < rows; ++r) {
+            double ref = 0, abs_wx = 0, werr = 0;
+            for (int64_t i = 0; i < cols; ++i) {
+              const double wv = w[static_cast<size_t>(r * cols + i)], xv = x[static_cast<size_t>(tk * cols + i)];
+              ref += wv * xv;
+              abs_wx += std::fabs(wv * xv);
+              werr += std::fabs(wv) * xerr[static_cast<size_t>(tk * cols + i)];
+            }
+            const float v = y[static_cast<size_t>(tk * ldy + 1 + r)];
+            ASSERT_TRUE(std::isfinite(v)) << name;
+            ASSERT_LE(std::fabs(v - ref), werr + 4e-6 * abs_wx + 1e-30)
+                << name << " " << quant_isa_name(isa) << " threads " << threads << " n " << n << " token " << tk << " row "
+                << r << ": got " << v << " want " << ref;
+            const float dv = dots[static_cast<size_t>(tk * ldy + 1 + r)];
+            ASSERT_NEAR(v, dv, 4e-6 * abs_wx + 1e-30) << name << " " << quant_isa_name(isa) << " vs packed_matmul, row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(PackedGemm, RealQ5_0) { check_gemm("blk.0.attn_q.weight", TensorType::kQ5_0, 77); }
+TEST(PackedGemm, RealQ8_0) { check_gemm("blk.0.attn_v.weight", TensorType::kQ8_0, 99); }
+TEST(PackedGemm, RealQ4_K) { check_gemm("blk.0.attn_output.weight", TensorType::kQ4_K, 67); }
+TEST(PackedGemm, RealQ6_K) { check_gemm("blk.0.ffn_down.weight", TensorType::kQ6_K, 53); }
+
+// The activation quantization is bit for bit the same on every path (the AVX-512 one rounds with
+// cvtps2dq, the portable one with nearbyint), including values at the clamp and exact halves.
+TEST(PackedGemm, ActivationQuantizationSameOnEveryPath) {
+  QuantIsaGuard guard;
+  const int64_t n = 5, cols = 640, groups = cols / 32;
+  std::vector<float> x = activations(n, cols, 99);
+  for (int64_t i = 0; i < 32; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i) + 0.5f;  // halves after scaling
+  x[40] = -1e30f;
+  std::vector<int16_t> q0(static_cast<size_t>(n * cols)), q1(q0.size());
+  std::vector<float> d0(static_cast<size_t>(n * groups)), d1(d0.size()), s0(d0.size()), s1(d0.size());
+  set_quant_isa(QuantIsa::kScalar);
+  quantize_activations_int16(x.data(), n, cols, 2, q0.data(), d0.data(), s0.data());
+  for (QuantIsa isa : available_isas()) {
+    set_quant_isa(isa);
+    quantize_activations_int16(x.data(), n, cols, 2, q1.data(), d1.data(), s1.data());
+    EXPECT_EQ(q0, q1) << quant_isa_name(isa);
+    EXPECT_EQ(d0, d1) << quant_isa_name(isa);
+    EXPECT_EQ(s0, s1) << quant_isa_name(isa);
+  }
+  EXPECT_EQ(q0[40], -32767);
+}
+
+TEST(PackedGemm, BadArguments) {
+  const gguf::GgufFile& f = real_file();
+  const gguf::TensorInfo* q = f.find_tensor("blk.0.attn_q.weight");
+  const gguf::TensorInfo* d = f.find_tensor("blk.0.ffn_down.weight");
+  ASSERT_NE(q, nullptr);
+  ASSERT_NE(d, nullptr);
+  const uint8_t *qd = nullptr, *dd = nullptr;
+  ASSERT_TRUE(f.tensor_data(*q, &qd).ok());
+  ASSERT_TRUE(f.tensor_data(*d, &dd).ok());
+  PackedRows a, b;
+  ASSERT_TRUE(pack_rows(q->type, qd, q->row_bytes(), 16, q->row_elems(), 1, &a).ok());
+  ASSERT_TRUE(pack_rows(d->type, dd, d->row_bytes(), 16, d->row_elems(), 1, &b).ok());
+  ASSERT_NE(a.cols, b.cols);
+  std::vector<float> x(static_cast<size_t>(8 * a.cols), 1.f), y(static_cast<size_t>(8 * 32));
+  const PackedRows* mixed[2] = {&a, &b};
+  Status s = packed_gemm(mixed, 2, x.data(), 8, y.data(), 32, 1);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("cols"), std::string::npos) << s.message();
+  const PackedRows* one[1] = {&a};
+  s = packed_gemm(one, 1, x.data(), 8, y.data(), 15, 1);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("ldy 15"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace attnkit::model::internal
