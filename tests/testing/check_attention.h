@@ -26,7 +26,8 @@ struct CaseExpectation {
 };
 CaseExpectation expect_case(const CaseData& d);
 
-// Checks what a kernel wrote into d.out / d.lse against the expectation.
+// Checks what a kernel wrote into d.out / d.lse against the expectation. For int8_kv cases the
+// bound also holds the int16 rounding of the queries (int16_query_logit_bound in tolerance.h).
 AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tolerance& tol = {});
 AttentionCheck check_case(const CaseData& d, const Tolerance& tol = {});
 

@@ -22,6 +22,10 @@ struct Tolerance {
   double factor = 4.0;       // allowed multiple of the plain f32 implementation's error
   double abs_floor = 0.0;    // 0 = pick from the output dtype and the reference's magnitude
   double nmse_floor = 0.0;   // 0 = pick from the output dtype
+  // A proven bound on an error the plain f32 implementation does not make (int8 decode's int16
+  // queries, int16_query_logit_bound): added to the max-abs bound, and its square over the
+  // reference's mean square to the NMSE bound.
+  double extra_abs = 0.0;
 };
 
 // Unit roundoff of a storage dtype (2^-24 f32, 2^-11 f16, 2^-8 bf16).
@@ -63,6 +67,14 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
 // (the ordinary tolerance above, over the dequantized K/V).
 double int8_kv_logit_bound(double mul, double q_l1, double k_scale_max);
 double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_max);
+
+// int8 K/V decode rounds each query row x (times its logit multiplier mul) to int16 with the step
+// max |mul x| / 32767 (core/decode_int8.h): every element is off by at most half a step (0.51 with
+// the f32 rounding of the step), so a logit against key k moves by at most
+//   delta_q = |mul| * max_i |x_i| * 0.51 / 32767 * ||k||_1,
+// and the output and LSE by int8_kv_out_bound(delta_q, max |v|, 0) and delta_q, against attention
+// over the same (dequantized) K/V with f32 queries.
+double int16_query_logit_bound(double mul, double q_abs_max, double k_l1_max);
 
 // Checks |got[i] - ref[i]| <= bound[i] for every element; a NaN or infinity that the reference
 // does not have fails, as in check_close.
