@@ -1,13 +1,14 @@
 // core/decode_int8.cc: split-KV decode over int8 K with int16 queries and int32 score sums (see
 // decode_int8.h). The walk, the prefetches, the online softmax and P V are the tile kernel's
-// (tile_decode-inl.h, tile_finish-inl.h); this file brings the query rounding and the integer dot
-// products, and instantiates them for int8 K/V and the softmax variant only.
+// (tile_decode-inl.h, tile_finish-inl.h); this file brings the query and weight rounding and the
+// integer products, and instantiates them for int8 K/V and the softmax variant only.
 //
 // Why integers: a decode step reads each K element once and multiplies it by the few query rows
 // of its GQA group. Widened to f32, an int8 element costs a sign extension and a conversion per 16
 // lanes before 4 multiply-adds, which makes the loop compute-bound below the memory bandwidth that
 // bf16 reaches with half the bytes per element more. Widened to int16, 32 elements take one
-// sign extension, and vpdpwssd multiplies and sums them in pairs for each query row.
+// sign extension, and vpdpwssd multiplies and sums them in pairs for each query row. P V has the
+// same cost structure over V, and the same remedy (pv_pairs).
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "core/decode_int8.cc"
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/decode_int8.h"
@@ -172,20 +174,139 @@ struct Int16Dots {
 #endif
 };
 
-// decode_keys_scored's scorer: rounds every block's query rows once, then scores with Int16Dots.
+#if HWY_TARGET != HWY_SCALAR
+// ---------------------------------------------------------------------------------------------
+// P V in integers, for blocks of <= 4 rows (packed weight tiles, softmax_tile_4rows): each row's
+// weights of a tile (softmax weight times value scale, in [0, max]) are rounded to int16 with one
+// step per row and tile, max / 32767, and two keys' weights share one 32-bit word. Two keys' V rows
+// widened to int16 and interleaved give (v_j[c], v_j+1[c]) pairs, so one vpdpwssd against the
+// broadcast word (w_j, w_j+1) adds both keys' products for 16 columns. The int32 sums of a tile
+// times the step go into the f32 output. The interleave works within 128-bit blocks, so each chunk
+// of kLanes16 columns of the output is kept permuted (lo: columns 8b + 0..3 of block b, hi:
+// 8b + 4..7) until unpermute_row.
+
+constexpr int64_t kLanes32 = kLanes16 / 2;
+
+// Weight words of a packed tile (key c, row r at st[4 c + r], keys past kc zero): w[4 p + r] holds
+// rows r's weights of keys 2p (low half) and 2p + 1 (high half) in steps of scale[r].
+HWY_INLINE void weight_pairs(const float* st, int64_t kc, int M, uint32_t* w, float* scale) {
+  const hn::Full128<float> d4;
+  const hn::Full128<int32_t> d4i;
+  auto vmax = hn::Zero(d4);
+  auto nan = hn::Zero(d4);
+  for (int64_t c = 0; c < kc; ++c) {
+    const auto x = hn::LoadU(d4, st + 4 * c);
+    nan = hn::Or(nan, hn::VecFromMask(d4, hn::IsNaN(x)));
+    vmax = hn::Max(vmax, hn::IfThenZeroElse(hn::IsNaN(x), x));
+  }
+  alignas(16) float mx[4], isnan[4], inv[4];
+  hn::Store(vmax, d4, mx);
+  hn::Store(nan, d4, isnan);
+  for (int r = 0; r < 4; ++r) {
+    // Below 32767 / FLT_MAX a step would not be finite: such weights (< 1e-34) count as 0.
+    const bool usable = r < M && mx[r] >= 32767.0f / std::numeric_limits<float>::max();
+    inv[r] = usable ? 32767.0f / mx[r] : 0.0f;
+    scale[r] = isnan[r] != 0.0f ? std::numeric_limits<float>::quiet_NaN() : (usable ? mx[r] / 32767.0f : 0.0f);
+  }
+  const auto vinv = hn::Load(d4, inv);
+  const auto low = hn::Set(d4i, 0xFFFF);
+  for (int64_t c = 0; c < kc; c += 2) {
+    const auto a = hn::NearestInt(hn::Mul(hn::IfThenZeroElse(hn::IsNaN(hn::LoadU(d4, st + 4 * c)), hn::LoadU(d4, st + 4 * c)), vinv));
+    auto b = hn::Zero(d4i);
+    if (c + 1 < kc) {
+      const auto xb = hn::LoadU(d4, st + 4 * c + 4);
+      b = hn::NearestInt(hn::Mul(hn::IfThenZeroElse(hn::IsNaN(xb), xb), vinv));
+    }
+    hn::StoreU(hn::BitCast(hn::Full128<uint32_t>(), hn::Or(hn::And(a, low), hn::ShiftLeft<16>(b))),
+               hn::Full128<uint32_t>(), w + 2 * c);
+  }
+}
+
+// O[r][c0 .. c0 + NC * kLanes16) (permuted chunks) += scale[r] * sum over the tile's key pairs of
+// (w_j, w_j+1) . (V_j, V_j+1), for R rows; pf: the next tile's V rows, fetched here.
+template <int R, int NC, bool kVnni>
+HWY_INLINE void pv_pairs(const uint32_t* w, const float* scale, const int8_t* const* vrow, int64_t kc, float* o,
+                         int64_t dvp, int64_t c0, const RowPrefetch& pf) {
+  const DI32 di;
+  const DI16 d16;
+  const DF df;
+  VI32 acc[R][2 * NC];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NC; ++v) acc[r][v] = hn::Zero(di);
+  for (int64_t j = 0; j < kc; j += 2) {
+    const int8_t* va = vrow[j] + c0;
+    const int8_t* vb = (j + 1 < kc ? vrow[j + 1] : vrow[j]) + c0;  // an odd last key has weight 0
+    prefetch_cols<int8_t>(pf, j, c0, NC * kLanes16);
+    prefetch_cols<int8_t>(pf, j + 1, c0, NC * kLanes16);
+    VI16 pv[2 * NC];
+#pragma GCC unroll 8
+    for (int ch = 0; ch < NC; ++ch) {
+      const VI16 a = load_k_i16(va + ch * kLanes16), b = load_k_i16(vb + ch * kLanes16);
+      pv[2 * ch] = hn::InterleaveLower(d16, a, b);
+      pv[2 * ch + 1] = hn::InterleaveUpper(d16, a, b);
+    }
+    const uint32_t* wj = w + 2 * j;  // the pair's words, rows 0..3
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const VI16 wv = hn::BitCast(d16, hn::Set(hn::RebindToUnsigned<DI32>(), wj[r]));
+#pragma GCC unroll 8
+      for (int v = 0; v < 2 * NC; ++v) acc[r][v] = mul_acc_pairs<kVnni>(pv[v], wv, acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    const VF sv = hn::Set(df, scale[r]);
+    float* orow = o + r * dvp + c0;
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NC; ++v)
+      hn::Store(hn::MulAdd(hn::ConvertTo(df, acc[r][v]), sv, hn::Load(df, orow + v * kLanes32)), df, orow + v * kLanes32);
+  }
+}
+
+template <int R, bool kVnni>
+HWY_INLINE void pv_pairs_rows(const uint32_t* w, const float* scale, const int8_t* const* vrow, int64_t kc, float* o,
+                              int64_t dvp, const RowPrefetch& pf) {
+  int64_t c0 = 0;
+  for (; c0 + 2 * kLanes16 <= dvp; c0 += 2 * kLanes16) pv_pairs<R, 2, kVnni>(w, scale, vrow, kc, o, dvp, c0, pf);
+  for (; c0 < dvp; c0 += kLanes16) pv_pairs<R, 1, kVnni>(w, scale, vrow, kc, o, dvp, c0, pf);
+}
+
+// One output row from the permuted chunks of pv_pairs back to column order.
+inline void unpermute_row(float* o, int64_t dv) {
+  float tmp[kLanes16];
+  for (int64_t c0 = 0; c0 < dv; c0 += kLanes16) {
+    for (int64_t j = 0; j < kLanes32; ++j) {
+      const int64_t col = 8 * (j / 4) + j % 4;
+      tmp[col] = o[c0 + j];
+      tmp[col + 4] = o[c0 + kLanes32 + j];
+    }
+    std::copy(tmp, tmp + kLanes16, o + c0);
+  }
+}
+#endif
+
+// decode_keys_scored's scorer: rounds every block's query rows once, then scores with Int16Dots;
+// blocks of <= 4 rows accumulate P V in integers too (pv_pairs).
 template <bool kVnni>
 struct Int8Scorer {
   const SeqCtx& s;
   std::vector<Int16Rows> rows;
+  bool int_pv = false;
 
   bool init(std::vector<RowBlock>& blocks, Workspace* ws) {
     const int64_t per_block = kDotRows * s.d;  // int16 per block
     ws->ibuf.ensure(static_cast<size_t>((static_cast<int64_t>(blocks.size()) * per_block + 3) / 4 + 1));
     int16_t* mem = reinterpret_cast<int16_t*>(ws->ibuf.data());
     rows.resize(blocks.size());
+#if HWY_TARGET != HWY_SCALAR
+    int_pv = s.dv % kLanes16 == 0;
+#endif
     for (size_t bi = 0; bi < blocks.size(); ++bi) {
       int16_t* q = mem + static_cast<int64_t>(bi) * per_block;
       rows[bi].q = q;
+      int_pv = int_pv && packed_softmax_rows<SoftmaxVariant>(blocks[bi].M);
       for (int r = 0; r < blocks[bi].M; ++r)
         if (!round_row_i16(blocks[bi].q + r * s.dp, s.d, q + r * s.d, &rows[bi].scale[r])) return false;
     }
@@ -193,6 +314,35 @@ struct Int8Scorer {
   }
   HWY_INLINE void operator()(const DecodeGroup<int8_t>& g, const TileKeys& t, int b0) {
     score_decode_sweep<int8_t>(s, g, t, Int16Dots<kVnni>{rows.data() + b0, g.blocks, s.d});
+  }
+  template <class Variant>
+  HWY_INLINE void finish(RowBlock* b, int /*bi*/, const TileKeys& t, float* st, int64_t ss, const int8_t* const* vrow,
+                         bool need_mask, const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
+#if HWY_TARGET != HWY_SCALAR
+    if (int_pv) {
+      tile_weights(s, b, t, st, ss, need_mask, var);
+      alignas(16) uint32_t w[kTileK * kPackedStride / 2 + 4];
+      alignas(16) float scale[4];
+      weight_pairs(st, t.kc, b->M, w, scale);
+      switch (b->M) {
+        case 4: pv_pairs_rows<4, kVnni>(w, scale, vrow, t.kc, b->o, s.dvp, pf); break;
+        case 3: pv_pairs_rows<3, kVnni>(w, scale, vrow, t.kc, b->o, s.dvp, pf); break;
+        case 2: pv_pairs_rows<2, kVnni>(w, scale, vrow, t.kc, b->o, s.dvp, pf); break;
+        default: pv_pairs_rows<1, kVnni>(w, scale, vrow, t.kc, b->o, s.dvp, pf); break;
+      }
+      return;
+    }
+#endif
+    finish_tile<int8_t>(s, b, t, st, ss, vrow, need_mask, var, bf16_pairs, pf);
+  }
+  void done(std::vector<RowBlock>& blocks) {
+#if HWY_TARGET != HWY_SCALAR
+    if (!int_pv) return;
+    for (auto& b : blocks)
+      for (int r = 0; r < b.M; ++r) unpermute_row(b.o + r * s.dvp, s.dv);
+#else
+    (void)blocks;
+#endif
   }
 };
 

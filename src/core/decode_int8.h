@@ -4,9 +4,12 @@
 // and q . k is summed in int32 from int8 K widened to int16 (vpdpwssd on AVX512-VNNI, vpmaddwd on
 // AVX2 and AVX-512 without VNNI, Highway's widening multiply-add elsewhere), each widened K vector
 // shared by the query heads of its GQA group. The sum times the query scale and the key's scale is
-// the logit; from there the tile goes on as the f32 kernel's does (hooks, masks, online softmax,
-// value scales, P V with V widened to f32). Compiled per SIMD target in its own translation unit so
-// the tile kernel's instantiations per K/V type do not grow.
+// the logit; hooks, masks, the online softmax and the value scales are the f32 kernel's. For up to
+// 4 rows per kv head, P V is integer too: each row's weights of a tile are rounded to int16 (one
+// step per row and tile) and two keys' interleaved V rows are multiplied with them by the same
+// pair instruction; more rows keep f32 P V with each widened V vector shared by the rows. The
+// error bounds are in docs/kv.md. Compiled per SIMD target in its own translation unit so the tile
+// kernel's instantiations per K/V type do not grow.
 #pragma once
 
 #include <cstdint>

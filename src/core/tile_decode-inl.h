@@ -209,7 +209,8 @@ HWY_INLINE void score_decode_sweep(const SeqCtx& s, const DecodeGroup<T>& g, con
 // kv head at a time instead reads rows heads_kv * head_dim apart (a page apart for 8 heads of
 // 128 floats), which the hardware prefetchers do not follow, so decode would wait on DRAM latency
 // for every row. The rest of each block's tile (softmax, P V) then reads its V rows from L2.
-// score(g, t, b0) fills the group's score tiles (b0: index of the group's first block).
+// score(g, t, b0) fills the group's score tiles (b0: index of the group's first block), and
+// score.finish(...) takes each block's tile from there (finish_tile's arguments, and the block's index).
 template <typename T, class Variant, class Score>
 void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, int b0, const TileKeys& t, float* st_base,
                  const Variant& var, bool bf16_pairs, Score& score) {
@@ -222,7 +223,7 @@ void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, int b0, const TileKe
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) vrow[cidx] = v_row<T>(s, blocks[bi].hk, t.pos[cidx]);
     // The next tile's V rows of this kv head (once per head), fetched while this tile's P V runs.
     const RowPrefetch pf = g.first_of_head[bi] ? next_tile_v_rows<T>(s, blocks[bi].hk, t) : RowPrefetch();
-    finish_tile<T>(s, &blocks[bi], t, g.st_block[bi], g.ss, vrow, g.need_mask[bi], var, bf16_pairs, pf);
+    score.finish(&blocks[bi], b0 + bi, t, g.st_block[bi], g.ss, vrow, g.need_mask[bi], var, bf16_pairs, pf);
   }
 }
 
@@ -279,9 +280,11 @@ HWY_INLINE void write_partial_rows(const SeqCtx& s, std::vector<RowBlock>& block
   }
 }
 
-// The scores of decode_tile for any K dtype: vdpbf16ps for bf16 where it applies, else K widened
-// to f32 against the f32 queries. A scorer's init(blocks, ws) runs once the row blocks are set up
-// and may turn the call down (false: nothing was written); its operator() scores a group.
+// The arithmetic of decode_tile for any K dtype: scores by vdpbf16ps for bf16 where it applies,
+// else K widened to f32 against the f32 queries; then finish_tile. A scorer's init(blocks, ws) runs
+// once the row blocks are set up and may turn the call down (false: nothing was written); its
+// operator() scores a group, finish() ends one block's tile, and done(blocks) runs after the last
+// tile, before the rows are written.
 template <typename T>
 struct DefaultDecodeScorer {
   const SeqCtx& s;
@@ -290,6 +293,12 @@ struct DefaultDecodeScorer {
     if (use_bf16_dot<T>(s)) score_decode_bf16_dot<T>(s, g, t);
     else score_decode_sweep<T>(s, g, t, WidenedDots<T>{g.blocks, s.dp});
   }
+  template <class Variant>
+  HWY_INLINE void finish(RowBlock* b, int /*bi*/, const TileKeys& t, float* st, int64_t ss, const T* const* vrow,
+                         bool need_mask, const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
+    finish_tile<T>(s, b, t, st, ss, vrow, need_mask, var, bf16_pairs, pf);
+  }
+  void done(std::vector<RowBlock>& /*blocks*/) {}
 };
 
 // Whether every decode block of the call fits decode_tile (<= kDotRows rows, K/V read in place).
@@ -328,6 +337,7 @@ bool decode_keys_scored(const SeqCtx& s, int64_t key_begin, int64_t key_end, Par
       for (auto& b : blocks) process_tile<T>(s, &b, t, sc, var);
     }
   });
+  scorer.done(blocks);
   write_partial_rows(s, blocks, pairs, out, var);
   return true;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/tile_kernel.h"
 #include "testing/plain_attention.h"
 
 namespace attnkit::testing {
@@ -97,7 +98,8 @@ AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tol
   Tolerance tol_out = tol, tol_lse = tol;
   if (d.c.int8_kv) {
     const QueryRounding qr = int16_query_rounding(d);
-    tol_out.extra_abs += int8_kv_out_bound(qr.delta, qr.v_abs_max, 0.0);
+    const double sv_max = d.v_scales.empty() ? 0.0 : *std::max_element(d.v_scales.begin(), d.v_scales.end());
+    tol_out.extra_abs += int8_kv_out_bound(qr.delta, qr.v_abs_max, 0.0) + int16_weight_out_bound(core::kTileK, sv_max);
     tol_lse.extra_abs += qr.delta;
   }
   r.out = check_close(e.ref.out, d.out.to_dense(), e.baseline_out, d.c.out_dtype, "out", tol_out, name_index, &od);

@@ -124,6 +124,10 @@ double int16_query_logit_bound(double mul, double q_abs_max, double k_l1_max) {
   return std::fabs(mul) * q_abs_max * 0.51 / 32767.0 * k_l1_max;
 }
 
+double int16_weight_out_bound(int64_t tile_keys, double v_scale_max) {
+  return static_cast<double>(tile_keys) * 0.51 / 32767.0 * 128.0 * v_scale_max;
+}
+
 CheckResult check_within(const std::vector<double>& ref, const std::vector<float>& got, const std::vector<double>& bound,
                          const std::string& what) {
   CheckResult r;

@@ -76,6 +76,14 @@ double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_ma
 // over the same (dequantized) K/V with f32 queries.
 double int16_query_logit_bound(double mul, double q_abs_max, double k_l1_max);
 
+// int8 K/V decode also rounds each row's weights of a tile of `tile_keys` keys (softmax weight
+// times value scale) to int16 with the step max / 32767 of that row and tile. Each weight is off by
+// at most 0.51 steps, and a step is at most the tile's largest weight / 32767, which the row's
+// denominator l bounds summed over the tiles; so, with stored values |v| <= 128,
+//   |o_c - o'_c| <= tile_keys * 0.51 / 32767 * 128 * max_j s_v,j
+// against attention over the same K/V with f32 weights.
+double int16_weight_out_bound(int64_t tile_keys, double v_scale_max);
+
 // Checks |got[i] - ref[i]| <= bound[i] for every element; a NaN or infinity that the reference
 // does not have fails, as in check_close.
 CheckResult check_within(const std::vector<double>& ref, const std::vector<float>& got, const std::vector<double>& bound,
