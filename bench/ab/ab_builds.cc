@@ -2,7 +2,7 @@
 // alternating them call by call, and prints the median ratio of their times.
 //
 //   attnkit_ab_builds OLD.so NEW.so [--seq-kv N] [--seq-q N] [--heads-q H] [--heads-kv H]
-//                     [--head-dim D] [--dtype f32|bf16] [--threads T] [--rounds R]
+//                     [--head-dim D] [--dtype f32|bf16|int8] [--threads T] [--rounds R]
 //
 // Why: on the development VM the memory speed drifts by tens of percent within minutes, so
 // timing two builds in separate processes cannot resolve a few percent. Here both builds read the
@@ -39,7 +39,7 @@ using AttentionFn = attnkit::Status (*)(const attnkit::TensorView&, const attnki
 int usage(const char* why) {
   std::fprintf(stderr,
                "attnkit_ab_builds: %s\nusage: attnkit_ab_builds OLD.so NEW.so [--seq-kv N] [--seq-q N] [--heads-q H]"
-               " [--heads-kv H] [--head-dim D] [--dtype f32|bf16] [--threads T] [--rounds R]\n",
+               " [--heads-kv H] [--head-dim D] [--dtype f32|bf16|int8] [--threads T] [--rounds R]\n",
                why);
   return 2;
 }
@@ -106,15 +106,17 @@ int main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::atoi(val);
     else return usage(("unknown flag " + flag).c_str());
   }
-  if (dtype != "f32" && dtype != "bf16") return usage(("--dtype must be f32 or bf16, got " + dtype).c_str());
+  if (dtype != "f32" && dtype != "bf16" && dtype != "int8")
+    return usage(("--dtype must be f32, bf16 or int8, got " + dtype).c_str());
   if (seq_kv < 1 || seq_q < 1 || heads_q < 1 || heads_kv < 1 || d < 1 || threads < 1 || rounds < 1)
     return usage("sizes, --threads and --rounds must be positive");
   AttentionFn fn[2] = {open_build(argv[1]), open_build(argv[2])};
   if (fn[0] == nullptr || fn[1] == nullptr) return 1;
 
-  const bool bf = dtype == "bf16";
+  // int8: K/V int8 with one f32 scale per (token, kv head), as the KV cache stores them; Q f32.
+  const bool bf = dtype == "bf16", i8 = dtype == "int8";
   const attnkit::DType dt = bf ? attnkit::DType::kBF16 : attnkit::DType::kF32;
-  const size_t esize = bf ? 2 : 4;
+  const attnkit::DType kv_dt = i8 ? attnkit::DType::kI8 : dt;
   const size_t n_kv = static_cast<size_t>(seq_kv * heads_kv * d), n_q = static_cast<size_t>(seq_q * heads_q * d);
   // Deterministic inputs spread over a few units, so the softmax is neither flat nor one-hot. The
   // buffers are 64-byte aligned, as `attnkit bench` allocates them: a std::vector of this size
@@ -123,7 +125,8 @@ int main(int argc, char** argv) {
     void operator()(char* p) const { std::free(p); }
   };
   using Buffer = std::unique_ptr<char, FreeDeleter>;
-  auto fill = [&](size_t n, uint64_t seed) {
+  auto fill = [&](size_t n, uint64_t seed, bool int8) {
+    const size_t esize = int8 ? 1 : bf ? 2 : 4;
     const size_t bytes = (n * esize + 63) / 64 * 64;
     Buffer buf(static_cast<char*>(std::aligned_alloc(64, bytes)));
     if (!buf) {
@@ -134,20 +137,35 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < n; ++i) {
       x = x * 6364136223846793005ull + 1442695040888963407ull;
       const float v = static_cast<float>(static_cast<int64_t>(x >> 40) % 2001 - 1000) * 1e-3f;
-      if (bf) reinterpret_cast<uint16_t*>(buf.get())[i] = attnkit::f32_to_bf16(v);
+      if (int8) reinterpret_cast<int8_t*>(buf.get())[i] = static_cast<int8_t>(std::lrint(v * 127.0f));
+      else if (bf) reinterpret_cast<uint16_t*>(buf.get())[i] = attnkit::f32_to_bf16(v);
       else reinterpret_cast<float*>(buf.get())[i] = v;
     }
     return buf;
   };
-  const Buffer q = fill(n_q, 1), k = fill(n_kv, 2), v = fill(n_kv, 3);
+  const Buffer q = fill(n_q, 1, false), k = fill(n_kv, 2, i8), v = fill(n_kv, 3, i8);
+  // Scales of a row whose largest element is about 1, varied a little from token to token.
+  std::vector<float> k_scales, v_scales;
+  for (int64_t i = 0; i < (i8 ? seq_kv * heads_kv : 0); ++i) {
+    k_scales.push_back((1.0f + 0.25f * static_cast<float>(i % 7)) / 127.0f);
+    v_scales.push_back((1.0f + 0.25f * static_cast<float>(i % 5)) / 127.0f);
+  }
   std::vector<float> out[2] = {std::vector<float>(n_q), std::vector<float>(n_q)};
   attnkit::AttentionParams p;
   p.causal = true;
   p.num_threads = threads;
+  if (i8) {
+    p.k_scales.data = k_scales.data();
+    p.k_scales.stride_seq = heads_kv;
+    p.k_scales.stride_head = 1;
+    p.k_scales.stride_batch = seq_kv * heads_kv;
+    p.v_scales = p.k_scales;
+    p.v_scales.data = v_scales.data();
+  }
   auto call = [&](int b) {
     const attnkit::Status s = fn[b](attnkit::TensorView::contiguous(q.get(), dt, 1, seq_q, heads_q, d),
-                                    attnkit::TensorView::contiguous(k.get(), dt, 1, seq_kv, heads_kv, d),
-                                    attnkit::TensorView::contiguous(v.get(), dt, 1, seq_kv, heads_kv, d),
+                                    attnkit::TensorView::contiguous(k.get(), kv_dt, 1, seq_kv, heads_kv, d),
+                                    attnkit::TensorView::contiguous(v.get(), kv_dt, 1, seq_kv, heads_kv, d),
                                     attnkit::TensorView::contiguous(out[b].data(), attnkit::DType::kF32, 1, seq_q, heads_q, d),
                                     nullptr, p);
     if (!s.ok()) {

@@ -20,6 +20,7 @@
 #include "attnkit/attention.h"
 #include "attnkit/memory.h"
 #include "attnkit/threads.h"
+#include "core/decode_int8.h"
 #include "core/tile_kernel.h"
 #include "core/util.h"
 
@@ -350,7 +351,9 @@ void run_decode(const Call& c, int threads) {
     for (int64_t it = 0; it < n; ++it) {
       const DecodeItem& item = items[it];
       PartialOut po{part_o.data() + item.slot * max_rows * dv, part_lse.data() + item.slot * max_rows};
-      attend_keys_all_heads(c, item.seq, item.key_begin, item.key_end, po, &ws);
+      // int8 K/V take the integer scores where they apply (decode_int8.h).
+      if (!attend_keys_int8(c, item.seq, item.key_begin, item.key_end, po, &ws))
+        attend_keys_all_heads(c, item.seq, item.key_begin, item.key_end, po, &ws);
     }
   }
   // Merge the pieces of each row in key order.

@@ -121,11 +121,28 @@ HWY_INLINE void score_decode_bf16_dot(const SeqCtx& s, const DecodeGroup<T>& g, 
   bf16_score_tile(heads, n, tile);
 }
 
-// The key-major score sweep with K widened to f32 in registers (any dtype), issuing the group's
-// prefetches as it goes: for each key, the V row (first tile only; later tiles' V rows come during
-// the previous tile's P V) and the K row kPrefetchKeys ahead, one block per kv head.
+// The dot products of score_decode_sweep with K widened to f32 in registers (any dtype) against
+// each block's f32 query rows. A Dots type gives, for block bi of the group, the scores of its 4
+// rows against two keys (two_keys4, blocks of 4 rows only, with dot_rows4_two_keys's prefetch
+// contract) and of all its rows against one key (one_key).
 template <typename T>
-HWY_INLINE void score_decode_widened(const SeqCtx& s, const DecodeGroup<T>& g, const TileKeys& t) {
+struct WidenedDots {
+  const RowBlock* blocks;
+  int64_t dp;
+#if HWY_TARGET != HWY_SCALAR
+  HWY_INLINE void two_keys4(int bi, const T* ka, const T* kb, float* oa, float* ob, const char* pfa,
+                            const char* pfb) const {
+    dot_rows4_two_keys(blocks[bi].q, dp, ka, kb, oa, ob, pfa, pfb);
+  }
+#endif
+  HWY_INLINE void one_key(int bi, const T* k, float* out) const { dot_block_rows(blocks[bi].q, dp, blocks[bi].M, k, out); }
+};
+
+// The key-major score sweep (scores from dots, see WidenedDots), issuing the group's prefetches
+// as it goes: for each key, the V row (first tile only; later tiles' V rows come during the
+// previous tile's P V) and the K row kPrefetchKeys ahead, one block per kv head.
+template <typename T, class Dots>
+HWY_INLINE void score_decode_sweep(const SeqCtx& s, const DecodeGroup<T>& g, const TileKeys& t, const Dots& dots) {
   const int nb = g.nb;
   const int64_t kc = t.kc, kstep = g.kstep, ss = g.ss;
   // Always inlined: GCC 12 deletes calls to a function that only prefetches (see core/prefetch.h).
@@ -168,8 +185,7 @@ HWY_INLINE void score_decode_widened(const SeqCtx& s, const DecodeGroup<T>& g, c
       // The row pointers ahead are formed only for keys that exist.
       const bool inside = issues && spread;
       const char* k_next = inside ? reinterpret_cast<const char*>(kr + kPrefetchKeys * kstep) : nullptr;
-      dot_rows4_two_keys(g.blocks[bi].q, s.dp, kr, kr + kstep, o, o + ss, k_next,
-                         inside ? k_next + k_step_bytes : nullptr);
+      dots.two_keys4(bi, kr, kr + kstep, o, o + ss, k_next, inside ? k_next + k_step_bytes : nullptr);
       if (issues && !spread) {
         prefetch_k_ahead(bi, c2);
         prefetch_k_ahead(bi, c2 + 1);
@@ -181,7 +197,7 @@ HWY_INLINE void score_decode_widened(const SeqCtx& s, const DecodeGroup<T>& g, c
     prefetch_key(cidx);
     for (int bi = 0; bi < nb; ++bi) {
       if (!g.active[bi]) continue;
-      dot_block_rows(g.blocks[bi].q, s.dp, g.blocks[bi].M, g.k0[bi] + cidx * kstep, g.st_block[bi] + cidx * ss);
+      dots.one_key(bi, g.k0[bi] + cidx * kstep, g.st_block[bi] + cidx * ss);
     }
   }
 }
@@ -193,20 +209,21 @@ HWY_INLINE void score_decode_widened(const SeqCtx& s, const DecodeGroup<T>& g, c
 // kv head at a time instead reads rows heads_kv * head_dim apart (a page apart for 8 heads of
 // 128 floats), which the hardware prefetchers do not follow, so decode would wait on DRAM latency
 // for every row. The rest of each block's tile (softmax, P V) then reads its V rows from L2.
-template <typename T, class Variant>
-void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, const TileKeys& t, float* st_base, const Variant& var,
-                 bool bf16_pairs) {
+// score(g, t, b0) fills the group's score tiles (b0: index of the group's first block), and
+// score.finish(...) takes each block's tile from there (finish_tile's arguments, and the block's index).
+template <typename T, class Variant, class Score>
+void decode_tile(const SeqCtx& s, RowBlock* blocks, int nb, int b0, const TileKeys& t, float* st_base,
+                 const Variant& var, bool bf16_pairs, Score& score) {
   DecodeGroup<T> g;
   make_decode_group<T, Variant>(s, blocks, nb, t, st_base, &g);
-  if (use_bf16_dot<T>(s)) score_decode_bf16_dot<T>(s, g, t);
-  else score_decode_widened<T>(s, g, t);
+  score(g, t, b0);
   const T* vrow[kTileK];
   for (int bi = 0; bi < nb; ++bi) {
     if (!g.active[bi]) continue;
     for (int64_t cidx = 0; cidx < t.kc; ++cidx) vrow[cidx] = v_row<T>(s, blocks[bi].hk, t.pos[cidx]);
     // The next tile's V rows of this kv head (once per head), fetched while this tile's P V runs.
     const RowPrefetch pf = g.first_of_head[bi] ? next_tile_v_rows<T>(s, blocks[bi].hk, t) : RowPrefetch();
-    finish_tile<T>(s, &blocks[bi], t, g.st_block[bi], g.ss, vrow, g.need_mask[bi], var, bf16_pairs, pf);
+    score.finish(&blocks[bi], b0 + bi, t, g.st_block[bi], g.ss, vrow, g.need_mask[bi], var, bf16_pairs, pf);
   }
 }
 
@@ -263,16 +280,44 @@ HWY_INLINE void write_partial_rows(const SeqCtx& s, std::vector<RowBlock>& block
   }
 }
 
+// The arithmetic of decode_tile for any K dtype: scores by vdpbf16ps for bf16 where it applies,
+// else K widened to f32 against the f32 queries; then finish_tile. A scorer's init(blocks, ws) runs
+// once the row blocks are set up and may turn the call down (false: nothing was written); its
+// operator() scores a group, finish() ends one block's tile, and done(blocks) runs after the last
+// tile, before the rows are written.
+template <typename T>
+struct DefaultDecodeScorer {
+  const SeqCtx& s;
+  bool init(std::vector<RowBlock>& /*blocks*/, Workspace* /*ws*/) { return true; }
+  HWY_INLINE void operator()(const DecodeGroup<T>& g, const TileKeys& t, int /*b0*/) {
+    if (use_bf16_dot<T>(s)) score_decode_bf16_dot<T>(s, g, t);
+    else score_decode_sweep<T>(s, g, t, WidenedDots<T>{g.blocks, s.dp});
+  }
+  template <class Variant>
+  HWY_INLINE void finish(RowBlock* b, int /*bi*/, const TileKeys& t, float* st, int64_t ss, const T* const* vrow,
+                         bool need_mask, const Variant& var, bool bf16_pairs, const RowPrefetch& pf) {
+    finish_tile<T>(s, b, t, st, ss, vrow, need_mask, var, bf16_pairs, pf);
+  }
+  void done(std::vector<RowBlock>& /*blocks*/) {}
+};
+
+// Whether every decode block of the call fits decode_tile (<= kDotRows rows, K/V read in place).
+HWY_INLINE bool decode_grouped(const SeqCtx& s, const std::vector<DecodeBlockDef>& defs) {
+  bool grouped = s.inline_k && s.inline_v;
+  for (const auto& d : defs) grouped = grouped && d.nh * (d.i1 - d.i0) <= kDotRows;
+  return grouped;
+}
+
 // Split-KV decode over all heads of one sequence: tiles of keys outermost, kv heads inside, so
 // the K/V rows of all heads at a position (adjacent in BSHD memory) are read together, once.
-template <typename T, class Variant>
-void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut out, Workspace* ws,
-                 const Variant& var) {
+// Returns false, having written nothing, when the scorer turns the call down.
+template <typename T, class Variant, class Scorer>
+bool decode_keys_scored(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut out, Workspace* ws,
+                        const Variant& var, Scorer& scorer) {
   const std::vector<DecodeBlockDef> defs = decode_block_defs(*s.c, s.r.q_len);
   // Blocks of <= kDotRows rows with K/V readable in place take decode_tile (its own score tile per
   // block of a group, after the row blocks in scratch); others take process_tile one by one.
-  bool grouped = s.inline_k && s.inline_v;
-  for (const auto& d : defs) grouped = grouped && d.nh * (d.i1 - d.i0) <= kDotRows;
+  const bool grouped = decode_grouped(s, defs);
   // bf16 outputs of grouped decode accumulate in pair layout (pv_cols_bf16_pairs).
   const bool pairs = grouped && use_bf16_pairs<T>(s);
   const int64_t n_blocks = static_cast<int64_t>(defs.size());
@@ -282,16 +327,26 @@ void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut
   for (size_t bi = 0; bi < defs.size(); ++bi)
     init_rows<T>(s, &blocks[bi], sc.rows + bi * sc.row_block_floats, defs[bi].h0, defs[bi].nh, defs[bi].i0,
                  defs[bi].i1);
+  if (!scorer.init(blocks, ws)) return false;
   for_each_key_tile(key_begin, key_end, [&](const TileKeys& t) __attribute__((always_inline)) {
     if (grouped) {
       for (int64_t b0 = 0; b0 < n_blocks; b0 += kDecodeGroup)
-        decode_tile<T>(s, blocks.data() + b0, static_cast<int>(std::min<int64_t>(kDecodeGroup, n_blocks - b0)), t,
-                       st_group, var, pairs);
+        decode_tile<T>(s, blocks.data() + b0, static_cast<int>(std::min<int64_t>(kDecodeGroup, n_blocks - b0)),
+                       static_cast<int>(b0), t, st_group, var, pairs, scorer);
     } else {
       for (auto& b : blocks) process_tile<T>(s, &b, t, sc, var);
     }
   });
+  scorer.done(blocks);
   write_partial_rows(s, blocks, pairs, out, var);
+  return true;
+}
+
+template <typename T, class Variant>
+void decode_keys(const SeqCtx& s, int64_t key_begin, int64_t key_end, PartialOut out, Workspace* ws,
+                 const Variant& var) {
+  DefaultDecodeScorer<T> scorer{s};
+  decode_keys_scored<T>(s, key_begin, key_end, out, ws, var, scorer);
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

@@ -176,12 +176,12 @@ HWY_INLINE void accumulate_pv(const SeqCtx& s, RowBlock* b, const float* st, int
   });
 }
 
-// The rest of a tile once its scores st are in (key c's scores at st + c * ss): the int8 key
-// scales, the variant's logit hooks and masks, the normalization, the int8 value scales, then
-// O += P V. Shared by the prefill and decode tiles.
-template <typename TV, class Variant>
-void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, const TV* const* vrow,
-                 bool need_mask, const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch()) {
+// A tile's scores st (key c's scores at st + c * ss) made into the weights that multiply the V
+// rows: the int8 key scales, the variant's logit hooks and masks, the normalization, the int8
+// value scales.
+template <class Variant>
+HWY_INLINE void tile_weights(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, bool need_mask,
+                             const Variant& var) {
   const int M = b->M;
   const int64_t kc = t.kc;
   const int64_t n_groups = (M + kLanes - 1) / kLanes;  // query vectors holding the M rows
@@ -193,7 +193,15 @@ void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int
   if (need_mask) var.LogitsMask(s, *b, t, st, ss, packed ? M : static_cast<int>(n_groups * kLanes));
   normalize_tile(s, b, st, ss, kc, var);
   if (s.int8_kv) apply_kv_scales(s, b->hk, t, 1, st, ss, M);  // value scales: into the weights
-  accumulate_pv(s, b, st, ss, vrow, kc, bf16_pairs, pf);
+}
+
+// The rest of a tile once its scores st are in: tile_weights, then O += P V. Shared by the
+// prefill and decode tiles.
+template <typename TV, class Variant>
+void finish_tile(const SeqCtx& s, RowBlock* b, const TileKeys& t, float* st, int64_t ss, const TV* const* vrow,
+                 bool need_mask, const Variant& var, bool bf16_pairs = false, const RowPrefetch& pf = RowPrefetch()) {
+  tile_weights(s, b, t, st, ss, need_mask, var);
+  accumulate_pv(s, b, st, ss, vrow, t.kc, bf16_pairs, pf);
 }
 
 }  // namespace attnkit::core::HWY_NAMESPACE

@@ -331,18 +331,21 @@ struct MaxOp {
 
 // out[i] = sum of the lanes of a[i], i < 4: two interleave rounds leave, in each 128-bit block,
 // the four partial sums side by side; the blocks are then added. About a third of the shuffles
-// of four separate horizontal reductions (which decode pays for every key and row).
-HWY_INLINE void sum4_lanes(const VF* a, float* out) {
-  const DF df;
-  const hn::Repartition<uint64_t, DF> du;
+// of four separate horizontal reductions (which decode pays for every key and row). Any 32-bit
+// lane type (f32 scores, int32 sums of the int8 decode).
+template <class D>
+HWY_INLINE void sum4_lanes(D d, const hn::Vec<D>* a, hn::TFromD<D>* out) {
+  using V = hn::Vec<D>;
+  const hn::Repartition<uint64_t, D> du;
   // Per block: [a0+a2, b0+b2, a1+a3, b1+b3].
-  const VF ab = hn::Add(hn::InterleaveLower(df, a[0], a[1]), hn::InterleaveUpper(df, a[0], a[1]));
-  const VF cd = hn::Add(hn::InterleaveLower(df, a[2], a[3]), hn::InterleaveUpper(df, a[2], a[3]));
+  const V ab = hn::Add(hn::InterleaveLower(d, a[0], a[1]), hn::InterleaveUpper(d, a[0], a[1]));
+  const V cd = hn::Add(hn::InterleaveLower(d, a[2], a[3]), hn::InterleaveUpper(d, a[2], a[3]));
   // Per block: [a02, b02, c02, d02] + [a13, b13, c13, d13].
-  const VF lo = hn::BitCast(df, hn::InterleaveLower(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
-  const VF hi = hn::BitCast(df, hn::InterleaveUpper(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
-  hn::StoreU(fold_to_128(df, hn::Add(lo, hi), AddOp()), hn::Full128<float>(), out);
+  const V lo = hn::BitCast(d, hn::InterleaveLower(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
+  const V hi = hn::BitCast(d, hn::InterleaveUpper(du, hn::BitCast(du, ab), hn::BitCast(du, cd)));
+  hn::StoreU(fold_to_128(d, hn::Add(lo, hi), AddOp()), hn::Full128<hn::TFromD<D>>(), out);
 }
+HWY_INLINE void sum4_lanes(const VF* a, float* out) { sum4_lanes(DF(), a, out); }
 #endif
 
 // ---------------------------------------------------------------------------------------------

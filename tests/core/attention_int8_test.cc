@@ -5,12 +5,16 @@
 // variable length, non-softmax variants; bad calls fail naming the parameter.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "attnkit/attention.h"
+#include "core/decode_int8.h"
+#include "core/tile_kernel.h"
 #include "testing/attn_case.h"
 #include "testing/check_attention.h"
 
@@ -118,6 +122,82 @@ TEST(Int8Kv, BadCallsAreNamed) {
   // The valid call passes.
   d->reset_outputs();
   EXPECT_TRUE(attention(q, k, v, out, d->maybe_lse(), d->params).ok());
+}
+
+// Which decode calls take the integer scores (attend_keys_int8), checked on the entry itself: the
+// benchmark's shape (GQA 4, head dim 128) and Gemma's (GQA 4, head dim 256) do; non-softmax
+// variants, blocks of more than 8 rows per kv head and non-finite queries fall back (false, and
+// nothing written); what it writes matches the f32-score path within the query-rounding bound.
+TEST(Int8Decode, IntegerScoresTakeTheDecodeShapes) {
+  const auto run_entry = [](const testing::CaseData& d, bool integer, std::vector<float>* o, std::vector<float>* lse) {
+    core::Call call;
+    EXPECT_TRUE(core::make_call(d.q.view(), d.k.view(), d.v.view(), d.out.view(), d.maybe_lse(), d.params, &call).ok());
+    const int64_t rows = call.heads_q * d.c.seq_q;
+    o->assign(static_cast<size_t>(rows * call.head_dim_v), -7.0f);
+    lse->assign(static_cast<size_t>(rows), -7.0f);
+    core::Workspace ws;
+    const core::PartialOut part{o->data(), lse->data()};
+    if (!integer) {
+      core::attend_keys_all_heads(call, 0, 0, d.c.seq_kv, part, &ws);
+      return true;
+    }
+    return core::attend_keys_int8(call, 0, 0, d.c.seq_kv, part, &ws);
+  };
+  for (auto [hq, hk, sq, dim] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{32, 8, 1, 128}, {8, 2, 1, 256}, {8, 1, 1, 128}}) {
+    AttnCase c = int8_case(sq, 700, hq, hk, dim);
+    c.input_range = 2.0f;
+    auto d = testing::make_case_data(c);
+    std::vector<float> oi, li, of, lf;
+    ASSERT_TRUE(run_entry(*d, true, &oi, &li)) << c.name() << " did not take the integer scores";
+    run_entry(*d, false, &of, &lf);
+    float worst = 0.0f, worst_lse = 0.0f;
+    for (size_t i = 0; i < oi.size(); ++i) worst = std::max(worst, std::fabs(oi[i] - of[i]));
+    for (size_t i = 0; i < li.size(); ++i) worst_lse = std::max(worst_lse, std::fabs(li[i] - lf[i]));
+    // Query steps of max|q| / 32767 against keys of l1 norm <= dim * 2: logits move by < 1e-3 here.
+    EXPECT_LT(worst, 2e-3f) << c.name();
+    EXPECT_LT(worst_lse, 1e-3f) << c.name();
+    EXPECT_GT(worst_lse, 0.0f) << c.name() << ": the integer scores gave the f32 scores bit for bit";
+  }
+  const auto declined = [&](AttnCase c, const std::string& why, void (*spoil)(testing::CaseData*)) {
+    auto d = testing::make_case_data(c);
+    if (spoil) spoil(d.get());
+    std::vector<float> o, l;
+    EXPECT_FALSE(run_entry(*d, true, &o, &l)) << why;
+    for (float x : o) ASSERT_EQ(x, -7.0f) << why << ": written although declined";
+  };
+  AttnCase sig = int8_case(1, 700, 8, 2, 128);
+  sig.normalization = Normalization::kSigmoid;
+  declined(sig, "sigmoid", nullptr);
+  declined(int8_case(3, 700, 6, 2, 128), "9 rows per kv head", nullptr);
+  declined(int8_case(1, 700, 8, 2, 128), "NaN query", [](testing::CaseData* d) {
+    d->q.view().set(0, 0, 5, 17, std::numeric_limits<float>::quiet_NaN());
+  });
+}
+
+// With and without vpdpwssd the int32 sums are exact, so the outputs are the same bits; both match
+// the reference.
+TEST(Int8Decode, VnniAndPairwiseMultiplyAddAgreeBitForBit) {
+  const bool before = core::set_int8_vnni_enabled(true);
+  const bool available = core::int8_vnni_enabled();
+  core::set_int8_vnni_enabled(before);
+  if (!available) GTEST_SKIP() << "this CPU has no AVX512-VNNI: only vpmaddwd runs";
+  AttnCase c = int8_case(1, 1300, 32, 8, 128);
+  c.path = ExecPath::kDecode;
+  c.causal = true;
+  c.num_threads = 2;
+  std::vector<std::vector<float>> outs;
+  for (bool vnni : {true, false}) {
+    const bool prev = core::set_int8_vnni_enabled(vnni);
+    auto d = testing::make_case_data(c);
+    const Status st = attention(d->q.view(), d->k.view(), d->v.view(), d->out.view(), d->maybe_lse(), d->params);
+    core::set_int8_vnni_enabled(prev);
+    ASSERT_TRUE(st.ok()) << st.message();
+    const testing::AttentionCheck r = testing::check_case(*d);
+    EXPECT_TRUE(r.ok) << (vnni ? "vpdpwssd: " : "vpmaddwd: ") << r.message;
+    outs.push_back(d->out.to_dense());
+  }
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  for (size_t i = 0; i < outs[0].size(); ++i) ASSERT_EQ(outs[0][i], outs[1][i]) << "element " << i;
 }
 
 }  // namespace

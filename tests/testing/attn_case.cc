@@ -684,6 +684,24 @@ std::vector<AttnCase> int8_kv_cases() {
   AttnCase relu = base(33, 200, 4, 2, 64);
   relu.normalization = Normalization::kRelu;
   add(relu);
+  // Integer decode scores (core/decode_int8.h) for every row count per kv head up to 8: 8 heads on
+  // one kv head at the smallest head dim of one AVX-512 int16 vector, 3 queries of GQA 2 (6 rows),
+  // one head per kv head at a head dim of 3 vectors, the largest head dim, with temperature and
+  // sink logits.
+  AttnCase m8 = base(1, 777, 8, 1, 32);
+  m8.causal = true;
+  add(m8);
+  AttnCase m6 = base(3, 600, 6, 3, 64);
+  m6.causal = true;
+  m6.window_left = 250;
+  add(m6);
+  AttnCase m1 = base(1, 333, 3, 3, 96);
+  m1.temperature = true;
+  add(m1);
+  AttnCase wide = base(1, 300, 4, 1, 512);
+  wide.sink_logits = true;
+  wide.input_range = 2.0f;
+  add(wide);
   number(&cases, 11);
   return cases;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/tile_kernel.h"
 #include "testing/plain_attention.h"
 
 namespace attnkit::testing {
@@ -60,16 +61,53 @@ CaseExpectation expect_case(const CaseData& d) {
 
 std::vector<float> lse_values(const CaseData& d) { return d.lse.to_dense(); }
 
+// int8_kv cases: the largest logit error of int8 decode's int16 query rows (int16_query_logit_bound
+// over every row and key) and the largest |v|, from the dequantized K/V.
+struct QueryRounding {
+  double delta = 0.0, v_abs_max = 0.0;
+};
+QueryRounding int16_query_rounding(const CaseData& d) {
+  QueryRounding qr;
+  const TensorView& q = d.q.view();
+  const int64_t dk = d.c.head_dim;
+  double k_l1_max = 0.0;
+  for (size_t r = 0; r + static_cast<size_t>(dk) <= d.k_deq.size(); r += static_cast<size_t>(dk)) {
+    double l1 = 0.0;
+    for (int64_t t = 0; t < dk; ++t) l1 += std::fabs(static_cast<double>(d.k_deq[r + static_cast<size_t>(t)]));
+    k_l1_max = std::max(k_l1_max, l1);
+  }
+  for (float x : d.v_deq) qr.v_abs_max = std::max(qr.v_abs_max, std::fabs(static_cast<double>(x)));
+  const double scale = d.params.scale ? *d.params.scale : 1.0 / std::sqrt(static_cast<double>(dk));
+  // Scalable-Softmax multiplies the logits by s * ln(n) for n visible keys, n <= every key.
+  const double ssmax = d.c.ssmax_s > 0.0f ? d.c.ssmax_s * std::log(static_cast<double>(std::max<int64_t>(2, d.k.view().shape[1]))) : 1.0;
+  for (int64_t b = 0; b < q.shape[0]; ++b)
+    for (int64_t i = 0; i < q.shape[1]; ++i)
+      for (int64_t h = 0; h < q.shape[2]; ++h) {
+        double amax = 0.0;
+        for (int64_t t = 0; t < dk; ++t) amax = std::max(amax, std::fabs(static_cast<double>(q.get(b, i, h, t))));
+        const double mul = scale * ssmax * (d.params.maybe_head_temperature ? d.params.maybe_head_temperature[h] : 1.0);
+        qr.delta = std::max(qr.delta, int16_query_logit_bound(mul, amax, k_l1_max));
+      }
+  return qr;
+}
+
 AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tolerance& tol) {
   AttentionCheck r;
   const TensorView& o = d.out.view();
   const Dims od{o.shape[0], o.shape[1], o.shape[2], o.shape[3], "bshd"};
-  r.out = check_close(e.ref.out, d.out.to_dense(), e.baseline_out, d.c.out_dtype, "out", tol, name_index, &od);
+  Tolerance tol_out = tol, tol_lse = tol;
+  if (d.c.int8_kv) {
+    const QueryRounding qr = int16_query_rounding(d);
+    const double sv_max = d.v_scales.empty() ? 0.0 : *std::max_element(d.v_scales.begin(), d.v_scales.end());
+    tol_out.extra_abs += int8_kv_out_bound(qr.delta, qr.v_abs_max, 0.0) + int16_weight_out_bound(core::kTileK, sv_max);
+    tol_lse.extra_abs += qr.delta;
+  }
+  r.out = check_close(e.ref.out, d.out.to_dense(), e.baseline_out, d.c.out_dtype, "out", tol_out, name_index, &od);
   r.ok = r.out.ok;
   r.message = d.c.name() + "\n  " + r.out.message;
   if (d.c.lse_enabled()) {
     const Dims ld{1, e.ref.batch, e.ref.heads_q, e.ref.seq_q, "-bhs"};
-    r.lse = check_close(e.ref.lse, lse_values(d), e.baseline_lse, DType::kF32, "lse", tol, name_index, &ld);
+    r.lse = check_close(e.ref.lse, lse_values(d), e.baseline_lse, DType::kF32, "lse", tol_lse, name_index, &ld);
     r.ok = r.ok && r.lse.ok;
     r.message += "\n  " + r.lse.message;
   } else if (!d.lse.untouched()) {

@@ -26,7 +26,9 @@ struct CaseExpectation {
 };
 CaseExpectation expect_case(const CaseData& d);
 
-// Checks what a kernel wrote into d.out / d.lse against the expectation.
+// Checks what a kernel wrote into d.out / d.lse against the expectation. For int8_kv cases the
+// bound also holds int8 decode's int16 rounding of the queries and of the weights
+// (int16_query_logit_bound, int16_weight_out_bound in tolerance.h).
 AttentionCheck check_case(const CaseData& d, const CaseExpectation& e, const Tolerance& tol = {});
 AttentionCheck check_case(const CaseData& d, const Tolerance& tol = {});
 

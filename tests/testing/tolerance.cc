@@ -69,9 +69,13 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
   }
   c.got = error_stats(ref, got);
   c.baseline = error_stats(ref, baseline);
-  double ref_mag = 0.0;
+  double ref_mag = 0.0, ref_sq = 0.0;
+  int64_t n_finite = 0;
   for (double r : ref) {
-    if (std::isfinite(r)) ref_mag = std::max(ref_mag, std::fabs(r));
+    if (!std::isfinite(r)) continue;
+    ref_mag = std::max(ref_mag, std::fabs(r));
+    ref_sq += r * r;
+    ++n_finite;
   }
   // Floors: a few roundings of the output dtype at the reference's magnitude (at least 1, since
   // attention outputs are convex combinations of values of order 1 and LSEs are O(log n)).
@@ -80,6 +84,11 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
   const double nmse_floor = tol.nmse_floor > 0.0 ? tol.nmse_floor : 16.0 * u * u;
   c.abs_bound = tol.factor * c.baseline.max_abs + abs_floor;
   c.nmse_bound = tol.factor * tol.factor * c.baseline.nmse + nmse_floor;
+  if (tol.extra_abs > 0.0) {
+    c.abs_bound += tol.extra_abs;
+    // NMSE = sum e^2 / sum ref^2 <= n extra^2 / sum ref^2 for the error that extra_abs bounds.
+    if (ref_sq > 0.0) c.nmse_bound += tol.extra_abs * tol.extra_abs * static_cast<double>(n_finite) / ref_sq;
+  }
 
   const auto where = [&](int64_t i) -> std::string {
     if (i < 0) return "-";
@@ -109,6 +118,14 @@ double int8_kv_logit_bound(double mul, double q_l1, double k_scale_max) { return
 
 double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_max) {
   return std::expm1(2.0 * logit_bound) * v_abs_max + v_scale_max / 2.0;
+}
+
+double int16_query_logit_bound(double mul, double q_abs_max, double k_l1_max) {
+  return std::fabs(mul) * q_abs_max * 0.51 / 32767.0 * k_l1_max;
+}
+
+double int16_weight_out_bound(int64_t tile_keys, double v_scale_max) {
+  return static_cast<double>(tile_keys) * 0.51 / 32767.0 * 128.0 * v_scale_max;
 }
 
 CheckResult check_within(const std::vector<double>& ref, const std::vector<float>& got, const std::vector<double>& bound,

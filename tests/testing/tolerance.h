@@ -22,6 +22,10 @@ struct Tolerance {
   double factor = 4.0;       // allowed multiple of the plain f32 implementation's error
   double abs_floor = 0.0;    // 0 = pick from the output dtype and the reference's magnitude
   double nmse_floor = 0.0;   // 0 = pick from the output dtype
+  // A proven bound on an error the plain f32 implementation does not make (int8 decode's int16
+  // queries, int16_query_logit_bound): added to the max-abs bound, and its square over the
+  // reference's mean square to the NMSE bound.
+  double extra_abs = 0.0;
 };
 
 // Unit roundoff of a storage dtype (2^-24 f32, 2^-11 f16, 2^-8 bf16).
@@ -63,6 +67,22 @@ CheckResult check_close(const std::vector<double>& ref, const std::vector<float>
 // (the ordinary tolerance above, over the dequantized K/V).
 double int8_kv_logit_bound(double mul, double q_l1, double k_scale_max);
 double int8_kv_out_bound(double logit_bound, double v_abs_max, double v_scale_max);
+
+// int8 K/V decode rounds each query row x (times its logit multiplier mul) to int16 with the step
+// max |mul x| / 32767 (core/decode_int8.h): every element is off by at most half a step (0.51 with
+// the f32 rounding of the step), so a logit against key k moves by at most
+//   delta_q = |mul| * max_i |x_i| * 0.51 / 32767 * ||k||_1,
+// and the output and LSE by int8_kv_out_bound(delta_q, max |v|, 0) and delta_q, against attention
+// over the same (dequantized) K/V with f32 queries.
+double int16_query_logit_bound(double mul, double q_abs_max, double k_l1_max);
+
+// int8 K/V decode also rounds each row's weights of a tile of `tile_keys` keys (softmax weight
+// times value scale) to int16 with the step max / 32767 of that row and tile. Each weight is off by
+// at most 0.51 steps, and a step is at most the tile's largest weight / 32767, which the row's
+// denominator l bounds summed over the tiles; so, with stored values |v| <= 128,
+//   |o_c - o'_c| <= tile_keys * 0.51 / 32767 * 128 * max_j s_v,j
+// against attention over the same K/V with f32 weights.
+double int16_weight_out_bound(int64_t tile_keys, double v_scale_max);
 
 // Checks |got[i] - ref[i]| <= bound[i] for every element; a NaN or infinity that the reference
 // does not have fails, as in check_close.
