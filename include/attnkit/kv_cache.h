@@ -54,7 +54,32 @@ struct KvCacheOptions {
   int64_t head_dim_v = 0;  // 0 = head_dim
   int64_t page_size = 16;
   KvStorage storage = KvStorage::kBF16;
+  // int8 only: store K and V smoothed per channel (KvSmoothing below). Exact for attend_cache
+  // without a softcap (it refuses a softcap on a smoothed cache); the model turns it on when its
+  // attention has no softcap.
+  bool int8_smoothing = false;
+  // Exponent of the key channel scales (KvSmoothing::k_scale = range^alpha): 1 equalises the key
+  // channels' ranges, 0.5 splits them between keys and queries as SmoothQuant does.
+  float smoothing_alpha = 0.5f;
 };
+
+// Per-channel smoothing of int8 rows, fixed per cache from the first append of at least
+// kMinSmoothingTokens tokens to an empty cache (a shorter first append, such as a decode-only
+// start, leaves the cache unsmoothed until it is cleared or empty again):
+//   stored key row   = int8 of (k - k_mean) / k_scale, with its per-row scale
+//   stored value row = int8 of (v - v_mean) / v_scale, with its per-row scale
+// read_key / read_value / gather undo it, so policies see the original rows. attend_cache gives the
+// kernel q * k_scale (scores change by the same q . k_mean for every key of a row, which softmax
+// ignores: SageAttention's "smooth K", Zhang et al. 2024), adds scale * q . k_mean back to the LSE,
+// and maps each output row o to o * v_scale + v_mean (exact because a row's weights sum to 1).
+// The kernel's storage format is unchanged: int8 rows with one f32 scale per (token, kv head).
+// The per-token range then covers only each key's deviation from the channel means, measured in
+// units of each channel's own range, instead of the few outlier channels of post-RoPE keys.
+struct KvSmoothing {
+  std::vector<float> k_mean, k_scale;  // [kv_heads, head_dim]
+  std::vector<float> v_mean, v_scale;  // [kv_heads, head_dim_v]
+};
+constexpr int64_t kMinSmoothingTokens = 16;
 
 // A run of slots [begin, end) of one sequence.
 struct KvSlotRange {
@@ -137,6 +162,8 @@ class PagedKvCache {
   const void* v_data() const;
   const float* maybe_k_scales() const;
   const float* maybe_v_scales() const;
+  // The smoothing the stored rows carry, or null (not int8, smoothing off, or not yet fixed).
+  const KvSmoothing* maybe_smoothing() const;
 
  private:
   PagedKvCache();

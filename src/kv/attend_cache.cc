@@ -106,6 +106,10 @@ struct CacheCall {
   core::Call call;
   bool empty = true;  // nothing cached: no kernel call was built
   ScratchArray<uint16_t> qb;
+  // A smoothed int8 cache (KvSmoothing): the kernel reads q * k_scale, and each row's logits are
+  // lower than the true ones by logit_shift [heads_q, n] = scale * q . k_mean.
+  const KvSmoothing* smoothing = nullptr;
+  std::vector<float> qs, logit_shift;
   std::vector<int64_t> lo, hi, slot_base;
   MaskCtx mctx;
   core::ElementMask emask;
@@ -186,6 +190,30 @@ Status prepare_call(const PagedKvCache& cache, int64_t seq, const TensorView& q,
   // products); int8 rows are widened exactly, so q stays f32 against them.
   const DType kd = o.storage == KvStorage::kF32 ? DType::kF32 : o.storage == KvStorage::kBF16 ? DType::kBF16 : DType::kI8;
   TensorView qk = q;
+  cc->smoothing = cache.maybe_smoothing();
+  if (cc->smoothing != nullptr) {
+    if (params.softcap > 0)
+      return Status::unsupported("attend_cache: softcap " + std::to_string(params.softcap) +
+                                 " over a smoothed int8 cache is not exact; create the cache with int8_smoothing off");
+    const KvSmoothing& sm = *cc->smoothing;
+    const float scale = params.scale > 0 ? params.scale : 1.0f / std::sqrt(static_cast<float>(D));
+    const int64_t group = H / HK;
+    cc->qs.resize(static_cast<size_t>(n * H * D));
+    cc->logit_shift.resize(static_cast<size_t>(H * n));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t c0 = (h / group) * D;
+        double dot = 0;
+        float* dst = cc->qs.data() + (i * H + h) * D;
+        for (int64_t t = 0; t < D; ++t) {
+          const float x = q.get(0, i, h, t);
+          dst[t] = x * sm.k_scale[static_cast<size_t>(c0 + t)];
+          dot += static_cast<double>(x) * sm.k_mean[static_cast<size_t>(c0 + t)];
+        }
+        cc->logit_shift[static_cast<size_t>(h * n + i)] = static_cast<float>(dot * scale);
+      }
+    qk = TensorView::contiguous(cc->qs.data(), DType::kF32, 1, n, H, D);
+  }
   if (kd == DType::kBF16) {
     cc->qb.ensure(static_cast<size_t>(n * H * D));
     for (int64_t i = 0; i < n; ++i)
@@ -232,7 +260,7 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
   const bool has_comp = !comp.empty();
   std::vector<float> lse_local;
   float* lse = maybe_lse;
-  if (lse == nullptr && has_comp) {
+  if (lse == nullptr && (has_comp || cache.maybe_smoothing() != nullptr)) {
     lse_local.resize(static_cast<size_t>(std::max<int64_t>(0, H * n)));
     lse = lse_local.data();
   }
@@ -309,6 +337,22 @@ Status attend_cache(const PagedKvCache& cache, int64_t seq, const TensorView& q,
     }
   }
 
+  if (cc.smoothing != nullptr && !cc.empty) {
+    // Back from the smoothed rows to the true ones: o * v_scale + v_mean (a row's weights sum to
+    // 1), LSE + scale * q . k_mean. An empty row (LSE -inf) stays 0.
+    const KvSmoothing& sm = *cc.smoothing;
+    const int64_t group = H / HK;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        float& l = lse[h * n + i];
+        if (l == kNegInf) continue;
+        l += cc.logit_shift[static_cast<size_t>(h * n + i)];
+        float* orow = static_cast<float*>(out.data) + out.offset(0, i, h, 0);
+        const int64_t c0 = (h / group) * DV;
+        for (int64_t t = 0; t < DV; ++t) orow[t] = orow[t] * sm.v_scale[static_cast<size_t>(c0 + t)] + sm.v_mean[static_cast<size_t>(c0 + t)];
+      }
+  }
+
   if (has_comp) {
     // The compensation token: logit + ln(count), value v-hat, merged into each finished row.
     const int64_t group = H / HK;
@@ -346,6 +390,8 @@ Status attention_mass(const PagedKvCache& cache, int64_t seq, const TensorView& 
   ATTNKIT_RETURN_IF_ERROR(attend_cache(cache, seq, q, q_positions, params, ov, lse.data()));
   CacheCall cc;
   ATTNKIT_RETURN_IF_ERROR(prepare_call(cache, seq, q, q_positions, params, ov, nullptr, &cc));
+  if (cc.smoothing != nullptr)  // the mass pass scores the smoothed rows: their LSE, not the true one
+    for (size_t r = 0; r < lse.size(); ++r) lse[r] -= cc.logit_shift[r];
   const int threads = params.num_threads > 0 ? params.num_threads : omp_get_max_threads();
   const int64_t group = H / HK;
   const int64_t rows = n - row_begin;

@@ -95,6 +95,9 @@ struct PagedKvCache::Impl {
   std::vector<float> ks, vs;     // int8 only: [capacity, P, kv_heads]
   std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> free_pages;
   int64_t in_use = 0;
+  bool smoothed = false;  // sm holds the smoothing of every stored row
+  KvSmoothing sm;
+  std::vector<float> staged;  // one smoothed row on its way into the pool
 
   struct Seq {
     bool live = false;
@@ -160,6 +163,53 @@ struct PagedKvCache::Impl {
     }
   }
 
+  // Fixes the smoothing from the first n tokens stored in an empty cache: per kv head and channel,
+  // the mean over the tokens and the range (max |x - mean|) of the centred channel. A channel's
+  // scale is its range (keys: range^alpha) relative to the largest, floored so that a constant
+  // channel does not divide by zero.
+  void fix_smoothing(int64_t n, const float* k, const float* v) {
+    smoothed = o.int8_smoothing && int8() && n >= kMinSmoothingTokens;
+    if (!smoothed) return;
+    auto channel_stats = [&](const float* x, int64_t d, float alpha, std::vector<float>* mean, std::vector<float>* scale) {
+      const int64_t w = o.kv_heads * d;
+      mean->assign(static_cast<size_t>(w), 0.0f);
+      scale->assign(static_cast<size_t>(w), 1.0f);
+      std::vector<double> sum(static_cast<size_t>(w), 0.0), range(static_cast<size_t>(w), 0.0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t c = 0; c < w; ++c) sum[static_cast<size_t>(c)] += x[i * w + c];
+      for (int64_t c = 0; c < w; ++c) (*mean)[static_cast<size_t>(c)] = static_cast<float>(sum[static_cast<size_t>(c)] / static_cast<double>(n));
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t c = 0; c < w; ++c)
+          range[static_cast<size_t>(c)] = std::max<double>(range[static_cast<size_t>(c)], std::fabs(x[i * w + c] - (*mean)[static_cast<size_t>(c)]));
+      for (int64_t h = 0; h < o.kv_heads; ++h) {
+        double top = 0;
+        for (int64_t c = h * d; c < (h + 1) * d; ++c) top = std::max(top, range[static_cast<size_t>(c)]);
+        if (!(top > 0) || !std::isfinite(top)) continue;  // constant or non-finite head: scales stay 1
+        for (int64_t c = h * d; c < (h + 1) * d; ++c) {
+          const double r = std::max(range[static_cast<size_t>(c)] / top, 1e-3);
+          (*scale)[static_cast<size_t>(c)] = static_cast<float>(std::pow(r, static_cast<double>(alpha)));
+        }
+      }
+      for (float& m : *mean)
+        if (!std::isfinite(m)) m = 0.0f;
+    };
+    channel_stats(k, o.head_dim, o.smoothing_alpha, &sm.k_mean, &sm.k_scale);
+    channel_stats(v, o.head_dim_v, 1.0f, &sm.v_mean, &sm.v_scale);
+  }
+
+  // Stores one row of head h, smoothed when the cache is; returns the storage's row scale.
+  float put_row(const float* x, int64_t d, int64_t h, const std::vector<float>& mean, const std::vector<float>& scale, uint8_t* dst) {
+    if (!smoothed) return store_row(o.storage, x, d, dst);
+    staged.resize(static_cast<size_t>(d));
+    for (int64_t c = 0; c < d; ++c)
+      staged[static_cast<size_t>(c)] = (x[c] - mean[static_cast<size_t>(h * d + c)]) / scale[static_cast<size_t>(h * d + c)];
+    return store_row(o.storage, staged.data(), d, dst);
+  }
+  void unsmooth(float* x, int64_t d, int64_t h, const std::vector<float>& mean, const std::vector<float>& scale) const {
+    if (!smoothed) return;
+    for (int64_t c = 0; c < d; ++c) x[c] = x[c] * scale[static_cast<size_t>(h * d + c)] + mean[static_cast<size_t>(h * d + c)];
+  }
+
   Status check_seq(int64_t seq, const char* what) const {
     if (seq < 0 || seq >= static_cast<int64_t>(seqs.size()) || !seqs[static_cast<size_t>(seq)].live)
       return Status::out_of_range(std::string("PagedKvCache::") + what + ": seq " + std::to_string(seq) +
@@ -183,6 +233,8 @@ Status PagedKvCache::create(const KvCacheOptions& options, std::unique_ptr<Paged
     return Status::invalid_argument("PagedKvCache: head_dim_v " + std::to_string(o.head_dim_v) + " must be in 1..512");
   if (o.page_size <= 0 || o.page_size > 4096)
     return Status::invalid_argument("PagedKvCache: page_size " + std::to_string(o.page_size) + " must be in 1..4096");
+  if (!(o.smoothing_alpha >= 0.0f && o.smoothing_alpha <= 1.0f))
+    return Status::invalid_argument("PagedKvCache: smoothing_alpha " + std::to_string(o.smoothing_alpha) + " must be in [0, 1]");
   std::unique_ptr<PagedKvCache> c(new PagedKvCache());
   Impl& I = *c->impl_;
   I.o = o;
@@ -245,14 +297,15 @@ Status PagedKvCache::append(int64_t seq, int64_t n, const int64_t* positions, co
     last = positions[i];
   }
   const int64_t HK = I.o.kv_heads, D = I.o.head_dim, DV = I.o.head_dim_v;
+  if (I.in_use == 0) I.fix_smoothing(n, k, v);  // no stored row depends on the previous smoothing
   for (int64_t i = 0; i < n; ++i) {
     const int64_t slot = static_cast<int64_t>(s.pos.size());
     if (slot % I.P == 0) s.pages.push_back(I.allocate());
     s.pos.push_back(positions[i]);
     const int64_t row = I.row_of(s, slot);
     for (int64_t h = 0; h < HK; ++h) {
-      const float sk = store_row(I.o.storage, k + (i * HK + h) * D, D, I.k.data() + static_cast<size_t>((row * HK + h) * D) * I.eb);
-      const float sv = store_row(I.o.storage, v + (i * HK + h) * DV, DV, I.v.data() + static_cast<size_t>((row * HK + h) * DV) * I.eb);
+      const float sk = I.put_row(k + (i * HK + h) * D, D, h, I.sm.k_mean, I.sm.k_scale, I.k.data() + static_cast<size_t>((row * HK + h) * D) * I.eb);
+      const float sv = I.put_row(v + (i * HK + h) * DV, DV, h, I.sm.v_mean, I.sm.v_scale, I.v.data() + static_cast<size_t>((row * HK + h) * DV) * I.eb);
       if (I.int8()) {
         I.ks[static_cast<size_t>(row * HK + h)] = sk;
         I.vs[static_cast<size_t>(row * HK + h)] = sv;
@@ -368,6 +421,7 @@ void PagedKvCache::read_key(int64_t seq, int64_t slot, int64_t h, float* out) co
   const int64_t row = I.row_of(s, slot), HK = I.o.kv_heads, D = I.o.head_dim;
   load_row(I.o.storage, I.k.data() + static_cast<size_t>((row * HK + h) * D) * I.eb,
            I.int8() ? I.ks[static_cast<size_t>(row * HK + h)] : 1.0f, D, out);
+  I.unsmooth(out, D, h, I.sm.k_mean, I.sm.k_scale);
 }
 
 void PagedKvCache::read_value(int64_t seq, int64_t slot, int64_t h, float* out) const {
@@ -377,6 +431,7 @@ void PagedKvCache::read_value(int64_t seq, int64_t slot, int64_t h, float* out) 
   const int64_t row = I.row_of(s, slot), HK = I.o.kv_heads, DV = I.o.head_dim_v;
   load_row(I.o.storage, I.v.data() + static_cast<size_t>((row * HK + h) * DV) * I.eb,
            I.int8() ? I.vs[static_cast<size_t>(row * HK + h)] : 1.0f, DV, out);
+  I.unsmooth(out, DV, h, I.sm.v_mean, I.sm.v_scale);
 }
 
 Status PagedKvCache::gather(int64_t seq, int64_t begin, int64_t end, float* k, float* v) const {
@@ -423,5 +478,6 @@ const void* PagedKvCache::k_data() const { return impl_->k.data(); }
 const void* PagedKvCache::v_data() const { return impl_->v.data(); }
 const float* PagedKvCache::maybe_k_scales() const { return impl_->int8() ? impl_->ks.data() : nullptr; }
 const float* PagedKvCache::maybe_v_scales() const { return impl_->int8() ? impl_->vs.data() : nullptr; }
+const KvSmoothing* PagedKvCache::maybe_smoothing() const { return impl_->smoothed ? &impl_->sm : nullptr; }
 
 }  // namespace attnkit::kv

@@ -304,6 +304,8 @@ struct Model::Impl {
     ko.head_dim = cfg.head_dim;
     ko.head_dim_v = cfg.head_dim_v;
     ko.storage = kv_storage;
+    // Per-channel smoothing of int8 rows is exact only without an attention softcap.
+    ko.int8_smoothing = !(cfg.attn_logit_softcap > 0);
     for (auto& c : caches) ATTNKIT_RETURN_IF_ERROR(kv::PagedKvCache::create(ko, &c));
     pos = 0;
     if (kv_policy) kv_policy->reset();
