@@ -106,35 +106,58 @@ void candidates(const model::AttentionCall& c, const float* lse, const std::vect
   // spinning OpenMP threads cost more than the products on a busy machine).
   constexpr int64_t kChunk = 256;
   const int64_t n_chunks = (n_kv + kChunk - 1) / kChunk;
+  // The keys that only the last kTailRows rows see (the call's own last tokens) are scored by all
+  // of those rows: their column means rest on a few rows each, which a sample would miss.
+  const int64_t tail_rows = std::min(n, kTailRows), tail_row0 = n - tail_rows, tail_key = row_slot(c, tail_row0);
+  sc->tailsum.assign(static_cast<size_t>(H * tail_rows), 0.0f);
   const sparse_internal::BlasSingleThread pin;
 #pragma omp parallel num_threads(call_threads(c))
   {
-    std::vector<float> scores(static_cast<size_t>(kBlockRows * group * kChunk));
-#pragma omp for schedule(dynamic, 1) collapse(2)
-    for (int64_t g = 0; g < HK; ++g)
-      for (int64_t ch = 0; ch < n_chunks; ++ch) {
-        if (std::none_of(on.begin() + g * group, on.begin() + (g + 1) * group, [](char x) { return x != 0; })) continue;
-        const int64_t j0 = ch * kChunk, j1 = std::min(n_kv, j0 + kChunk);
-        for (int64_t b = 0; b < nb; ++b) {
-          const auto [r0, rows] = blocks[static_cast<size_t>(b)];
-          const int64_t p0 = row_slot(c, r0);
-          const int64_t a = std::max(j0, first_visible(c, p0)), e = std::min(j1, p0 + rows);
-          if (a >= e) continue;
-          sparse_internal::gemm_abt(sc->qpack.data() + (b * HK + g) * pack, row_ptr(c.k, a, g), scores.data(), rows * group, e - a, D,
-                                    scale, D, c.k.stride[1]);
-          for (int64_t r = 0; r < rows; ++r) {
-            const int64_t p = p0 + r, ra = std::max(a, first_visible(c, p)), re = std::min(e, p + 1);
-            if (ra >= re) continue;
-            for (int64_t hh = 0; hh < group; ++hh) {
-              const int64_t h = g * group + hh;
-              if (!on[static_cast<size_t>(h)]) continue;
-              // A_ij = exp(s_ij - lse_i) with the kernel's LSE of the row.
-              add_exp(scores.data() + (r * group + hh) * (e - a) + (ra - a), re - ra, lse[h * n + r0 + r], cap,
-                      sc->colsum.data() + h * n_kv + ra);
-            }
+    std::vector<float> scores(static_cast<size_t>(std::max(kBlockRows * kChunk, tail_rows * tail_rows) * group));
+    std::vector<float> qtail;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < HK * (n_chunks + 1); ++item) {
+      const int64_t g = item / (n_chunks + 1), ch = item % (n_chunks + 1);
+      if (std::none_of(on.begin() + g * group, on.begin() + (g + 1) * group, [](char x) { return x != 0; })) continue;
+      if (ch == n_chunks) {  // the tail: its rows against the keys only they see
+        qtail.resize(static_cast<size_t>(tail_rows * group * D));
+        for (int64_t r = 0; r < tail_rows; ++r)
+          for (int64_t hh = 0; hh < group; ++hh)
+            std::memcpy(qtail.data() + (r * group + hh) * D, row_ptr(c.q, tail_row0 + r, g * group + hh), static_cast<size_t>(D) * sizeof(float));
+        sparse_internal::gemm_abt(qtail.data(), row_ptr(c.k, tail_key, g), scores.data(), tail_rows * group, tail_rows, D, scale, D,
+                                  c.k.stride[1]);
+        for (int64_t r = 0; r < tail_rows; ++r) {
+          const int64_t p = tail_key + r, ra = std::max(tail_key, first_visible(c, p));
+          for (int64_t hh = 0; hh < group; ++hh) {
+            const int64_t h = g * group + hh;
+            if (!on[static_cast<size_t>(h)]) continue;
+            add_exp(scores.data() + (r * group + hh) * tail_rows + (ra - tail_key), p - ra + 1, lse[h * n + tail_row0 + r], cap,
+                    sc->tailsum.data() + h * tail_rows + (ra - tail_key));
+          }
+        }
+        continue;
+      }
+      const int64_t j0 = ch * kChunk, j1 = std::min(n_kv, j0 + kChunk);
+      for (int64_t b = 0; b < nb; ++b) {
+        const auto [r0, rows] = blocks[static_cast<size_t>(b)];
+        const int64_t p0 = row_slot(c, r0);
+        const int64_t a = std::max(j0, first_visible(c, p0)), e = std::min(j1, p0 + rows);
+        if (a >= e) continue;
+        sparse_internal::gemm_abt(sc->qpack.data() + (b * HK + g) * pack, row_ptr(c.k, a, g), scores.data(), rows * group, e - a, D,
+                                  scale, D, c.k.stride[1]);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t p = p0 + r, ra = std::max(a, first_visible(c, p)), re = std::min(e, p + 1);
+          if (ra >= re) continue;
+          for (int64_t hh = 0; hh < group; ++hh) {
+            const int64_t h = g * group + hh;
+            if (!on[static_cast<size_t>(h)]) continue;
+            // A_ij = exp(s_ij - lse_i) with the kernel's LSE of the row.
+            add_exp(scores.data() + (r * group + hh) * (e - a) + (ra - a), re - ra, lse[h * n + r0 + r], cap,
+                    sc->colsum.data() + h * n_kv + ra);
           }
         }
       }
+    }
   }
   std::vector<int64_t> count(static_cast<size_t>(n_kv));
   int64_t run = 0;
@@ -145,10 +168,16 @@ void candidates(const model::AttentionCall& c, const float* lse, const std::vect
     if (!on[static_cast<size_t>(h)]) continue;
     found.clear();
     const float* col = sc->colsum.data() + h * n_kv;
-    for (int64_t j = 0; j < n_kv; ++j) {
+    for (int64_t j = 0; j < tail_key; ++j) {
       const int64_t k = count[static_cast<size_t>(j)];
       if (base + j > 0 && k >= kMinRows && col[j] > bar * static_cast<double>(k))
         found.emplace_back(col[j] / static_cast<float>(k), static_cast<int32_t>(j));
+    }
+    for (int64_t j = std::max<int64_t>(tail_key, 0); j < n_kv; ++j) {
+      const int64_t k = rows_seeing(c, j);
+      const float sum = sc->tailsum[static_cast<size_t>(h * tail_rows + j - tail_key)];
+      if (base + j > 0 && k >= kMinRows && sum > bar * static_cast<double>(k))
+        found.emplace_back(sum / static_cast<float>(k), static_cast<int32_t>(j));
     }
     if (static_cast<int64_t>(found.size()) > kMaxCandidates) {
       std::nth_element(found.begin(), found.begin() + kMaxCandidates, found.end(), std::greater<>());

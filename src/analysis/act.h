@@ -14,7 +14,9 @@
 //      block and kv head); a key with at least kMinRows sampled rows and a sampled mean above
 //      kCandidateFraction x threshold is a candidate (at most kMaxCandidates per head, the largest).
 //      Blocks are evenly spaced, kSampleBlocks of them, and on a sliding-window call close enough
-//      that every window holds a whole block, so each key is sampled by the rows that see it.
+//      that every window holds a whole block, so each key is sampled by the rows that see it. The
+//      keys that only the last kTailRows rows see (the call's last tokens, whose column means rest
+//      on a few rows each) are scored by all of those rows instead.
 //   2. key_probs: A_ij of every row on the candidate keys, from the rows' dot products with them
 //      and the kernel's LSE.
 //   3. select_sinks: the exact column means of the candidates from those probabilities; a candidate
@@ -35,6 +37,7 @@ inline constexpr int64_t kSampleBlocks = 8;
 inline constexpr int64_t kBlockRows = 8;
 inline constexpr double kCandidateFraction = 0.5;
 inline constexpr int64_t kMaxCandidates = 64;
+inline constexpr int64_t kTailRows = 64;
 
 // Per head: key slots (ascending) and the probabilities of every row of the call on them.
 struct KeyProbs {
@@ -44,7 +47,7 @@ struct KeyProbs {
 
 // Buffers that a backend keeps from call to call.
 struct Scratch {
-  std::vector<float> qpack, colsum;
+  std::vector<float> qpack, colsum, tailsum;
   std::vector<int64_t> sampled;
   KeyProbs probs;
 };
