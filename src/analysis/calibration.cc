@@ -15,19 +15,14 @@
 //                 o' = beta o_S + (1 - beta m_S) / (1 - m_S) (o - o_S).
 //               m_S and o_S need the row's final normalizer, which a one-pass online softmax
 //               knows only after the row's last key, and the rescale is not a logit shift (the
-//               factor (1 - beta m_S) / (1 - m_S) depends on m_S), so it runs after the kernel, as
-//               a second, small kernel call: gather attention over the |S| sink keys alone gives
-//               each row's (o_S / m_S, lse_S), and m_S = exp(lse_S - lse). Extra work per row is
-//               O(|S| head_dim), and no matrix is formed.
-//               Sinks come from column means over 4 evenly spaced blocks of 16 rows of the call (all
-//               rows of calls up to 64; exp(s - lse) with the kernel's LSE, the scores of a block
-//               and head by one sgemm); a column needs 8 sampled rows that see it, so the last
-//               tokens (seen by few rows, which always attend to themselves) are not taken for
-//               sinks. Single-token decode steps reuse the sinks found by the layer's last
-//               multi-row call.
+//               factor (1 - beta m_S) / (1 - m_S) depends on m_S), so it runs after the kernel
+//               (analysis/act.h): sinks are verified by their exact column means over the call's
+//               rows, found among candidates from sampled rows; every row's probabilities on the
+//               few candidate keys (its dot products with them and the kernel's LSE) give both
+//               the column means and each row's m_S and o_S. Extra work per row is
+//               O(|candidates| head_dim), and no matrix is formed. Single-token decode steps
+//               reuse the sinks found by the layer's last multi-row call.
 //   mask_heads  the attention output of chosen heads set to zero (the retrieval-head causal test).
-#include <cblas.h>
-
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -37,7 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attnkit/analysis.h"
-#include "attnkit/sparse.h"
+#include "analysis/act.h"
 
 namespace attnkit::analysis {
 
@@ -132,21 +127,11 @@ Status check_f32(const model::AttentionCall& c) {
   return Status::ok_status();
 }
 
-const float* row_ptr(const TensorView& t, int64_t s, int64_t h) { return static_cast<const float*>(t.data) + t.offset(0, s, h, 0); }
 float* row_ptr_mut(const TensorView& t, int64_t s, int64_t h) { return static_cast<float*>(t.data) + t.offset(0, s, h, 0); }
-
-float call_scale(const model::AttentionCall& c) {
-  return c.params.scale.has_value() ? *c.params.scale : 1.0f / std::sqrt(static_cast<float>(c.q.head_dim()));
-}
 
 // Absolute position of the call's key slot 0. The model's sliding-window layers drop keys that no
 // later query can see, so slot 0 is the sequence's first token only when this is 0.
 int64_t first_slot_position(const model::AttentionCall& c) { return c.q_pos0 + c.q.seq() - c.k.seq(); }
-
-// First key visible to the row at position p.
-int64_t first_visible(const model::AttentionCall& c, int64_t p) {
-  return c.params.window_left < 0 ? 0 : std::max<int64_t>(0, p - c.params.window_left);
-}
 
 class ZeroTuningBackend final : public model::AttentionBackend {
  public:
@@ -193,120 +178,48 @@ class ActBackend final : public model::AttentionBackend {
   std::string name() const override { return spec_; }
   Status attend(const model::AttentionCall& c) override {
     if (!heads_.any_in_layer(c.layer)) return attention(c.q, c.k, c.v, c.out, nullptr, c.params);
-    ATTNKIT_RETURN_IF_ERROR(check_f32(c));
-    if (c.params.n_sink_tokens != 0 || c.params.mask.kind != MaskKind::kNone || c.params.maybe_cu_seqlens_q != nullptr)
-      return Status::unsupported("act: sink tokens, custom masks and packed batches are not supported");
-    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), DV = c.v.head_dim();
+    ATTNKIT_RETURN_IF_ERROR(act::check_call(c));
+    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads();
     std::lock_guard<std::mutex> lock(mu_);  // the buffers and the sinks found so far
-    lse_.assign(static_cast<size_t>(H * n), 0.0f);
+    lse_.resize(static_cast<size_t>(H * n));
     ATTNKIT_RETURN_IF_ERROR(attention(c.q, c.k, c.v, c.out, lse_.data(), c.params));
-    std::vector<std::vector<int64_t>>& sinks = sinks_[c.layer];
+    std::vector<char> on(static_cast<size_t>(H));
+    for (int64_t h = 0; h < H; ++h) on[static_cast<size_t>(h)] = heads_.contains(c.layer, h);
+    std::vector<std::vector<int64_t>>& sinks = sinks_[c.layer];  // absolute positions per head
     sinks.resize(static_cast<size_t>(H));
-    if (n > 1) ATTNKIT_RETURN_IF_ERROR(detect_sinks(c, &sinks));
-    // The sinks' share of each row: attention over the sink keys alone (one index list per head
-    // and block of rows, the call's masks applied), its LSE against the row's full LSE.
     const int64_t base = first_slot_position(c);
-    KeyIndexLists lists;
-    lists.heads = H;
-    lists.seq_q = n;
-    lists.seq_kv = n_kv;
-    lists.rows_per_list = kListRows;
-    const int64_t blocks = (n + kListRows - 1) / kListRows;
-    lists.offsets.push_back(0);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t b = 0; b < blocks; ++b) {
-        if (heads_.contains(c.layer, h))
-          for (int64_t pos : sinks[static_cast<size_t>(h)])
-            if (pos - base >= 0 && pos - base < n_kv) lists.indices.push_back(static_cast<int32_t>(pos - base));
-        lists.offsets.push_back(static_cast<int64_t>(lists.indices.size()));
-      }
-    if (lists.indices.empty()) return Status::ok_status();
-    o_s_.assign(static_cast<size_t>(n * H * DV), 0.0f);
-    lse_s_.assign(static_cast<size_t>(H * n), 0.0f);
-    const TensorView os = TensorView::contiguous(o_s_.data(), DType::kF32, 1, n, H, DV);
-    ATTNKIT_RETURN_IF_ERROR(gather_attention(c.q, c.k, c.v, os, lse_s_.data(), c.params, lists));
-    // With m the row's mass on the sinks and o_S = m * (their normalized output):
-    //   o' = beta o_S + (1 - beta m) / (1 - m) (o - o_S).
-    for (int64_t s = 0; s < n; ++s)
+    std::vector<std::vector<int32_t>> keys(static_cast<size_t>(H)), chosen(static_cast<size_t>(H));
+    if (n > 1) {
+      act::candidates(c, lse_.data(), on, threshold_, &scratch_, &keys);
+      act::key_probs(c, lse_.data(), std::move(keys), &scratch_.probs);
+      act::select_sinks(c, scratch_.probs, threshold_, &chosen);
       for (int64_t h = 0; h < H; ++h) {
-        const float ls = lse_s_[static_cast<size_t>(h * n + s)];
-        if (ls == -INFINITY) continue;  // no sink visible to this row
-        const double m = std::exp(static_cast<double>(ls) - lse_[static_cast<size_t>(h * n + s)]);
-        if (!(m > 0) || 1 - m < 1e-6) continue;  // nothing else to give the mass to
-        const double keep = (1 - beta_ * m) / (1 - m);
-        float* o = row_ptr_mut(c.out, s, h);
-        const float* osr = o_s_.data() + (s * H + h) * DV;
-        for (int64_t t = 0; t < DV; ++t) {
-          const double share = m * osr[t];
-          o[t] = static_cast<float>(beta_ * share + keep * (o[t] - share));
-        }
+        sinks[static_cast<size_t>(h)].clear();
+        for (int32_t k : chosen[static_cast<size_t>(h)])
+          sinks[static_cast<size_t>(h)].push_back(base + scratch_.probs.keys[static_cast<size_t>(h)][static_cast<size_t>(k)]);
       }
+    } else {
+      // A single-token decode step keeps the sinks of the layer's last multi-row call.
+      for (int64_t h = 0; h < H; ++h) {
+        if (!on[static_cast<size_t>(h)]) continue;
+        for (int64_t pos : sinks[static_cast<size_t>(h)])
+          if (pos - base >= 0 && pos - base < n_kv) {
+            chosen[static_cast<size_t>(h)].push_back(static_cast<int32_t>(keys[static_cast<size_t>(h)].size()));
+            keys[static_cast<size_t>(h)].push_back(static_cast<int32_t>(pos - base));
+          }
+      }
+      act::key_probs(c, lse_.data(), std::move(keys), &scratch_.probs);
+    }
+    act::correct(c, scratch_.probs, chosen, beta_);
     return Status::ok_status();
   }
 
  private:
-  // Sinks of a multi-row call, per chosen head, as absolute positions (slots move when a
-  // sliding-window layer drops keys); the sequence's first token is never one of them. Column
-  // means a_k = mean over sampled rows that see k of A_ik, from kSampleBlocks evenly spaced blocks
-  // of kBlockRows consecutive rows; a column needs kMinRows sampled rows, so the last tokens
-  // (seen by few rows, which always attend to themselves) are not taken for sinks.
-  Status detect_sinks(const model::AttentionCall& c, std::vector<std::vector<int64_t>>* sinks) {
-    const int64_t n = c.q.seq(), n_kv = c.k.seq(), H = c.q.heads(), HK = c.k.heads(), D = c.q.head_dim();
-    if (c.q.stride[3] != 1 || c.k.stride[3] != 1) return Status::unsupported("act: q and k need unit stride in head_dim");
-    const int64_t base = first_slot_position(c), group = H / HK;
-    // Calls of up to kSampleBlocks * kBlockRows rows are read whole.
-    const bool whole = n <= kSampleBlocks * kBlockRows;
-    const int64_t rows = whole ? n : kBlockRows, n_blocks = whole ? 1 : kSampleBlocks;
-    const float scale = call_scale(c), cap = c.params.softcap;
-    std::vector<double> col(static_cast<size_t>(H * n_kv), 0.0);
-    std::vector<int64_t> cnt(static_cast<size_t>(n_kv), 0);
-    probs_.resize(static_cast<size_t>(rows * n_kv));
-    for (int64_t b = 0; b < n_blocks; ++b) {
-      const int64_t r0 = n_blocks == 1 ? 0 : b * (n - rows) / (n_blocks - 1);
-      const int64_t p0 = n_kv - n + r0, p1 = p0 + rows - 1;
-      const int64_t klo = first_visible(c, p0), khi = p1 + 1;
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = first_visible(c, p0 + r); j <= p0 + r; ++j) cnt[static_cast<size_t>(j)]++;
-      for (int64_t h = 0; h < H; ++h) {
-        if (!heads_.contains(c.layer, h)) continue;
-        // Scores of the block's rows against the keys they can see, one sgemm (outside any
-        // OpenMP region, so OpenBLAS threads it itself); A_ij = exp(s_ij - lse_i) with the
-        // kernel's LSE.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(khi - klo),
-                    static_cast<int>(D), scale, row_ptr(c.q, r0, h), static_cast<int>(c.q.stride[1]),
-                    row_ptr(c.k, klo, h / group), static_cast<int>(c.k.stride[1]), 0.0f, probs_.data(), static_cast<int>(n_kv));
-        double* ch = col.data() + h * n_kv;
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t p = p0 + r;
-          const float lse = lse_[static_cast<size_t>(h * n + r0 + r)];
-          const float* srow = probs_.data() + r * n_kv - klo;
-          for (int64_t j = first_visible(c, p); j <= p; ++j) {
-            const float x = cap > 0 ? cap * std::tanh(srow[j] / cap) : srow[j];
-            ch[j] += std::exp(x - lse);
-          }
-        }
-      }
-    }
-    for (int64_t h = 0; h < H; ++h) {
-      if (!heads_.contains(c.layer, h)) continue;
-      std::vector<int64_t>& S = (*sinks)[static_cast<size_t>(h)];
-      S.clear();
-      for (int64_t j = 0; j < n_kv; ++j)
-        if (base + j > 0 && cnt[static_cast<size_t>(j)] >= kMinRows &&
-            col[static_cast<size_t>(h * n_kv + j)] / static_cast<double>(cnt[static_cast<size_t>(j)]) > threshold_)
-          S.push_back(base + j);
-    }
-    return Status::ok_status();
-  }
-
-  static constexpr int64_t kSampleBlocks = 4;
-  static constexpr int64_t kBlockRows = 16;
-  static constexpr int64_t kMinRows = 8;
-  static constexpr int64_t kListRows = 64;
   std::string spec_;
   HeadSet heads_;
   double beta_, threshold_;
-  std::vector<float> lse_, lse_s_, o_s_, probs_;
+  std::vector<float> lse_;
+  act::Scratch scratch_;
   std::mutex mu_;
   std::map<int64_t, std::vector<std::vector<int64_t>>> sinks_;  // layer -> per head sink positions
 };

@@ -8,6 +8,7 @@
 #include "attnkit/analysis.h"
 #include "attnkit/eval.h"
 #include "attnkit/model.h"
+#include "analysis/act.h"
 
 namespace attnkit::analysis {
 namespace {
@@ -19,7 +20,7 @@ struct Call {
 };
 
 Call make_call(int64_t n, int64_t n_kv, int64_t H, int64_t HK, int64_t D, int64_t window_left, int64_t layer, uint64_t seed,
-               int64_t sink_at = -1) {
+               const std::vector<int64_t>& sinks = {}, float lift = 2.5f) {
   Call c{n, n_kv, H, HK, D, {}, {}, {}, {}, {}};
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -30,9 +31,9 @@ Call make_call(int64_t n, int64_t n_kv, int64_t H, int64_t HK, int64_t D, int64_
   for (auto& x : c.q) x = nd(rng) + 0.5f;  // queries share a direction, so aligned keys become sinks
   for (auto& x : c.k) x = nd(rng);
   for (auto& x : c.v) x = nd(rng);
-  if (sink_at >= 0)
+  for (int64_t at : sinks)
     for (int64_t g = 0; g < HK; ++g)
-      for (int64_t d = 0; d < D; ++d) c.k[static_cast<size_t>((sink_at * HK + g) * D + d)] = 2.5f;
+      for (int64_t d = 0; d < D; ++d) c.k[static_cast<size_t>((at * HK + g) * D + d)] = lift;
   c.call.layer = layer;
   c.call.q = TensorView::contiguous(c.q.data(), DType::kF32, 1, n, H, D);
   c.call.k = TensorView::contiguous(c.k.data(), DType::kF32, 1, n_kv, HK, D);
@@ -118,58 +119,136 @@ TEST(ZeroTuningBackend, AddsLogGammaToTheFirstKeyOnChosenHeads) {
   expect_close(c.out, apply_v(c, probs(c, {0, 0, 0, 0})), 2e-5, "gamma 1");
 }
 
-TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
- for (int64_t wl : {int64_t{-1}, int64_t{20}}) {
-  SCOPED_TRACE("window_left " + std::to_string(wl));
-  const double beta = 0.4, thr = 0.1;
-  Call c = make_call(48, 48, 4, 2, 16, wl, 2, 9, /*sink_at=*/5);
-  auto b = backend("act:heads=2.0+2.3,beta=0.4,threshold=0.1");
-  ASSERT_TRUE(b->attend(c.call).ok());
-  // Reference: full matrix, column means over all rows that see a key (48 rows <= 64 sampled),
-  // sinks = keys >= 1 with mean > threshold and >= 8 rows, then ACT's rescaling.
-  auto a = probs(c, {0, 0, 0, 0});
-  // o' = beta o_S + keep (o - o_S) with keep = (1 - beta m) / (1 - m) multiplies the kernel's f32
-  // rounding error by keep, so each row's tolerance scales with it.
-  std::vector<double> keep_of(static_cast<size_t>(c.n * c.H), 1.0);
-  int64_t sink_heads = 0;
-  for (int64_t h : {0, 3}) {
-    std::vector<int64_t> S;
-    for (int64_t k = 1; k < c.n_kv; ++k) {
-      double col = 0;
-      int64_t rows = 0;
-      for (int64_t i = k; i < c.n; ++i) {
-        if (wl >= 0 && i - wl > k) continue;  // row i's window has left key k
-        col += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
-        ++rows;
-      }
-      if (rows >= 8 && col / rows > thr) S.push_back(k);
-    }
-    sink_heads += !S.empty();
+// ACT's sinks by definition: keys after the first that at least 8 rows of the call see, with
+// column mean (over those rows) above the threshold.
+std::vector<int64_t> exact_sinks(const Call& c, const std::vector<double>& a, int64_t h, double thr) {
+  const int64_t wl = c.call.params.window_left;
+  std::vector<int64_t> S;
+  for (int64_t k = 1; k < c.n_kv; ++k) {
+    double col = 0;
+    int64_t rows = 0;
     for (int64_t i = 0; i < c.n; ++i) {
-      double m = 0;
-      for (int64_t k : S) m += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
-      if (m <= 0 || 1 - m < 1e-6) continue;
-      keep_of[static_cast<size_t>(i * c.H + h)] = (1 - beta * m) / (1 - m);
-      for (int64_t j = 0; j < c.n_kv; ++j) {
-        double& w = a[static_cast<size_t>((h * c.n + i) * c.n_kv + j)];
-        const bool sink = std::find(S.begin(), S.end(), j) != S.end();
-        w = sink ? beta * w : w * (1 - beta * m) / (1 - m);
-      }
+      const int64_t p = c.n_kv - c.n + i;
+      if (p < k || (wl >= 0 && p - wl > k)) continue;  // row i does not see key k
+      col += a[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
+      ++rows;
+    }
+    if (rows >= act::kMinRows && col / static_cast<double>(rows) > thr) S.push_back(k);
+  }
+  return S;
+}
+
+// ACT's rescaling of head h's rows of `a` for sinks S; returns keep = (1 - beta m) / (1 - m) per row.
+void act_rescale(const Call& c, int64_t h, const std::vector<int64_t>& S, double beta, std::vector<double>* a,
+                 std::vector<double>* keep_of) {
+  for (int64_t i = 0; i < c.n; ++i) {
+    double m = 0;
+    for (int64_t k : S) m += (*a)[static_cast<size_t>((h * c.n + i) * c.n_kv + k)];
+    if (m <= 0 || 1 - m < 1e-6) continue;
+    (*keep_of)[static_cast<size_t>(i * c.H + h)] = (1 - beta * m) / (1 - m);
+    for (int64_t j = 0; j < c.n_kv; ++j) {
+      double& w = (*a)[static_cast<size_t>((h * c.n + i) * c.n_kv + j)];
+      const bool sink = std::find(S.begin(), S.end(), j) != S.end();
+      w = sink ? beta * w : w * (1 - beta * m) / (1 - m);
     }
   }
-  EXPECT_GT(sink_heads, 0) << "the planted key 5 should be a sink";
-  const auto want = apply_v(c, a);
-  for (size_t i = 0; i < want.size(); ++i)
-    ASSERT_NEAR(c.out[i], want[i], 2e-5 * keep_of[i / 16] * (1 + std::fabs(want[i]))) << "act at " << i;
-  // A single-row decode call reuses the sinks found above.
-  if (wl < 0) {
-    Call d = make_call(1, 48, 4, 2, 16, -1, 2, 9, 5);
-    ASSERT_TRUE(b->attend(d.call).ok());
-    auto ad = probs(d, {0, 0, 0, 0});
-    const double plain = apply_v(d, ad)[0];
-    EXPECT_NE(d.out[0], static_cast<float>(plain)) << "head 0 of the decode row should be calibrated";
+}
+
+struct ActCase {
+  int64_t n, n_kv, wl;
+  std::vector<int64_t> sinks;
+};
+
+TEST(ActBackend, ScalesDetectedSinksAndRedistributesTheirMass) {
+  const double beta = 0.4, thr = 0.1;
+  // Calls read whole (48 rows), sampled (300 rows; with a window the sampled blocks follow it),
+  // and a later prefill chunk whose rows see sinks before and inside it.
+  for (const ActCase& k : {ActCase{48, 48, -1, {5}}, ActCase{48, 48, 20, {5}}, ActCase{300, 300, -1, {5, 140, 290}},
+                           ActCase{300, 300, 40, {60, 200}}, ActCase{100, 400, -1, {30, 350}}, ActCase{100, 400, 64, {330, 390}}}) {
+    SCOPED_TRACE("n " + std::to_string(k.n) + ", n_kv " + std::to_string(k.n_kv) + ", window_left " + std::to_string(k.wl));
+    Call c = make_call(k.n, k.n_kv, 4, 2, 16, k.wl, 2, 9, k.sinks);
+    auto b = backend("act:heads=2.0+2.3,beta=0.4,threshold=0.1");
+    ASSERT_TRUE(b->attend(c.call).ok());
+    // Reference: the full matrix, exact sinks, then ACT's rescaling. o' = beta o_S + keep (o - o_S)
+    // with keep = (1 - beta m) / (1 - m) multiplies the kernel's f32 rounding error by keep, so each
+    // row's tolerance scales with it.
+    auto a = probs(c, {0, 0, 0, 0});
+    std::vector<double> keep_of(static_cast<size_t>(c.n * c.H), 1.0);
+    std::vector<std::vector<int64_t>> found(4);
+    for (int64_t h : {0, 3}) {
+      found[static_cast<size_t>(h)] = exact_sinks(c, a, h, thr);
+      for (int64_t s : k.sinks) EXPECT_NE(std::find(found[h].begin(), found[h].end(), s), found[h].end()) << "planted key " << s;
+      act_rescale(c, h, found[static_cast<size_t>(h)], beta, &a, &keep_of);
+    }
+    const auto want = apply_v(c, a);
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(c.out[i], want[i], 2e-5 * keep_of[i / 16] * (1 + std::fabs(want[i]))) << "act at " << i;
+    // A single-row decode call over the same keys reuses the sinks found above.
+    if (k.wl < 0) {
+      Call d = make_call(1, k.n_kv, 4, 2, 16, -1, 2, 11, k.sinks);
+      d.k = c.k;
+      d.v = c.v;
+      d.call.k = TensorView::contiguous(d.k.data(), DType::kF32, 1, d.n_kv, d.HK, d.D);
+      d.call.v = TensorView::contiguous(d.v.data(), DType::kF32, 1, d.n_kv, d.HK, d.D);
+      ASSERT_TRUE(b->attend(d.call).ok());
+      auto ad = probs(d, {0, 0, 0, 0});
+      const auto plain = apply_v(d, ad);
+      std::vector<double> keep_d(static_cast<size_t>(d.H), 1.0);
+      for (int64_t h : {0, 3}) act_rescale(d, h, found[static_cast<size_t>(h)], beta, &ad, &keep_d);
+      const auto want_d = apply_v(d, ad);
+      for (size_t i = 0; i < want_d.size(); ++i)
+        ASSERT_NEAR(d.out[i], want_d[i], 2e-5 * keep_d[i / 16] * (1 + std::fabs(want_d[i]))) << "decode at " << i;
+      EXPECT_GT(std::fabs(want_d[0] - plain[0]), 1e-3) << "head 0 of the decode row is calibrated";
+    }
   }
- }
+}
+
+// The estimator alone (candidates from sampled rows, verified by exact column means) against the
+// definition on inputs with planted sinks, strong and weak, and keys seen by few rows.
+TEST(ActSinks, DetectedSetsEqualExactColumnMeans) {
+  const double thr = 0.1;
+  struct Case {
+    int64_t n, n_kv, wl, D;
+    std::vector<int64_t> strong, weak;
+  };
+  for (const Case& k : {Case{600, 600, -1, 32, {5, 150, 400}, {250, 590}}, Case{600, 600, 99, 32, {50, 300}, {520, 595}},
+                        Case{700, 700, 200, 64, {10, 333, 690}, {500}}, Case{200, 700, -1, 32, {100, 650}, {300}},
+                        Case{200, 700, 256, 32, {480, 600}, {690}}, Case{60, 60, -1, 16, {3}, {40}}}) {
+    SCOPED_TRACE("n " + std::to_string(k.n) + ", n_kv " + std::to_string(k.n_kv) + ", window_left " + std::to_string(k.wl));
+    Call c = make_call(k.n, k.n_kv, 4, 2, k.D, k.wl, 0, 21, k.strong);
+    for (int64_t at : k.weak)  // a smaller lift: column means nearer the threshold
+      for (int64_t g = 0; g < c.HK; ++g)
+        for (int64_t d = 0; d < c.D; ++d) c.k[static_cast<size_t>((at * c.HK + g) * c.D + d)] = 1.2f;
+    std::vector<float> lse(static_cast<size_t>(c.H * c.n));
+    ASSERT_TRUE(attention(c.call.q, c.call.k, c.call.v, c.call.out, lse.data(), c.call.params).ok());
+    act::Scratch sc;
+    std::vector<std::vector<int64_t>> got;
+    ASSERT_TRUE(act::find_sinks(c.call, lse.data(), {1, 1, 0, 1}, thr, &sc, &got).ok());
+    const auto a = probs(c, {0, 0, 0, 0});
+    int64_t total = 0;
+    for (int64_t h = 0; h < c.H; ++h) {
+      if (h == 2) {
+        EXPECT_TRUE(got[2].empty()) << "head 2 is not chosen";
+        continue;
+      }
+      const auto want = exact_sinks(c, a, h, thr);
+      EXPECT_EQ(got[static_cast<size_t>(h)], want) << "head " << h;
+      for (int64_t s : k.strong) EXPECT_NE(std::find(want.begin(), want.end(), s), want.end()) << "planted key " << s;
+      total += static_cast<int64_t>(want.size());
+    }
+    EXPECT_GT(total, 0);
+  }
+  // Parameters ACT cannot recompute the logits of are refused by name.
+  Call c = make_call(20, 20, 4, 2, 8, -1, 0, 3);
+  std::vector<float> lse(80), slopes(4, 0.5f);
+  act::Scratch sc;
+  std::vector<std::vector<int64_t>> got;
+  c.call.params.maybe_alibi_slopes = slopes.data();
+  EXPECT_EQ(act::find_sinks(c.call, lse.data(), {1, 1, 1, 1}, thr, &sc, &got).code(), StatusCode::kUnsupported);
+  c.call.params.maybe_alibi_slopes = nullptr;
+  c.call.params.causal = false;
+  const Status st = act::find_sinks(c.call, lse.data(), {1, 1, 1, 1}, thr, &sc, &got);
+  EXPECT_NE(st.message().find("causal"), std::string::npos) << st.message();
 }
 
 TEST(CalibrationStatistics, WilsonIntervalMatchesItsFormula) {

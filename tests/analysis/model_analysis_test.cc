@@ -5,6 +5,8 @@
 // breaks needle retrieval, and the calibration backends run inside the model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "attnkit/analysis.h"
@@ -12,6 +14,7 @@
 #include "attnkit/model.h"
 #include "attnkit/tokenizer.h"
 #include "attnkit/eval.h"
+#include "analysis/act.h"
 
 namespace attnkit::analysis {
 namespace {
@@ -222,6 +225,77 @@ TEST_F(AnalysisModelTest, CalibrationBackendsRunInsideTheModel) {
   ASSERT_EQ(f.entropy.size(), 3u);
   const size_t best = static_cast<size_t>(std::min_element(f.entropy.begin(), f.entropy.end()) - f.entropy.begin());
   EXPECT_DOUBLE_EQ(f.best_gamma, f.gammas[best]);
+}
+
+// ACT's estimator on the model's own queries and keys: every prefill chunk of every layer, its
+// sinks against the exact column means over the chunk's rows (the model's recomputed
+// probabilities). The detected sets equal the exact ones: a reported sink is verified exactly, and
+// on this text no sink's sampled mean falls below half the threshold.
+TEST_F(AnalysisModelTest, ActSinksAgreeWithExactColumnMeans) {
+  const auto ids = kjv(20000, 1100);  // chunks of 512, 512 and 76 rows; local layers' window 512
+  const model::GemmaConfig& cfg = model_->config();
+  const double thr = 0.1;
+  int64_t exact_total = 0, found_total = 0, false_found = 0, missed = 0, missed_strong = 0;
+  double worst_missed = 0;
+  act::Scratch sc;
+  std::vector<float> lse, out;
+  const Status st = stream_attention(model_.get(), ids, [&](const AttentionBlock& b) {
+    const int64_t H = b.n_head, D = b.head_dim;
+    model::AttentionCall c;
+    c.layer = b.layer;
+    c.q = TensorView::contiguous(const_cast<float*>(b.q_post), DType::kF32, 1, b.n, H, D);
+    c.k = TensorView::contiguous(const_cast<float*>(b.k_post), DType::kF32, 1, b.n_kv, b.n_head_kv, D);
+    c.v = c.k;
+    out.resize(static_cast<size_t>(b.n * H * D));
+    c.out = TensorView::contiguous(out.data(), DType::kF32, 1, b.n, H, D);
+    c.q_pos0 = b.pos0;
+    c.params.causal = true;
+    c.params.window_left = b.window_left;
+    c.params.scale = cfg.attn_scale;
+    c.params.softcap = cfg.attn_logit_softcap;
+    c.params.num_threads = 2;
+    lse.resize(static_cast<size_t>(H * b.n));
+    ASSERT_TRUE(attention(c.q, c.k, c.v, c.out, lse.data(), c.params).ok());
+    std::vector<std::vector<int64_t>> got;
+    ASSERT_TRUE(act::find_sinks(c, lse.data(), std::vector<char>(static_cast<size_t>(H), 1), thr, &sc, &got).ok());
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> col(static_cast<size_t>(b.n_kv), 0.0);
+      std::vector<int64_t> rows(static_cast<size_t>(b.n_kv), 0);
+      for (int64_t i = 0; i < b.n; ++i) {
+        const int64_t p = b.pos0 + i, lo = b.window_left < 0 ? 0 : std::max<int64_t>(0, p - b.window_left);
+        const float* a = b.probs + (h * b.n + i) * b.n_kv;
+        for (int64_t j = lo; j <= p; ++j) {
+          col[static_cast<size_t>(j)] += a[j];
+          rows[static_cast<size_t>(j)]++;
+        }
+      }
+      const std::vector<int64_t>& g = got[static_cast<size_t>(h)];
+      found_total += static_cast<int64_t>(g.size());
+      for (int64_t j = 1; j < b.n_kv; ++j) {
+        const int64_t r = rows[static_cast<size_t>(j)];
+        const double mean = r > 0 ? col[static_cast<size_t>(j)] / static_cast<double>(r) : 0.0;
+        const bool exact = r >= act::kMinRows && mean > thr;
+        const bool found = std::binary_search(g.begin(), g.end(), j);
+        exact_total += exact;
+        // f32 probabilities on both sides: a mean within 1e-4 of the threshold may fall either way.
+        if (found && !exact && !(r >= act::kMinRows && mean > thr - 1e-4)) ++false_found;
+        if (exact && !found && mean > thr + 1e-4) {
+          ++missed;
+          worst_missed = std::max(worst_missed, mean);
+          missed_strong += mean > 2 * thr;
+        }
+      }
+    }
+  });
+  ASSERT_TRUE(st.ok()) << st.message();
+  std::printf("act sinks on the model: %lld exact, %lld found, %lld false, %lld missed (largest missed mean %.3f)\n",
+              static_cast<long long>(exact_total), static_cast<long long>(found_total), static_cast<long long>(false_found),
+              static_cast<long long>(missed), worst_missed);
+  EXPECT_GT(exact_total, 20) << "Gemma 3 270M has mid-sequence sinks on this text";
+  EXPECT_EQ(false_found, 0);
+  EXPECT_EQ(missed_strong, 0) << "a sink with column mean above twice the threshold was missed";
+  EXPECT_EQ(missed, 0);
+  EXPECT_EQ(found_total, exact_total);
 }
 
 // ZeroTuning the long way, as a reference for the kernel's key-bias hook: exact attention over
