@@ -30,12 +30,12 @@ class ModelKvTest : public ::testing::Test {
     if (model_ && eval::kjv_text("", &text).ok()) {
       EncodeOptions eo;
       eo.add_bos = true;
-      ids_ = model_->tokenizer().encode(text.substr(0, 12000), eo);
+      ids_ = model_->tokenizer().encode(text.substr(0, 40000), eo);
     }
   }
   static void TearDownTestSuite() { model_.reset(); }
   void SetUp() override {
-    if (!model_ || ids_.size() < 2100) GTEST_SKIP() << "Gemma 3 270M GGUF or the KJV text is not installed";
+    if (!model_ || ids_.size() < 8193) GTEST_SKIP() << "Gemma 3 270M GGUF or the KJV text is not installed";
     ASSERT_TRUE(model_->set_kv_storage(KvStorage::kF32).ok());
     model_->set_kv_policy(std::shared_ptr<KvPolicy>());
     model_->set_prefill_chunk(512);
@@ -64,18 +64,19 @@ class ModelKvTest : public ::testing::Test {
   static inline std::vector<int32_t> ids_;
 };
 
+// The target is stated on 8K tokens. Shorter texts are not a fair test of a 0.1% bound: the first
+// KJV tokens are so predictable that a few near-tied tokens, flipped by bf16's rounding of the
+// keys, move the perplexity of 1K tokens by 0.1-0.4% either way.
 TEST_F(ModelKvTest, Bf16KvPerplexityWithinATenthOfAPercentOfF32) {
-  const double f32 = std::exp(nll(1024));
+  const double f32 = std::exp(nll(8192));
+  const auto f = model_->kv_bytes();
   ASSERT_TRUE(model_->set_kv_storage(KvStorage::kBF16).ok());
-  const double bf16 = std::exp(nll(1024));
-  std::printf("perplexity over 1023 KJV tokens: f32 KV %.5f, bf16 KV %.5f (%+.4f%%)\n", f32, bf16, 100 * (bf16 / f32 - 1));
+  const double bf16 = std::exp(nll(8192));
+  const auto b = model_->kv_bytes();
+  std::printf("perplexity over 8191 KJV tokens: f32 KV %.5f, bf16 KV %.5f (%+.4f%%)\n", f32, bf16, 100 * (bf16 / f32 - 1));
   EXPECT_LT(std::fabs(bf16 / f32 - 1), 1e-3);
   EXPECT_NE(bf16, f32) << "bf16 storage should round something";
   // Half the bytes per token.
-  const auto b = model_->kv_bytes();
-  ASSERT_TRUE(model_->set_kv_storage(KvStorage::kF32).ok());
-  (void)nll(1024);
-  const auto f = model_->kv_bytes();
   for (size_t l = 0; l < b.size(); ++l) EXPECT_EQ(2 * b[l].in_use, f[l].in_use) << "layer " << l;
 }
 
